@@ -1,0 +1,293 @@
+"""Dask clients for the cluster profiles in ``cluster/*.yaml``: local, slurm, or an address.
+
+Profiles are validated once. ``local`` is a distributed cluster of worker
+processes on this machine, one thread each (one BLAS and one Numba thread per
+process), with optional GPU workers that carry the resource ``GPU=1``.
+``slurm`` is a dask-jobqueue SLURMCluster: CPU jobs plus GPU jobs
+(``--gres=gpu:1``, worker resource ``GPU=1``) on the same scheduler. Anything
+that looks like ``tcp://host:port`` connects to a running scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mfrs.errors import ClusterError, ConfigError
+
+__all__ = ["LocalProfile", "SlurmProfile", "AddressProfile", "load_profile", "get_client",
+           "gpu_workers", "worker_memory_limit", "render_job_scripts", "WORKER_ENV"]
+
+log = logging.getLogger("mfrs.cluster")
+
+#: Environment of every worker process: one BLAS / OpenMP / Numba thread each (threads fight here).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
+
+
+class _Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocalProfile(_Profile):
+    """A distributed cluster on this machine."""
+
+    kind: Literal["local"] = "local"
+    n_workers: int | None = Field(None, ge=1, description="CPU worker processes; None: one per core")
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = Field("auto", description="per worker, e.g. '4GB'; auto: machine memory / workers")
+    gpu_workers: int | Literal["auto"] = "auto"
+    dashboard_address: str | None = None
+
+
+class GpuJobSpec(_Profile):
+    """The GPU job spec added to a SLURM cluster."""
+
+    jobs: int = Field(1, ge=0)
+    cores: int = Field(1, ge=1)
+    memory: str = "8GB"
+    walltime: str | None = None
+    job_extra_directives: list[str] = Field(default_factory=lambda: ["--gres=gpu:1"])
+
+
+class SlurmProfile(_Profile):
+    """A dask-jobqueue SLURMCluster."""
+
+    kind: Literal["slurm"] = "slurm"
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "01:00:00"
+    cores: int = Field(1, ge=1)
+    processes: int = Field(1, ge=1)
+    memory: str = "4GB"
+    interface: str | None = None
+    log_directory: str | None = None
+    local_directory: str | None = None
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list)
+    worker_extra_args: list[str] = Field(default_factory=list)
+    jobs: int = Field(2, ge=0, description="fixed number of CPU jobs (ignored when adaptive is set)")
+    adaptive: dict[str, int] | None = None
+    gpu: GpuJobSpec | None = None
+    death_timeout: int = 60
+    wait_for_workers_s: float = Field(120, ge=0)
+
+
+class AddressProfile(_Profile):
+    """An already running scheduler."""
+
+    kind: Literal["address"] = "address"
+    address: str
+
+
+Profile = Annotated[LocalProfile | SlurmProfile | AddressProfile, Field(discriminator="kind")]
+
+
+def profile_dir() -> Path:
+    """``cluster/`` of the current directory, else of the mfrs repository."""
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (base / "cluster").is_dir():
+            return base / "cluster"
+    return Path.cwd() / "cluster"
+
+
+def load_profile(name: str | None = None) -> LocalProfile | SlurmProfile | AddressProfile:
+    """Load a cluster profile.
+
+    Parameters
+    ----------
+    name : str, optional
+        ``local`` (default), ``slurm``, another ``cluster/<name>.yaml``, a YAML path,
+        or a scheduler address (``tcp://host:8786``).
+
+    Raises
+    ------
+    ConfigError
+        Unknown profile, malformed YAML or invalid keys (named with the file).
+    """
+    name = name or "local"
+    if "://" in name:
+        return AddressProfile(address=name)
+    path = Path(name) if name.endswith((".yaml", ".yml")) else profile_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profile_dir().glob("*.yaml"))
+        raise ConfigError(f"no cluster profile {name!r} (looked for {path}); known profiles: "
+                          f"{', '.join(known)}, or give a scheduler address like tcp://host:8786.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return TypeAdapter(Profile).validate_python(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cluster profile {path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid cluster profile {path}:\n" + "\n".join(lines)) from exc
+
+
+def _count_gpus() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    from mfrs._subprocess import run_command
+
+    proc = run_command(["nvidia-smi", "-L"], check=False, timeout=20)
+    return sum(1 for line in proc.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _local_cluster(profile: LocalProfile) -> Any:
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.system import MEMORY_LIMIT
+
+    n_cpu = profile.n_workers or os.cpu_count() or 1
+    n_gpu = _count_gpus() if profile.gpu_workers == "auto" else profile.gpu_workers
+    total = n_cpu + n_gpu
+    memory = profile.memory_limit if profile.memory_limit != "auto" else int(MEMORY_LIMIT / total)
+    base = {"nthreads": profile.threads_per_worker, "memory_limit": memory, "env": WORKER_ENV,
+            "silence_logs": logging.WARNING, "dashboard": bool(profile.dashboard_address)}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n_cpu)}
+    for i in range(n_gpu):
+        # CUDA_VISIBLE_DEVICES pins one device per GPU worker.
+        env = {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": str(i)} if n_gpu > 1 else WORKER_ENV
+        workers[f"gpu-{i}"] = {"cls": Nanny, "options": {**base, "env": env, "resources": {"GPU": 1}}}
+    scheduler_options = ({"dashboard_address": profile.dashboard_address} if profile.dashboard_address
+                         else {"dashboard": False, "dashboard_address": ":0"})
+    scheduler = {"cls": Scheduler, "options": scheduler_options}
+    log.info("local cluster: %d CPU worker(s), %d GPU worker(s), %s memory each", n_cpu, n_gpu,
+             memory if isinstance(memory, str) else f"{memory / 2**30:.1f} GiB")
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+
+
+def _slurm_job_kwargs(profile: SlurmProfile) -> dict[str, Any]:
+    return dict(
+        queue=profile.queue, account=profile.account, walltime=profile.walltime, cores=profile.cores,
+        processes=profile.processes, memory=profile.memory, interface=profile.interface,
+        log_directory=profile.log_directory, local_directory=profile.local_directory,
+        job_extra_directives=list(profile.job_extra_directives),
+        job_script_prologue=[*(f"export {k}={v}" for k, v in WORKER_ENV.items()),
+                             *profile.job_script_prologue],
+        worker_extra_args=list(profile.worker_extra_args), death_timeout=profile.death_timeout,
+    )
+
+
+def _gpu_job_kwargs(profile: SlurmProfile) -> dict[str, Any]:
+    assert profile.gpu is not None
+    kwargs = _slurm_job_kwargs(profile)
+    kwargs.update(cores=profile.gpu.cores, processes=1, memory=profile.gpu.memory,
+                  walltime=profile.gpu.walltime or profile.walltime,
+                  job_extra_directives=[*profile.job_extra_directives, *profile.gpu.job_extra_directives],
+                  worker_extra_args=[*profile.worker_extra_args, "--resources", "GPU=1"])
+    return kwargs
+
+
+def render_job_scripts(profile: SlurmProfile, *, scheduler_address: str = "tcp://SCHEDULER:8786") -> dict[str, str]:
+    """The sbatch scripts the profile would submit, without starting anything.
+
+    Returns
+    -------
+    dict
+        ``{"cpu": script, "gpu": script}`` (``gpu`` only when the profile has a GPU spec).
+    """
+    from dask_jobqueue.slurm import SLURMJob
+
+    scripts = {"cpu": SLURMJob(scheduler=scheduler_address, name="mfrs-cpu",
+                               **_slurm_job_kwargs(profile)).job_script()}
+    if profile.gpu is not None and profile.gpu.jobs:
+        scripts["gpu"] = SLURMJob(scheduler=scheduler_address, name="mfrs-gpu",
+                                  **_gpu_job_kwargs(profile)).job_script()
+    return scripts
+
+
+@contextlib.contextmanager
+def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
+    """A SLURMCluster with its CPU jobs, plus GPU jobs started beside it on the same scheduler.
+
+    GPU jobs are plain ``SLURMJob`` objects rather than ``worker_spec`` entries:
+    ``SpecCluster.scale`` counts and pops ``worker_spec`` entries, so the next
+    scale or adapt would drop a GPU entry kept there.
+    """
+    from dask_jobqueue import SLURMCluster
+    from dask_jobqueue.slurm import SLURMJob
+
+    if not shutil.which("sbatch"):
+        raise ClusterError("the slurm profile needs SLURM's sbatch on PATH; on one machine start the "
+                           "local SLURM with `bash cluster/slurm-local-start.sh` (as root).")
+    if profile.log_directory:
+        Path(profile.log_directory).mkdir(parents=True, exist_ok=True)
+    cluster = SLURMCluster(job_name="mfrs-cpu", **_slurm_job_kwargs(profile),
+                           scheduler_options={"dashboard": False, "dashboard_address": ":0"})
+    gpu_jobs: list[Any] = []
+    try:
+        if profile.adaptive:
+            cluster.adapt(**profile.adaptive)
+        else:
+            cluster.scale(jobs=profile.jobs)
+        for i in range(profile.gpu.jobs if profile.gpu else 0):
+            job = SLURMJob(scheduler=cluster.scheduler_address, name=f"gpu-{i}", job_name="mfrs-gpu",
+                           **_gpu_job_kwargs(profile))
+            cluster.sync(job.start)
+            gpu_jobs.append(job)
+        yield cluster
+    finally:
+        for job in gpu_jobs:
+            try:
+                cluster.sync(job.close)  # scancel
+            except Exception as exc:  # keep closing the rest; the job ends at its walltime anyway
+                log.warning("could not cancel GPU job %s: %s", getattr(job, "job_id", "?"), exc)
+        cluster.close()
+
+
+@contextlib.contextmanager
+def get_client(profile: str | LocalProfile | SlurmProfile | AddressProfile | None = None) -> Iterator[Any]:
+    """A connected ``distributed.Client`` for a profile; the cluster closes on exit.
+
+    Parameters
+    ----------
+    profile : str or profile, optional
+        See :func:`load_profile`; default ``local``.
+
+    Yields
+    ------
+    distributed.Client
+    """
+    from distributed import Client
+
+    prof = load_profile(profile) if profile is None or isinstance(profile, str) else profile
+    if isinstance(prof, AddressProfile):
+        try:
+            client = Client(prof.address, timeout="20s")
+        except OSError as exc:
+            raise ClusterError(f"cannot reach the scheduler at {prof.address}: {exc}. Is it running?") from exc
+        with client:
+            yield client
+        return
+    cluster_cm = contextlib.closing(_local_cluster(prof)) if isinstance(prof, LocalProfile) else _slurm_cluster(prof)
+    with cluster_cm as cluster, Client(cluster) as client:
+        if isinstance(prof, SlurmProfile) and not prof.adaptive:
+            n = prof.jobs * prof.processes + (prof.gpu.jobs if prof.gpu else 0)
+            try:
+                client.wait_for_workers(n, timeout=prof.wait_for_workers_s)
+            except TimeoutError as exc:
+                raise ClusterError(
+                    f"only {len(client.scheduler_info()['workers'])} of {n} SLURM workers started within "
+                    f"{prof.wait_for_workers_s:.0f} s; check `squeue` and the job logs in "
+                    f"{prof.log_directory or 'the working directory'}.") from exc
+        yield client
+
+
+def gpu_workers(client: Any) -> list[str]:
+    """Addresses of the workers that carry a ``GPU`` resource."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sorted(addr for addr, w in workers.items() if w.get("resources", {}).get("GPU"))
+
+
+def worker_memory_limit(client: Any) -> int | None:
+    """The smallest memory limit of the cluster's workers (None when unlimited or unknown)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    return min(limits) if limits and min(limits) > 0 else None

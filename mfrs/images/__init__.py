@@ -1,0 +1,1 @@
+"""Images: the stimulus set (``stimuli`` stage) and training image datasets (``images`` stage)."""

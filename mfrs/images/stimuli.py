@@ -1,0 +1,263 @@
+"""Stimuli: the face images every analysis compares, as the ``stimuli`` store.
+
+The source is the catalog entry ``stimulus_images``: either
+``embedded://skimage-lfw`` (the real LFW face crops that ship inside
+scikit-image: 50 "famous", 50 "unfamiliar" and 50 phase-scrambled faces) or a
+ds000117 ``stimuli/meg`` folder of ``f001.bmp``/``u001.bmp``/``s001.bmp`` files.
+Images are made grayscale and resized to ``size`` x ``size``. Stimulus ids,
+``category``, ``condition`` (famous 1-150, unfamiliar 151-300, scrambled
+301-450, as ds000117) and ``file`` travel as coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from mfrs.catalog import Catalog, CatalogEntry
+from mfrs.errors import InputDataError
+from mfrs.provenance import fingerprint, make_provenance
+from mfrs.runner import run_units
+from mfrs.stage import Plan, StageConfig
+from mfrs.store import Unit, ZarrStore
+from mfrs.types import CATEGORIES
+
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "list_stimuli", "phase_scramble",
+           "load_stimulus_pixels", "EMBEDDED_LFW"]
+
+NAME = "stimuli"
+EMBEDDED_LFW = "embedded://skimage-lfw"
+log = logging.getLogger("mfrs.stimuli")
+
+_PREFIX = {"famous": "f", "unfamiliar": "u", "scrambled": "s"}
+_CONDITION_OFFSET = {"famous": 0, "unfamiliar": 150, "scrambled": 300}
+_FILE_RE = re.compile(r"^(?P<prefix>[fus])(?P<number>\d{3})\.bmp$", re.IGNORECASE)
+
+
+class Config(StageConfig):
+    """Settings of the stimuli stage."""
+
+    size: int = Field(224, ge=8, le=1024, description="output images are size x size pixels")
+    n_per_category: int | None = Field(
+        None, ge=1, description="stimuli per category (embedded: at most 50; None: all)")
+    chunk_size: int = Field(50, ge=1, description="stimuli per store chunk (one task each)")
+    seed: int = Field(0, description="root seed of the phase scrambling")
+
+
+def inputs(cfg: Config) -> list[str]:
+    """Catalog entries read."""
+    return ["stimulus_images"]
+
+
+def outputs(cfg: Config) -> list[str]:
+    """Catalog entries written."""
+    return ["stimuli"]
+
+
+@dataclass(frozen=True)
+class StimulusSpec:
+    """Where one stimulus's pixels come from."""
+
+    stimulus: str
+    category: str
+    condition: int
+    file: str
+    origin: str  # "lfw:<index>", "scramble:<lfw index>" or a file path
+
+
+def _embedded_specs(n: int | None) -> list[StimulusSpec]:
+    n = 50 if n is None else n
+    if n > 50:
+        raise InputDataError(
+            f"the embedded stimulus set has 50 images per category (100 LFW faces in scikit-image); "
+            f"n_per_category={n} asks for more. Lower it, or point the catalog entry "
+            "'stimulus_images' at a ds000117 stimuli/meg folder."
+        )
+    specs = []
+    for category in CATEGORIES:
+        for k in range(n):
+            if category == "famous":
+                origin = f"lfw:{k}"
+            elif category == "unfamiliar":
+                origin = f"lfw:{50 + k}"
+            else:  # scrambled versions alternate between the famous and the unfamiliar faces
+                origin = f"scramble:{(k // 2) + (50 if k % 2 else 0)}"
+            sid = f"{_PREFIX[category]}{k + 1:03d}"
+            specs.append(StimulusSpec(sid, category, _CONDITION_OFFSET[category] + k + 1,
+                                      f"meg/{sid}.bmp", origin))
+    return specs
+
+
+def _folder_specs(folder: Path, n: int | None, entry_name: str) -> list[StimulusSpec]:
+    if not folder.is_dir():
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: stimulus folder {folder} does not exist. Point its "
+            f"location at ds000117's stimuli/meg folder, or at {EMBEDDED_LFW}."
+        )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    bad = [p.name for p in files if not _FILE_RE.match(p.name)]
+    if bad:
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: {folder} holds files not named like ds000117 stimuli "
+            f"(f###.bmp, u###.bmp, s###.bmp): {', '.join(bad[:5])}{'...' if len(bad) > 5 else ''}. "
+            "Remove or rename them."
+        )
+    by_category: dict[str, list[StimulusSpec]] = {c: [] for c in CATEGORIES}
+    prefix_to_cat = {v: k for k, v in _PREFIX.items()}
+    for path in files:
+        m = _FILE_RE.match(path.name)
+        assert m is not None
+        category = prefix_to_cat[m["prefix"].lower()]
+        number = int(m["number"])
+        sid = f"{m['prefix'].lower()}{number:03d}"
+        by_category[category].append(StimulusSpec(
+            sid, category, _CONDITION_OFFSET[category] + number, f"meg/{path.name}", str(path)))
+    specs = []
+    for category in CATEGORIES:
+        chosen = sorted(by_category[category], key=lambda s: s.stimulus)
+        specs.extend(chosen if n is None else chosen[:n])
+    if not specs:
+        raise InputDataError(f"catalog entry {entry_name!r}: no .bmp stimuli in {folder}.")
+    return specs
+
+
+def list_stimuli(entry: CatalogEntry, n_per_category: int | None) -> list[StimulusSpec]:
+    """The stimuli of a ``stimulus_images`` entry, in study order (famous, unfamiliar, scrambled)."""
+    if entry.uri == EMBEDDED_LFW:
+        return _embedded_specs(n_per_category)
+    return _folder_specs(entry.path, n_per_category, entry.name)
+
+
+def phase_scramble(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Keep the amplitude spectrum of ``image``, randomise its phase.
+
+    The random phase is that of a white-noise image, so the result is real; the
+    output is rescaled to the input's mean and standard deviation.
+
+    Parameters
+    ----------
+    image : ndarray, (y, x) float
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray, (y, x) float
+    """
+    spectrum = np.fft.fft2(image)
+    noise_phase = np.angle(np.fft.fft2(rng.standard_normal(image.shape)))
+    scrambled = np.real(np.fft.ifft2(np.abs(spectrum) * np.exp(1j * (np.angle(spectrum) + noise_phase))))
+    scrambled = (scrambled - scrambled.mean()) / (scrambled.std() + 1e-12)
+    return scrambled * image.std() + image.mean()
+
+
+def _to_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    img = np.clip(image, 0.0, 1.0)
+    pil = Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), mode="L")
+    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def load_stimulus_pixels(spec: StimulusSpec, *, size: int, seed: int) -> np.ndarray:
+    """The (size, size) uint8 grayscale image of one stimulus."""
+    if spec.origin.startswith(("lfw:", "scramble:")):
+        from skimage.data import lfw_subset
+
+        kind, index = spec.origin.split(":")
+        face = lfw_subset()[int(index)].astype(np.float64)
+        if kind == "scramble":
+            # One child seed per stimulus condition: independent of chunking and worker count.
+            child = np.random.SeedSequence([seed, spec.condition])
+            face = phase_scramble(face, np.random.default_rng(child))
+        return _to_uint8(face, size)
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(spec.origin)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    except FileNotFoundError as exc:
+        raise InputDataError(f"stimulus {spec.stimulus}: file {path} disappeared while reading.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputDataError(
+            f"stimulus {spec.stimulus}: {path} is not a readable image ({exc}). Replace the file with the "
+            "dataset's original, or remove it to exclude this stimulus."
+        ) from exc
+    return _to_uint8(gray, size)
+
+
+def _template(specs: list[StimulusSpec], cfg: Config) -> xr.Dataset:
+    import dask.array as da
+
+    n = len(specs)
+    data = da.zeros((n, cfg.size, cfg.size), chunks=(cfg.chunk_size, cfg.size, cfg.size), dtype="uint8")
+    return xr.Dataset(
+        {"image": (("stimulus", "y", "x"), data, {"description": "grayscale pixel values 0-255"})},
+        coords={
+            "stimulus": [s.stimulus for s in specs],
+            "category": ("stimulus", [s.category for s in specs]),
+            "condition": ("stimulus", np.array([s.condition for s in specs], dtype=np.int32)),
+            "file": ("stimulus", [s.file for s in specs]),
+        },
+    )
+
+
+def _source_fingerprint(entry: CatalogEntry, specs: list[StimulusSpec]) -> str:
+    if entry.uri == EMBEDDED_LFW:
+        from importlib.metadata import version
+
+        return fingerprint({"source": EMBEDDED_LFW, "scikit-image": version("scikit-image")})
+    stats = [(s.origin, Path(s.origin).stat().st_size, Path(s.origin).stat().st_mtime_ns) for s in specs]
+    return fingerprint(stats)
+
+
+def _write_unit(args: tuple[ZarrStore, Unit, list[StimulusSpec], int, int]) -> str:
+    store, unit, specs, size, seed = args
+    pixels = np.stack([load_stimulus_pixels(s, size=size, seed=seed) for s in specs])
+    store.write_unit(unit, xr.Dataset({"image": (("stimulus", "y", "x"), pixels)},
+                                      coords={"stimulus": [s.stimulus for s in specs]}))
+    return unit.key
+
+
+def plan(*, config: Config, catalog: Catalog) -> Plan:
+    """Sizes of the stimuli stage."""
+    specs = list_stimuli(catalog.entry("stimulus_images"), config.n_per_category)
+    n_units = -(-len(specs) // config.chunk_size)
+    missing = n_units
+    if (catalog.path("stimuli") / "zarr.json").exists():
+        try:
+            missing = len(ZarrStore.open(catalog.path("stimuli")).missing_units())
+        except Exception:  # a damaged store is reported by run(); the plan assumes all work remains
+            missing = n_units
+    image_bytes = config.size * config.size
+    return Plan(stage=NAME, reads={"stimulus_images": len(specs) * 25 * 25},
+                writes={"stimuli": len(specs) * image_bytes}, n_tasks=missing, n_units=n_units,
+                memory_per_task=config.chunk_size * image_bytes * 16, seconds=0.01 * len(specs),
+                notes=[f"{len(specs)} stimuli at {config.size}x{config.size}"])
+
+
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+    """Build the ``stimuli`` store (idempotent: complete chunks are skipped)."""
+    entry = catalog.entry("stimulus_images")
+    specs = list_stimuli(entry, config.n_per_category)
+    template = _template(specs, config)
+    provenance = make_provenance(stage=NAME, config=config,
+                                 inputs={"stimulus_images": _source_fingerprint(entry, specs)},
+                                 seed=config.seed, client=client)
+    store = ZarrStore.create(catalog.path("stimuli"), template, unit_dims=("stimulus",),
+                             provenance=provenance, overwrite=overwrite, entry_name="stimuli")
+    missing = store.missing_units()
+    if not missing:
+        log.info("stimuli: all %d units of %s complete, nothing to do", len(store.units()), store.path)
+        return
+    by_id = {s.stimulus: s for s in specs}
+    work = [(store, u, [by_id[s] for s in u.labels["stimulus"]], config.size, config.seed) for u in missing]
+    run_units(client, _write_unit, work, key=lambda w: w[1].key, description="stimuli", stage=NAME)

@@ -1,0 +1,174 @@
+"""Pipelines: named lists of stages with their configs (``pipelines/*.yaml``), validated once.
+
+The stage registry maps a stage name to its module; modules are imported only
+when a pipeline uses them, so torch or MNE load only for the stages that need them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mfrs.errors import ConfigError
+
+__all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config",
+           "find_pipeline_file", "run_pipeline"]
+
+log = logging.getLogger("mfrs.pipeline")
+
+#: stage name -> module implementing it (see mfrs.stage for the protocol).
+STAGES: dict[str, str] = {
+    "stimuli": "mfrs.images.stimuli",
+    "images": "mfrs.images.datasets_stage",
+    "demo_data": "mfrs.demo.stage",
+    "meg": "mfrs.meg.stage",
+    "activations": "mfrs.nets.activations",
+    "model_rdms": "mfrs.nets.model_rdms",
+    "train": "mfrs.nets.training",
+    "similarity": "mfrs.similarity.stage",
+}
+
+#: Pipeline-level values a stage receives when its Config declares a field of that name.
+GLOBAL_FIELDS = ("seed", "subjects")
+
+
+class PipelineConfig(BaseModel):
+    """A pipeline file: which stages run, in order, and each stage's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    seed: int = 0
+    subjects: list[str] | None = None
+    stages: list[str]
+    config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    source: Path | None = None
+
+
+def _did_you_mean(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def stage_module(name: str) -> ModuleType:
+    """Import the module of stage ``name``."""
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}.{_did_you_mean(name, list(STAGES))} "
+                          f"Known stages: {', '.join(STAGES)}.")
+    try:
+        return importlib.import_module(STAGES[name])
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"stage {name!r} needs module {exc.name!r}, which is not installed; "
+                          "install mfrs with its extras: pip install -e '.[all]'.") from exc
+
+
+def stage_config(module: ModuleType, pipeline: PipelineConfig) -> BaseModel:
+    """The narrowed config of one stage: its own section plus the globals its Config declares."""
+    if hasattr(module, "stage_config"):
+        return module.stage_config(pipeline)
+    name = module.NAME
+    section = dict(pipeline.config.get(name, {}))
+    fields = module.Config.model_fields
+    for key in GLOBAL_FIELDS:
+        if key in fields and key not in section and getattr(pipeline, key) is not None:
+            section[key] = getattr(pipeline, key)
+    try:
+        return module.Config.model_validate(section)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            hint = _did_you_mean(str(err["loc"][-1]), list(fields)) if err["type"] == "extra_forbidden" else ""
+            lines.append(f"  config.{name}.{loc}: {err['msg']}.{hint}")
+        where = pipeline.source or "the pipeline"
+        raise ConfigError(f"invalid settings for stage {name!r} in {where}:\n" + "\n".join(lines)) from exc
+
+
+def find_pipeline_file(name: str | Path) -> Path:
+    """``demo`` -> ``pipelines/demo.yaml`` (cwd, then the mfrs repository); a path is used as is."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    repo = Path(__file__).resolve().parent.parent
+    candidates = [Path.cwd() / "pipelines" / f"{name}.yaml", repo / "pipelines" / f"{name}.yaml"]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    known = sorted({p.stem for c in candidates if c.parent.is_dir() for p in c.parent.glob("*.yaml")})
+    raise ConfigError(f"no pipeline {str(name)!r}: looked for {', '.join(map(str, candidates))}."
+                      f"{_did_you_mean(str(name), known)} Known pipelines: {', '.join(known) or 'none'}.")
+
+
+def load_pipeline(name: str | Path, *, subjects: list[str] | None = None) -> PipelineConfig:
+    """Load and validate a pipeline and every stage section in it.
+
+    Parameters
+    ----------
+    name : str or Path
+        Pipeline name (``demo``) or YAML file.
+    subjects : list of str, optional
+        Overrides the pipeline's ``subjects``.
+
+    Raises
+    ------
+    ConfigError
+        Malformed YAML, unknown keys or stages, invalid values; names the file and key.
+    """
+    path = find_pipeline_file(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pipeline {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"pipeline {path} must be a mapping with 'stages' and 'config'.")
+    try:
+        pipe = PipelineConfig.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = str(err["loc"][0])
+            hint = _did_you_mean(key, list(PipelineConfig.model_fields)) if err["type"] == "extra_forbidden" else ""
+            lines.append(f"  {'.'.join(map(str, err['loc']))}: {err['msg']}.{hint}")
+        raise ConfigError(f"invalid pipeline {path}:\n" + "\n".join(lines)) from exc
+    if subjects:
+        pipe = pipe.model_copy(update={"subjects": list(subjects)})
+    for section in pipe.config:
+        if section not in pipe.stages and section not in STAGES:
+            raise ConfigError(f"pipeline {path}: config section {section!r} is not a stage."
+                              f"{_did_you_mean(section, list(STAGES))}")
+    for stage in pipe.stages:
+        stage_config(stage_module(stage), pipe)  # validate everything before any work
+    return pipe
+
+
+def select_stages(pipe: PipelineConfig, stages: list[str] | None) -> list[str]:
+    """The stages to run: ``stages`` (checked against the pipeline) or all, in pipeline order."""
+    if not stages:
+        return list(pipe.stages)
+    for s in stages:
+        if s not in pipe.stages:
+            raise ConfigError(f"stage {s!r} is not in pipeline {pipe.source}.{_did_you_mean(s, pipe.stages)} "
+                              f"Its stages: {', '.join(pipe.stages)}.")
+    return [s for s in pipe.stages if s in stages]
+
+
+def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Any, stages: list[str] | None = None,
+                 overwrite: bool = False) -> dict[str, float]:
+    """Run the selected stages in order; return stage -> seconds taken."""
+    timings = {}
+    for name in select_stages(pipe, stages):
+        module = stage_module(name)
+        cfg = stage_config(module, pipe)
+        t0 = time.perf_counter()
+        log.info("stage %s: starting", name)
+        module.run(config=cfg, catalog=catalog, client=client, overwrite=overwrite)
+        timings[name] = time.perf_counter() - t0
+        log.info("stage %s: finished in %.1f s", name, timings[name])
+    return timings

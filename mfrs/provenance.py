@@ -1,0 +1,145 @@
+"""Provenance records and fingerprints stored with every artifact."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fingerprint", "make_provenance", "package_versions", "git_revision", "PROVENANCE_PACKAGES"]
+
+PROVENANCE_PACKAGES = (
+    "mfrs", "numpy", "scipy", "xarray", "zarr", "dask", "distributed", "dask-jobqueue",
+    "numba", "mne", "mne-bids", "torch", "torchvision", "scikit-image",
+)
+
+
+def _canonical(obj: Any) -> Any:
+    """Turn ``obj`` into JSON-serialisable data with a stable order."""
+    if hasattr(obj, "model_dump"):  # pydantic models
+        return _canonical(obj.model_dump(mode="json"))
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return {"dtype": str(obj.dtype), "shape": list(obj.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def fingerprint(obj: Any) -> str:
+    """Return a short sha256 fingerprint of ``obj``.
+
+    Parameters
+    ----------
+    obj : Any
+        JSON-like data, pydantic models, numpy arrays or bytes.
+
+    Returns
+    -------
+    str
+        The first 16 hex digits of the sha256 of a canonical encoding.
+
+    Examples
+    --------
+    >>> fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
+    True
+    """
+    if isinstance(obj, bytes):
+        payload = obj
+    else:
+        payload = json.dumps(_canonical(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results (absent ones are left out)."""
+    versions = {"python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The git revision of the mfrs checkout, with ``-dirty`` if it has changes; None outside git."""
+    from mfrs._subprocess import run_command
+
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / ".git").exists():
+        return None
+    try:
+        rev = run_command(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True).stdout.strip()
+        dirty = run_command(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                            check=True).stdout.strip()
+    except Exception:  # no commits yet, git missing: provenance says unknown
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def _cluster_layout(client: Any) -> dict[str, Any] | None:
+    if client is None:
+        return None
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    return {
+        "scheduler": info.get("address"),
+        "n_workers": len(workers),
+        "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+        "gpu_workers": sum(1 for w in workers.values() if w.get("resources", {}).get("GPU")),
+    }
+
+
+def make_provenance(*, stage: str, config: Any, inputs: dict[str, str], seed: int | None,
+                    client: Any = None) -> dict[str, Any]:
+    """Build the ``attrs["provenance"]`` record of a store.
+
+    Parameters
+    ----------
+    stage : str
+        Name of the stage that writes the store.
+    config : pydantic model or dict
+        The stage's narrowed configuration (only the fields it reads).
+    inputs : dict
+        Catalog entry name -> fingerprint of that input.
+    seed : int or None
+        The root seed of all randomness in the stage.
+    client : distributed.Client, optional
+        Used to record the cluster layout.
+
+    Returns
+    -------
+    dict
+        ``stage, parameters, fingerprint, inputs, seed, versions, git_revision, cluster, created``.
+        ``fingerprint`` covers stage, parameters, inputs and seed only, so that a rerun on
+        another cluster or with newer packages resumes the same store.
+    """
+    parameters = _canonical(config)
+    return {
+        "stage": stage,
+        "parameters": parameters,
+        "inputs": dict(sorted(inputs.items())),
+        "seed": seed,
+        "fingerprint": fingerprint({"stage": stage, "parameters": parameters,
+                                    "inputs": inputs, "seed": seed}),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "cluster": _cluster_layout(client),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

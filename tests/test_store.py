@@ -1,0 +1,155 @@
+"""Zarr stores: templates, unit writes from dask tasks, completion marks, resume, refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from mfrs.errors import StoreError
+from mfrs.provenance import make_provenance
+from mfrs.store import MARKER_DIR, ZarrStore
+
+SUBJECTS = ["sub-01", "sub-02", "sub-03"]
+
+
+def _template(n_time: int = 6, time_chunk: int = 3) -> xr.Dataset:
+    data = da.zeros((3, 4, n_time), chunks=(1, 4, time_chunk), dtype="float32")
+    return xr.Dataset({"activity": (("subject", "stimulus", "time"), data)},
+                      coords={"subject": SUBJECTS, "stimulus": ["f001", "f002", "u001", "s001"],
+                              "time": np.linspace(0, 0.5, n_time)})
+
+
+def _prov(**config):
+    return make_provenance(stage="test", config=config, inputs={"x": "abc"}, seed=1)
+
+
+def _part(unit, value):
+    n_t = unit.region["time"].stop - unit.region["time"].start if "time" in unit.region else 6
+    subj = unit.labels["subject"]
+    return xr.Dataset({"activity": (("subject", "stimulus", "time"), np.full((len(subj), 4, n_t), value, "float32"))},
+                      coords={"subject": subj})
+
+
+def test_units_follow_chunks_and_labels(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(), unit_dims=("subject", "time"), provenance=_prov())
+    keys = [u.key for u in store.units()]
+    assert keys[:2] == ["subject=sub-01,time=0:3", "subject=sub-01,time=3:6"]
+    assert len(keys) == 6
+    assert store.units()[3].region == {"subject": slice(1, 2), "time": slice(3, 6)}
+
+
+def test_only_metadata_is_written_at_creation(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(), unit_dims=("subject",), provenance=_prov())
+    assert np.isnan(store.dataset(warn_incomplete=False).activity.values).all()
+    assert len(store.missing_units()) == 3
+    assert store.provenance["stage"] == "test" and store.provenance["seed"] == 1
+    assert {"numpy", "xarray", "zarr", "dask"} <= set(store.provenance["versions"])
+
+
+def test_write_marks_complete_and_resume_keeps_finished_units(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    store.write_unit(store.units()[1], _part(store.units()[1], 2.0))
+    again = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    assert [u.key for u in again.missing_units()] == ["subject=sub-01", "subject=sub-03"]
+    values = again.dataset(warn_incomplete=False).activity.sel(subject="sub-02").values
+    assert (values == 2.0).all()
+
+
+def test_data_without_a_mark_counts_as_missing(tmp_path):
+    """A worker killed between writing data and writing the mark leaves a unit that is redone."""
+    path = tmp_path / "s.zarr"
+    store = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    unit = store.units()[0]
+    _part(unit, 5.0).drop_vars("subject").to_zarr(path, region={"subject": slice(0, 1)}, mode="r+")
+    assert not store.is_complete(unit)
+    (path / MARKER_DIR / unit.marker_name).write_text("{trunc")  # a half-written mark is no mark
+    assert not store.is_complete(unit)
+
+
+def test_other_parameters_are_refused_without_overwrite(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov(k=1))
+    store.write_unit(store.units()[0], _part(store.units()[0], 1.0))
+    with pytest.raises(StoreError, match=r"made with other parameters.*finished units are kept.*--overwrite"):
+        ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov(k=2))
+    assert ZarrStore.open(path).is_complete(store.units()[0])
+    fresh = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov(k=2), overwrite=True)
+    assert len(fresh.missing_units()) == 3
+
+
+def test_other_layout_is_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    with pytest.raises(StoreError, match=r"another layout \(dims differ \(time\)\)"):
+        ZarrStore.create(path, _template(n_time=9), unit_dims=("subject",), provenance=_prov())
+
+
+def test_marks_of_an_older_fingerprint_do_not_count(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    unit = store.units()[0]
+    store.write_unit(unit, _part(unit, 1.0))
+    marker = path / MARKER_DIR / unit.marker_name
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "fingerprint": "0000"}))
+    assert not store.is_complete(unit)
+
+
+def test_write_checks_labels_variables_and_sizes(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(), unit_dims=("subject",), provenance=_prov())
+    unit = store.units()[0]
+    wrong_label = _part(unit, 1.0).assign_coords(subject=["sub-02"])
+    with pytest.raises(StoreError, match=r"subject labels .* do not match.*\.sel\(subject=\.\.\.\)"):
+        store.write_unit(unit, wrong_label)
+    with pytest.raises(StoreError, match=r"unexpected \['extra'\].*\.drop_vars\(\['extra'\]\)"):
+        store.write_unit(unit, _part(unit, 1.0).assign(extra=(("subject",), [1.0])))
+    short = _part(unit, 1.0).isel(stimulus=slice(0, 2))
+    with pytest.raises(StoreError, match=r"has stimulus=2, the store has 4"):
+        store.write_unit(unit, short)
+    assert not store.is_complete(unit)
+
+
+def test_transposed_data_is_written_by_name(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(), unit_dims=("subject",), provenance=_prov())
+    unit = store.units()[2]
+    values = np.arange(24, dtype="float32").reshape(4, 6, 1)
+    part = xr.Dataset({"activity": (("stimulus", "time", "subject"), values)}, coords={"subject": ["sub-03"]})
+    store.write_unit(unit, part)
+    got = store.dataset(warn_incomplete=False).activity.sel(subject="sub-03").values
+    np.testing.assert_array_equal(got, values[:, :, 0])
+
+
+def test_parallel_unit_writes_from_dask_tasks(tmp_path, local_client):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(n_time=12, time_chunk=2),
+                             unit_dims=("subject", "time"), provenance=_prov())
+
+    def write(unit):
+        value = 10 * unit.index[0] + unit.index[1]
+        store.write_unit(unit, _part(unit, value))
+        return unit.key
+
+    from mfrs.runner import run_units
+
+    done = run_units(local_client, write, store.units(), key=lambda u: u.key, description="test")
+    assert len(done) == 18 and not store.missing_units()
+    ds = store.dataset()
+    for unit in store.units():
+        block = ds.activity.isel(unit.region).values
+        assert (block == 10 * unit.index[0] + unit.index[1]).all()
+
+
+def test_half_written_metadata_is_recreated(tmp_path):
+    path = tmp_path / "s.zarr"
+    (path / "activity").mkdir(parents=True)  # a crash before zarr.json was written
+    store = ZarrStore.create(path, _template(), unit_dims=("subject",), provenance=_prov())
+    assert len(store.missing_units()) == 3
+
+
+def test_template_must_be_dask_backed(tmp_path):
+    eager = _template().compute()
+    with pytest.raises(StoreError, match=r"not dask-backed.*dask\.array\.zeros"):
+        ZarrStore.create(tmp_path / "s.zarr", eager, unit_dims=("subject",), provenance=_prov())
