@@ -203,6 +203,25 @@ def render_job_scripts(profile: SlurmProfile, *, scheduler_address: str = "tcp:/
     return scripts
 
 
+def _keep_gpu_adaptive() -> type:
+    from distributed.deploy.adaptive import Adaptive
+
+    class KeepGpuAdaptive(Adaptive):
+        """Adaptive scaling of the CPU jobs that never retires a worker with a ``GPU`` resource.
+
+        Plain ``Adaptive`` retires an idle GPU worker too; its job then ends and the
+        next GPU task waits forever.
+        """
+
+        async def workers_to_close(self, target: int) -> list[str]:
+            names = await super().workers_to_close(target)
+            gpu = {str(w["name"]) for w in self.cluster.scheduler_info["workers"].values()
+                   if w.get("resources", {}).get("GPU")}
+            return [n for n in names if str(n) not in gpu]
+
+    return KeepGpuAdaptive
+
+
 @contextlib.contextmanager
 def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     """A SLURMCluster with its CPU jobs, plus GPU jobs started beside it on the same scheduler.
@@ -224,7 +243,7 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     gpu_jobs: list[Any] = []
     try:
         if profile.adaptive:
-            cluster.adapt(**profile.adaptive)
+            cluster.adapt(Adaptive=_keep_gpu_adaptive(), **profile.adaptive)
         else:
             cluster.scale(jobs=profile.jobs)
         for i in range(profile.gpu.jobs if profile.gpu else 0):

@@ -219,7 +219,8 @@ def _source_fingerprint(entry: CatalogEntry, specs: list[StimulusSpec]) -> str:
     return fingerprint(stats)
 
 
-def _write_unit(args: tuple[ZarrStore, Unit, list[StimulusSpec], int, int]) -> str:
+def write_unit(args: tuple[ZarrStore, Unit, list[StimulusSpec], int, int]) -> str:
+    """Compute and write one unit of stimuli (runs in a dask task)."""
     store, unit, specs, size, seed = args
     pixels = np.stack([load_stimulus_pixels(s, size=size, seed=seed) for s in specs])
     store.write_unit(unit, xr.Dataset({"image": (("stimulus", "y", "x"), pixels)},
@@ -244,20 +245,26 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{len(specs)} stimuli at {config.size}x{config.size}"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
-    """Build the ``stimuli`` store (idempotent: complete chunks are skipped)."""
+def prepare(*, config: Config, catalog: Catalog, client: Any = None,
+            overwrite: bool = False) -> tuple[ZarrStore, list[tuple[ZarrStore, Unit, list[StimulusSpec], int, int]]]:
+    """Create or resume the ``stimuli`` store and list the work of its missing units."""
     entry = catalog.entry("stimulus_images")
     specs = list_stimuli(entry, config.n_per_category)
-    template = _template(specs, config)
     provenance = make_provenance(stage=NAME, config=config,
                                  inputs={"stimulus_images": _source_fingerprint(entry, specs)},
                                  seed=config.seed, client=client)
-    store = ZarrStore.create(catalog.path("stimuli"), template, unit_dims=("stimulus",),
+    store = ZarrStore.create(catalog.path("stimuli"), _template(specs, config), unit_dims=("stimulus",),
                              provenance=provenance, overwrite=overwrite, entry_name="stimuli")
-    missing = store.missing_units()
-    if not missing:
+    by_id = {s.stimulus: s for s in specs}
+    work = [(store, u, [by_id[s] for s in u.labels["stimulus"]], config.size, config.seed)
+            for u in store.missing_units()]
+    return store, work
+
+
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+    """Build the ``stimuli`` store (idempotent: complete chunks are skipped)."""
+    store, work = prepare(config=config, catalog=catalog, client=client, overwrite=overwrite)
+    if not work:
         log.info("stimuli: all %d units of %s complete, nothing to do", len(store.units()), store.path)
         return
-    by_id = {s.stimulus: s for s in specs}
-    work = [(store, u, [by_id[s] for s in u.labels["stimulus"]], config.size, config.seed) for u in missing]
-    run_units(client, _write_unit, work, key=lambda w: w[1].key, description="stimuli", stage=NAME)
+    run_units(client, write_unit, work, key=lambda w: w[1].key, description="stimuli", stage=NAME)

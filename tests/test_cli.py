@@ -1,0 +1,91 @@
+"""The `mfrs` command as a user and a scheduler see it: output, status, resume, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests_support import REPO
+
+MFRS = [sys.executable, "-m", "mfrs.cli"]
+
+
+def _mfrs(*args, root, check=True):
+    env = {**os.environ, "MFRS_DATA_ROOT": str(root), "COLUMNS": "200"}
+    proc = subprocess.run([*MFRS, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mfrs {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    first = _mfrs("demo", root=root)
+    return root, first
+
+
+def test_demo_builds_the_stimuli_store_and_says_where(demo_root):
+    root, first = demo_root
+    assert f"stimuli: {root}/stimuli.zarr" in first.stdout
+    assert "stimulus=150" in first.stdout
+    assert "nothing to do" not in first.stdout
+
+
+def test_status_shows_it_complete(demo_root):
+    root, _ = demo_root
+    out = _mfrs("status", "--json", root=root).stdout
+    import json
+
+    rows = {r["entry"]: r for r in json.loads(out)}
+    assert rows["stimuli"]["state"] == "complete" and rows["stimuli"]["missing"] == []
+
+
+def test_second_demo_does_no_work_and_says_so(demo_root):
+    root, _ = demo_root
+    marks = sorted((root / "stimuli.zarr" / ".mfrs-complete").iterdir())
+    before = [p.stat().st_mtime_ns for p in marks]
+    second = _mfrs("demo", root=root)
+    assert "nothing to do" in second.stdout
+    assert [p.stat().st_mtime_ns for p in marks] == before
+
+
+def test_plan_gives_sizes(demo_root):
+    root, _ = demo_root
+    out = _mfrs("plan", "demo", "--stages", "stimuli", root=root).stdout
+    assert "stimuli: 0 of 3 task(s) to run" in out and "writes stimuli" in out
+
+
+def test_user_error_is_one_line_and_exit_code_2(tmp_path):
+    proc = _mfrs("run", "nosuchpipeline", root=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no pipeline 'nosuchpipeline'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _mfrs("--debug", "run", "nosuchpipeline", root=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_malformed_catalog_exit_code(tmp_path):
+    bad = tmp_path / "cat.yaml"
+    bad.write_text("entries: [oops\n")
+    proc = _mfrs("--catalog", str(bad), "status", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([*MFRS, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("demo", "run", "plan", "status", "catalog"):
+        assert command in out
+
+
+def test_import_mfrs_loads_no_heavy_dependency():
+    code = ("import sys, mfrs; heavy = {'torch', 'mne', 'numba', 'sklearn', 'matplotlib', 'dask', "
+            "'distributed', 'xarray', 'zarr'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
