@@ -24,6 +24,7 @@ test: setup system-deps
 	VENV=$(VENV) bash scripts/run-tests.sh
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 clean-data:

@@ -217,8 +217,10 @@ class ZarrStore:
                         "Rerun with --overwrite to recompute everything with the new settings, or point "
                         "the catalog entry at a new location."
                     )
-                log.info("%s: resuming (%d of %d units complete)", label,
-                         len(existing.units()) - len(existing.missing_units()), len(existing.units()))
+                missing = [u.key for u in existing.missing_units()]
+                log.info("%s: resuming, %d of %d units complete; not marked complete, to compute: %s%s",
+                         label, len(existing.units()) - len(missing), len(existing.units()),
+                         ", ".join(missing[:10]) or "none", " ..." if len(missing) > 10 else "")
                 return existing
 
         attrs = dict(template.attrs)

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of mfrs against baselines measured in the same run."""
