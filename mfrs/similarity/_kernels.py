@@ -1,0 +1,312 @@
+"""Numba kernels of the similarity engine: bare loops over numpy arrays, writing into ``out``.
+
+No xarray, Dask, I/O or argument checks here (see ``_wrappers``/``blocks`` for those).
+Every kernel is compiled serially (one Numba thread): parallelism comes from Dask
+workers, see :mod:`mfrs.similarity.threads`. ``cache=True`` keeps compile time out of
+repeated runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_RADIX_BITS = 11
+_RADIX_SIZE = 1 << _RADIX_BITS
+_RADIX_MASK = _RADIX_SIZE - 1
+
+
+_TOP = np.uint64(32)
+_LOW32 = np.uint64(4294967295)
+_SIGN32 = np.uint64(2147483648)
+_DIGIT = np.uint64(2047)
+
+
+@njit(cache=True, nogil=True)
+def _packed_float32_keys(row, packed, counts):
+    """Pack order-preserving uint32 keys of float32 ``row`` with their index into uint64.
+
+    Fills the three 11-bit digit histograms ``counts`` (3, 2048) on the way; returns True
+    if a NaN is seen.
+    """
+    bits = row.view(np.uint32)
+    counts[:, :] = 0
+    has_nan = False
+    for i in range(row.shape[0]):
+        v = row[i]
+        if v != v:
+            has_nan = True
+        k = np.uint64(bits[i])
+        if v == 0.0:  # -0.0 ties with +0.0, as in scipy.stats.rankdata
+            k = np.uint64(0)
+        if k >= _SIGN32:
+            k = (~k) & _LOW32
+        else:
+            k = k | _SIGN32
+        counts[0, k & _DIGIT] += 1
+        counts[1, (k >> np.uint64(11)) & _DIGIT] += 1
+        counts[2, (k >> np.uint64(22)) & _DIGIT] += 1
+        packed[i] = (k << _TOP) | np.uint64(i)
+    return has_nan
+
+
+@njit(cache=True, nogil=True)
+def _average_ranks_from_sorted(sorted_keys, sorted_order, out_row):
+    """Write average ranks (1-based, ties averaged) given keys in sorted order."""
+    n = sorted_keys.shape[0]
+    i = 0
+    while i < n:
+        j = i
+        k = sorted_keys[i]
+        while j + 1 < n and sorted_keys[j + 1] == k:
+            j += 1
+        r = 0.5 * (i + j) + 1.0
+        for m in range(i, j + 1):
+            out_row[sorted_order[m]] = r
+        i = j + 1
+
+
+@njit(cache=True, nogil=True)
+def rank_rows_f32(x, out):
+    """Average ranks of each row of float32 ``x`` (rows, n) into ``out`` (rows, n); NaN rows -> NaN.
+
+    LSD radix sort on (key << 32 | index) words, 3 passes of 11 bits, passes whose digit is
+    shared by every key skipped; then one sweep averaging the ranks of equal keys.
+    """
+    n = x.shape[1]
+    a = np.empty(n, np.uint64)
+    b = np.empty(n, np.uint64)
+    counts = np.empty((3, 2048), np.int64)
+    for r in range(x.shape[0]):
+        if _packed_float32_keys(x[r], a, counts):
+            out[r, :] = np.nan
+            continue
+        src = a
+        dst = b
+        for p in range(3):
+            shift = np.uint64(32 + 11 * p)
+            if counts[p, (src[0] >> shift) & _DIGIT] == n:
+                continue
+            total = 0
+            for d in range(2048):
+                c = counts[p, d]
+                counts[p, d] = total
+                total += c
+            for i in range(n):
+                v = src[i]
+                d = (v >> shift) & _DIGIT
+                j = counts[p, d]
+                counts[p, d] = j + 1
+                dst[j] = v
+            src, dst = dst, src
+        orow = out[r]
+        i = 0
+        while i < n:
+            j = i
+            k = src[i] >> _TOP
+            while j + 1 < n and (src[j + 1] >> _TOP) == k:
+                j += 1
+            rank = 0.5 * (i + j) + 1.0
+            for m in range(i, j + 1):
+                orow[src[m] & _LOW32] = rank
+            i = j + 1
+
+
+@njit(cache=True, nogil=True)
+def rank_rows_sorted(x, out):
+    """Average ranks of each row of ``x`` (rows, n) by a stable comparison sort; NaN rows -> NaN."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        row = x[r]
+        nan = False
+        for i in range(n):
+            if row[i] != row[i]:
+                nan = True
+                break
+        if nan:
+            out[r, :] = np.nan
+            continue
+        order = np.argsort(row, kind="mergesort")
+        sorted_vals = np.empty(n, row.dtype)
+        for i in range(n):
+            sorted_vals[i] = row[order[i]]
+        _average_ranks_from_sorted(sorted_vals, order, out[r])
+
+
+@njit(cache=True, nogil=True)
+def upper_pairs(square, offset, scale, absolute, out):
+    """Pair vectors of a batch of square matrices: ``out[b, p] = offset + scale * f(square[b, i, j])``.
+
+    ``square`` (batch, n, n) is read above the diagonal only (i < j, row by row, the order
+    of ``scipy.spatial.distance.pdist``); ``f`` is ``abs`` when ``absolute`` else identity.
+    """
+    n = square.shape[1]
+    for b in range(square.shape[0]):
+        p = 0
+        for i in range(n - 1):
+            for j in range(i + 1, n):
+                v = square[b, i, j]
+                if absolute:
+                    v = abs(v)
+                out[b, p] = offset + scale * v
+                p += 1
+
+
+@njit(cache=True, nogil=True)
+def upper_sqdist(gram, sqnorm, out):
+    """Squared Euclidean pair distances from Gram matrices: ``|x_i|^2 + |x_j|^2 - 2 g_ij``, clipped at 0.
+
+    ``gram`` (batch, n, n), ``sqnorm`` (batch, n), ``out`` (batch, pairs).
+    """
+    n = gram.shape[1]
+    for b in range(gram.shape[0]):
+        p = 0
+        for i in range(n - 1):
+            for j in range(i + 1, n):
+                v = sqnorm[b, i] + sqnorm[b, j] - 2.0 * gram[b, i, j]
+                out[b, p] = v if v > 0.0 else 0.0
+                p += 1
+
+
+@njit(cache=True, nogil=True)
+def add_cross_distances(kernel, scale, out):
+    """Accumulate cross-validated distances: ``out[b, p] += scale * (k_ii + k_jj - k_ij - k_ji)``.
+
+    ``kernel`` (batch, n, n) is ``A W B^T`` of two independent folds.
+    """
+    n = kernel.shape[1]
+    for b in range(kernel.shape[0]):
+        p = 0
+        for i in range(n - 1):
+            kii = kernel[b, i, i]
+            for j in range(i + 1, n):
+                out[b, p] += scale * (kii + kernel[b, j, j] - kernel[b, i, j] - kernel[b, j, i])
+                p += 1
+
+
+@njit(cache=True, nogil=True)
+def permuted_pair_index(perm, out):
+    """Pair index map of a stimulus permutation: ``d_perm[p(i, j)] = d[out[p(i, j)]]``.
+
+    For ``D'[i, j] = D[perm[i], perm[j]]``; ``perm`` (n,), ``out`` (n(n-1)/2,).
+    """
+    n = perm.shape[0]
+    p = 0
+    for i in range(n - 1):
+        a = np.int64(perm[i])
+        for j in range(i + 1, n):
+            b = np.int64(perm[j])
+            lo = a if a < b else b
+            hi = b if a < b else a
+            out[p] = lo * n - (lo * (lo + 1)) // 2 + hi - lo - 1
+            p += 1
+
+
+@njit(cache=True, nogil=True)
+def _count_inversions(y, buf):
+    """Sort ``y`` in place (stable, bottom-up merge sort) and return the number of pairs i<j with y_i>y_j."""
+    n = y.shape[0]
+    inv = np.int64(0)
+    width = 1
+    src = y
+    dst = buf
+    in_buf = False
+    while width < n:
+        start = 0
+        while start < n:
+            mid = min(start + width, n)
+            end = min(start + 2 * width, n)
+            i = start
+            j = mid
+            k = start
+            while i < mid and j < end:
+                if src[j] < src[i]:
+                    dst[k] = src[j]
+                    inv += mid - i
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < end:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            start += 2 * width
+        src, dst = dst, src
+        in_buf = not in_buf
+        width *= 2
+    if in_buf:
+        y[:] = buf
+    return inv
+
+
+@njit(cache=True, nogil=True)
+def _tie_pairs(sorted_vals):
+    """Number of tied pairs in a sorted vector."""
+    n = sorted_vals.shape[0]
+    total = np.int64(0)
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        t = j - i + 1
+        total += t * (t - 1) // 2
+        i = j + 1
+    return total
+
+
+@njit(cache=True, nogil=True)
+def kendall_tau_a(a, b, out):
+    """Kendall's tau-a of every row of ``a`` (A, n) with every row of ``b`` (B, n) into ``out`` (A, B).
+
+    Knight's O(n log n) algorithm; ties count as neither concordant nor discordant and the
+    denominator is n(n-1)/2. Rows containing NaN give NaN.
+    """
+    n = a.shape[1]
+    n0 = np.int64(n) * (n - 1) // 2
+    buf = np.empty(n, np.float64)
+    xs = np.empty(n, np.float64)
+    ys = np.empty(n, np.float64)
+    for ia in range(a.shape[0]):
+        x = a[ia]
+        x_nan = False
+        for m in range(n):
+            if x[m] != x[m]:
+                x_nan = True
+        for ib in range(b.shape[0]):
+            y = b[ib]
+            y_nan = x_nan
+            for m in range(n):
+                if y[m] != y[m]:
+                    y_nan = True
+            if y_nan:
+                out[ia, ib] = np.nan
+                continue
+            perm = np.argsort(y, kind="mergesort")
+            xp = np.empty(n, np.float64)
+            for m in range(n):
+                xp[m] = x[perm[m]]
+            order2 = np.argsort(xp, kind="mergesort")
+            for m in range(n):
+                idx = perm[order2[m]]
+                xs[m] = x[idx]
+                ys[m] = y[idx]
+            n1 = _tie_pairs(xs)
+            n3 = np.int64(0)
+            i = 0
+            while i < n:
+                j = i
+                while j + 1 < n and xs[j + 1] == xs[i] and ys[j + 1] == ys[i]:
+                    j += 1
+                t = j - i + 1
+                n3 += t * (t - 1) // 2
+                i = j + 1
+            swaps = _count_inversions(ys, buf)
+            n2 = _tie_pairs(ys)
+            out[ia, ib] = (n0 - n1 - n2 + n3 - 2 * swaps) / n0

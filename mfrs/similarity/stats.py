@@ -1,0 +1,223 @@
+"""``permutation_test`` and ``bootstrap``: statistics on RSA results (xarray-facing layer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+
+from mfrs.errors import ConfigError, InputDataError
+from mfrs.similarity.blocks import compare_block, n_stimuli_of_pairs, prepare_block
+from mfrs.similarity.compare import check_same_pairs
+from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
+from mfrs.similarity.seeds import unit_rng
+from mfrs.similarity.threads import single_threaded
+from mfrs.similarity.types import COMPARATORS, Alternative, BootstrapOver, Comparator, PermutationScheme
+
+__all__ = ["permutation_test", "bootstrap"]
+
+#: Largest null distribution permutation_test holds in memory (use the stage beyond).
+_MAX_NULL_BYTES = 2 << 30
+
+
+def _flat(x: xr.DataArray, pair_dim: str) -> tuple[np.ndarray, list[str], tuple[int, ...]]:
+    batch = [str(d) for d in x.dims if d != pair_dim]
+    arr = x.transpose(*batch, pair_dim).values
+    return arr.reshape(-1, x.sizes[pair_dim]), batch, arr.shape[:-1]
+
+
+def permutation_test(
+    brain: xr.DataArray,
+    model: xr.DataArray,
+    *,
+    method: Comparator = "spearman",
+    n_permutations: int = 1000,
+    seed: int = 0,
+    scheme: PermutationScheme = "labels",
+    alternative: Alternative = "greater",
+    fwe_dims: Sequence[str] = (),
+    cluster_dim: str | None = None,
+    cluster_alpha: float = 0.05,
+    pair_dim: str = "pair",
+) -> xr.Dataset:
+    """Permutation test of brain-model RDM comparisons.
+
+    ``(A..., pair), (B..., pair) -> (A..., B...)``. Each permutation relabels the
+    stimuli (rows and columns together) and the same permutations serve every
+    element, so max-statistics over dims are valid.
+
+    Parameters
+    ----------
+    n_permutations : int
+        Random permutations drawn from ``seed`` (one SeedSequence for the test).
+    scheme : PermutationScheme
+        ``labels`` (exact condition-label permutations) or ``legacy_entries`` (the
+        reference study's entry shuffling, only to reproduce old numbers).
+    fwe_dims : sequence of str
+        Dims of the result (e.g. ``("time", "layer")``) over which the family-wise
+        error is controlled by the max statistic.
+    cluster_dim : str, optional
+        Dim (e.g. ``"time"``) along which runs of points above the pointwise
+        ``1 - cluster_alpha`` null quantile form clusters; each cluster's mass (sum of
+        r) is compared with the null of the largest cluster mass per permutation.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``r``, ``p`` (uncorrected, ``(k + 1) / (n + 1)``), and ``p_fwe`` /
+        ``p_cluster`` + ``cluster_mass`` when asked. NaN r gives NaN p.
+    """
+    if method not in COMPARATORS:
+        raise ConfigError(f"permutation_test: method={method!r} is not one of {COMPARATORS}")
+    if scheme not in ("labels", "legacy_entries"):
+        raise ConfigError(f"permutation_test: scheme={scheme!r} is not 'labels' or 'legacy_entries'")
+    if n_permutations < 1:
+        raise ConfigError(f"permutation_test: n_permutations={n_permutations} must be at least 1")
+    check_same_pairs(brain, model, pair_dim=pair_dim, what="permutation_test")
+    a, a_dims, a_shape = _flat(brain, pair_dim)
+    b, b_dims, b_shape = _flat(model, pair_dim)
+    dims = a_dims + b_dims
+    clash = set(a_dims) & set(b_dims)
+    if clash:
+        raise ConfigError(f"permutation_test: brain and model share dims {sorted(clash)}; rename one side")
+    for d in [*fwe_dims, *([cluster_dim] if cluster_dim else [])]:
+        if d not in dims:
+            raise ConfigError(f"permutation_test: {d!r} is not a dim of the result {tuple(dims)}")
+    n_bytes = n_permutations * a.shape[0] * b.shape[0] * 8
+    if n_bytes > _MAX_NULL_BYTES:
+        raise ConfigError(f"permutation_test: the null would hold {n_bytes / 2**30:.1f} GiB; test fewer elements "
+                          "per call (e.g. one region) or run the similarity stage, which reduces per block")
+    n = n_stimuli_of_pairs(a.shape[1])
+    rng = unit_rng(seed, "permutation_test", scheme)
+    with single_threaded():
+        pa, pb = prepare_block(a, method), prepare_block(b, method)
+        r = compare_block(pa, pb, method, prepared=True)
+        perms = draw_pair_permutations(rng, n, n_permutations, scheme)
+        null = null_block(pa, pb, perms, method)
+    shape = (*a_shape, *b_shape)
+    r = r.reshape(shape)
+    null = null.reshape(n_permutations, *shape)
+    stat, null_stat = (np.abs(r), np.abs(null)) if alternative == "two-sided" else (r, null)
+
+    def _p(null_s: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        k = (null_s >= obs[None]).sum(axis=0)
+        return np.where(np.isnan(obs), np.nan, (k + 1.0) / (n_permutations + 1.0))
+
+    coords = {**{k: v for k, v in brain.coords.items() if pair_dim not in v.dims},
+              **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
+    ds = xr.Dataset({"r": (dims, r), "p": (dims, _p(null_stat, stat))}, coords=coords)
+    if fwe_dims:
+        axes = tuple(1 + dims.index(d) for d in fwe_dims)
+        max_null = np.nanmax(null_stat, axis=axes, keepdims=True)[:, ...]
+        k = (max_null >= stat[None]).sum(axis=0)
+        ds["p_fwe"] = (dims, np.where(np.isnan(stat), np.nan, (k + 1.0) / (n_permutations + 1.0)))
+    if cluster_dim:
+        ax = dims.index(cluster_dim)
+        thr = np.quantile(null_stat, 1.0 - cluster_alpha, axis=0)
+        obs_t, null_t, thr_t = (np.moveaxis(x, ax + off, -1) for x, off in ((stat, 0), (null_stat, 1), (thr, 0)))
+        mass_at, _ = cluster_masses(np.nan_to_num(obs_t), obs_t > thr_t)
+        _, null_max = cluster_masses(np.nan_to_num(null_t), null_t > thr_t[None])
+        k = (null_max[..., None] >= mass_at[None]).sum(axis=0)
+        p_cl = np.where(mass_at > 0, (k + 1.0) / (n_permutations + 1.0), 1.0)
+        ds["cluster_mass"] = (dims, np.moveaxis(mass_at, -1, ax))
+        ds["p_cluster"] = (dims, np.moveaxis(p_cl, -1, ax))
+    ds.attrs = {"method": method, "n_permutations": n_permutations, "seed": seed, "scheme": scheme,
+                "alternative": alternative, "fwe_dims": ",".join(fwe_dims), "cluster_dim": cluster_dim or ""}
+    return ds
+
+
+def _bootstrap_pairs(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Pair indices of a stimulus bootstrap sample, dropping pairs of a stimulus with itself."""
+    idx = np.sort(rng.integers(0, n, size=n))
+    i, j = np.triu_indices(n, 1)
+    lo, hi = idx[i], idx[j]
+    keep = lo != hi
+    lo, hi = lo[keep], hi[keep]
+    return lo * n - lo * (lo + 1) // 2 + hi - lo - 1
+
+
+def bootstrap(
+    data: xr.DataArray,
+    model: xr.DataArray | None = None,
+    *,
+    over: BootstrapOver,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    method: Comparator = "spearman",
+    sample_size: int | None = None,
+    subject_dim: str = "subject",
+    time_dim: str = "time",
+    layer_dim: str = "layer",
+    pair_dim: str = "pair",
+) -> xr.Dataset:
+    """Bootstrap confidence intervals for r, for the peak latency and for the best layer.
+
+    ``over="subjects"``: ``data`` is r ``(subject, ...)``; each sample averages r over
+    subjects drawn with replacement (``sample_size`` of them, default all).
+    ``over="stimuli"``: ``data`` are brain RDMs ``(..., pair)``, ``model`` the model RDMs
+    ``(layer, pair)``; each sample draws stimuli with replacement and compares the RDMs
+    on the pairs of distinct drawn stimuli.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``r`` (estimate on all data), ``r_low``/``r_high``; with a time dim:
+        ``peak_latency`` (time of the max of r) and its ``_low``/``_high``; with a layer
+        dim: ``best_layer`` (position of the max over layers), its ``_low``/``_high``
+        (positions) and ``best_layer_frequency`` (share of samples where each layer wins).
+    """
+    if not 0 < ci < 1:
+        raise ConfigError(f"bootstrap: ci={ci} must lie strictly between 0 and 1")
+    rng = unit_rng(seed, "bootstrap", over)
+    if over == "subjects":
+        if subject_dim not in data.dims:
+            raise InputDataError(f"bootstrap: over='subjects' needs a {subject_dim!r} dim; data has {tuple(data.dims)}")
+        x = data.transpose(subject_dim, ...)
+        n_sub = x.sizes[subject_dim]
+        size = sample_size or n_sub
+        vals = x.values
+        draws = rng.integers(0, n_sub, size=(n_bootstrap, size))
+        boots = np.stack([vals[d].mean(axis=0) for d in draws])
+        est = x.mean(subject_dim)
+    elif over == "stimuli":
+        if model is None:
+            raise ConfigError("bootstrap: over='stimuli' needs model=<model RDMs (layer, pair)>")
+        check_same_pairs(data, model, pair_dim=pair_dim, what="bootstrap")
+        a, a_dims, a_shape = _flat(data, pair_dim)
+        b, b_dims, b_shape = _flat(model, pair_dim)
+        n = n_stimuli_of_pairs(a.shape[1])
+        with single_threaded():
+            full = compare_block(a, b, method)
+            boots = np.empty((n_bootstrap, *a_shape, *b_shape))
+            for k in range(n_bootstrap):
+                idx = _bootstrap_pairs(rng, n)
+                boots[k] = compare_block(a[:, idx], b[:, idx], method).reshape(*a_shape, *b_shape)
+        coords = {**{k: v for k, v in data.coords.items() if pair_dim not in v.dims},
+                  **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
+        est = xr.DataArray(full.reshape(*a_shape, *b_shape), dims=a_dims + b_dims, coords=coords)
+    else:
+        raise ConfigError(f"bootstrap: over={over!r} is not 'subjects' or 'stimuli'")
+    q = ((1 - ci) / 2, 1 - (1 - ci) / 2)
+    dims = list(est.dims)
+    boot = xr.DataArray(boots, dims=["sample", *dims], coords=est.coords)
+    out = xr.Dataset({"r": est, "r_low": boot.quantile(q[0], "sample").drop_vars("quantile"),
+                      "r_high": boot.quantile(q[1], "sample").drop_vars("quantile")})
+    if time_dim in dims:
+        times = est[time_dim].values if time_dim in est.coords else np.arange(est.sizes[time_dim])
+        out["peak_latency"] = xr.DataArray(times[est.fillna(-np.inf).argmax(time_dim).values],
+                                           dims=[d for d in dims if d != time_dim])
+        lat = times[boot.fillna(-np.inf).argmax(time_dim).values]
+        out["peak_latency_low"] = (out["peak_latency"].dims, np.quantile(lat, q[0], axis=0))
+        out["peak_latency_high"] = (out["peak_latency"].dims, np.quantile(lat, q[1], axis=0))
+    if layer_dim in dims:
+        out["best_layer"] = est.fillna(-np.inf).argmax(layer_dim)
+        pos = boot.fillna(-np.inf).argmax(layer_dim)
+        out["best_layer_low"] = pos.quantile(q[0], "sample").drop_vars("quantile")
+        out["best_layer_high"] = pos.quantile(q[1], "sample").drop_vars("quantile")
+        n_layer = est.sizes[layer_dim]
+        freq = (pos.values[..., None] == np.arange(n_layer)).mean(axis=0)
+        out["best_layer_frequency"] = ([d for d in dims if d != layer_dim] + [layer_dim], freq)
+    out.attrs = {"over": over, "n_bootstrap": n_bootstrap, "seed": seed, "ci": ci}
+    return out

@@ -1,0 +1,79 @@
+"""The one place where the similarity engine chooses its threading.
+
+Kernels run with one Numba thread and one BLAS thread per call: on the shared
+machines parallel BLAS and Numba threads fight each other and Dask's own
+threads, so parallelism comes from Dask workers (ideally one thread each).
+Inside a Dask worker *thread* a process-wide BLAS limit also throttles the
+worker's other threads; that fallback is logged once per process, never silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+__all__ = ["single_threaded", "in_dask_worker", "BLAS_ENV"]
+
+log = logging.getLogger("mfrs.similarity")
+
+#: Environment variables that cap BLAS/OpenMP pools of processes started later (benchmarks, workers).
+BLAS_ENV: dict[str, str] = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+_logged = threading.Event()
+
+
+def in_dask_worker() -> tuple[bool, int]:
+    """Return whether this thread runs a Dask task, and that worker's thread count."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False, 0
+    return True, int(getattr(worker.state, "nthreads", 1) if hasattr(worker, "state") else worker.nthreads)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the enclosed kernels with one BLAS thread and one Numba thread.
+
+    Yields
+    ------
+    None
+
+    Notes
+    -----
+    ``threadpoolctl`` limits are process-wide: in a Dask worker with several threads
+    the limit applies to all of them. That is logged once per process with the fix
+    (start workers with ``--nthreads 1`` and more processes).
+    """
+    from threadpoolctl import threadpool_limits
+
+    inside, nthreads = in_dask_worker()
+    if inside and not _logged.is_set():
+        _logged.set()
+        if nthreads > 1:
+            log.warning(
+                "similarity kernels run in a Dask worker with %d threads (pid %d): BLAS is limited to "
+                "1 thread process-wide and Numba kernels run serially; for full speed start workers "
+                "with 1 thread each (more worker processes instead)", nthreads, os.getpid())
+        else:
+            log.info("similarity kernels run serially in Dask worker process %d (1 BLAS, 1 Numba thread)",
+                     os.getpid())
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        numba.set_num_threads(previous)

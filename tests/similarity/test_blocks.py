@@ -1,0 +1,152 @@
+"""Layer 2: numpy block functions against scipy / rsatoolbox."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mfrs.errors import InputDataError
+from mfrs.similarity import blocks as B
+from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
+
+from .reference import REFERENCE, rsatoolbox_compare
+
+
+@pytest.mark.parametrize("metric", ["correlation", "abs_correlation", "euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rdm_block_matches_pdist(metric, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 30, 8)).astype(dtype)
+    out = B.rdm_block(x, metric)
+    assert out.shape == (2, 3, 435) and out.dtype == dtype
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    for i, j in [(0, 0), (1, 2)]:
+        np.testing.assert_allclose(out[i, j], REFERENCE[f"rdm:{metric}"](x[i, j].astype(np.float64)), atol=tol, rtol=tol)
+
+
+def test_rdm_block_matches_rsatoolbox_and_constant_pattern_is_nan():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((25, 6))
+    np.testing.assert_allclose(B.rdm_block(x, "correlation"), REFERENCE["rdm:correlation:rsatoolbox"](x), atol=1e-10)
+    x[3] = 2.0
+    d = B.rdm_block(x, "correlation")
+    i, j = np.triu_indices(25, 1)
+    assert np.isnan(d[(i == 3) | (j == 3)]).all()
+    assert not np.isnan(d[(i != 3) & (j != 3)]).any()
+
+
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_crossnobis_matches_rsatoolbox(with_noise):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 12, 5))
+    a = rng.standard_normal((5, 5))
+    w = a @ a.T + 5 * np.eye(5) if with_noise else None
+    np.testing.assert_allclose(B.crossnobis_block(x, w), REFERENCE["rdm:crossnobis"](x, w), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "kendall_tau_a", "rho_a", "cosine"])
+def test_compare_block_matches_scipy_with_ties(method):
+    rng = np.random.default_rng(3)
+    a = np.round(rng.random((3, 105)), 1)  # many ties
+    b = rng.random((4, 105))
+    b[1] = np.round(b[1] * 5)
+    out = B.compare_block(a, b, method)
+    for i in range(3):
+        for j in range(4):
+            assert out[i, j] == pytest.approx(REFERENCE[f"compare:{method}"](a[i], b[j]), abs=1e-10)
+    out32 = B.compare_block(a.astype(np.float32), b.astype(np.float32), method)
+    np.testing.assert_allclose(out32, out, atol=2e-6)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "kendall_tau_a", "rho_a", "cosine"])
+def test_compare_block_matches_rsatoolbox(method):
+    rng = np.random.default_rng(4)
+    a, b = rng.random((2, 66)), rng.random((3, 66))
+    expect = REFERENCE["compare:rsatoolbox"][method]
+    np.testing.assert_allclose(B.compare_block(a, b, method), rsatoolbox_compare(a, b, expect), atol=1e-10)
+
+
+def test_constant_or_nan_vector_gives_nan():
+    a = np.vstack([np.ones(10), np.arange(10.0)])
+    a_nan = np.arange(10.0)[None].copy()
+    a_nan[0, 2] = np.nan
+    b = 2.0 * np.arange(10.0)[None] + 1.0
+    for method in ["spearman", "pearson", "kendall_tau_a", "rho_a"]:
+        out = B.compare_block(np.vstack([a, a_nan]), b, method)
+        assert np.isnan(out[2, 0]) and out[1, 0] == pytest.approx(1.0)
+        # a constant vector has no correlation; tau-a and rho-a have data-free denominators: 0
+        assert np.isnan(out[0, 0]) if method in ("spearman", "pearson") else out[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "cosine"])
+@pytest.mark.parametrize("pooling", ["normalized", "mean"])
+def test_noise_ceiling_block(method, pooling):
+    rng = np.random.default_rng(5)
+    truth = rng.random(120)
+    v = truth + 0.5 * rng.random((6, 120))
+    lower, upper = B.noise_ceiling_block(v, method, pooling)
+    if pooling == "normalized":
+        lo, up = REFERENCE["noise_ceiling:rsatoolbox"](v, REFERENCE["compare:rsatoolbox"][method])
+        assert lower.mean() == pytest.approx(lo, abs=1e-10) and upper.mean() == pytest.approx(up, abs=1e-10)
+    else:  # brute force: the reference study's raw means
+        cmp = REFERENCE[f"compare:{method}"]
+        lo = np.mean([cmp(v[s], np.delete(v, s, 0).mean(0)) for s in range(6)])
+        up = np.mean([cmp(v[s], v.mean(0)) for s in range(6)])
+        assert lower.mean() == pytest.approx(lo, abs=1e-10) and upper.mean() == pytest.approx(up, abs=1e-10)
+    assert (lower <= upper + 1e-12).all()
+
+
+def test_noise_ceiling_needs_two_subjects():
+    with pytest.raises(InputDataError, match="at least 2 subjects"):
+        B.noise_ceiling_block(np.ones((1, 10)), "spearman", "mean")
+
+
+def test_pair_count_checks():
+    assert B.n_stimuli_of_pairs(91378) == 428
+    with pytest.raises(InputDataError, match="not the upper triangle"):
+        B.n_stimuli_of_pairs(91377)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "kendall_tau_a"])
+@pytest.mark.parametrize("n_brain", [1, 5])
+def test_null_block_equals_brute_force_relabelling(method, n_brain):
+    """Null r equals comparing the RDM of relabelled stimuli (rows+cols permuted) by scipy."""
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(6)
+    n = 12
+    brain = rng.random((n_brain, B.n_pairs(n)))
+    model = rng.random((3, B.n_pairs(n)))
+    perms_rng = np.random.default_rng(7)
+    idx = draw_pair_permutations(perms_rng, n, 4, "labels")
+    null = null_block(B.prepare_block(brain, method), B.prepare_block(model, method), idx, method)
+    perms_rng = np.random.default_rng(7)
+    cmp = REFERENCE[f"compare:{method}"]
+    for k in range(4):
+        perm = perms_rng.permutation(n)
+        for i in range(n_brain):
+            relabelled = squareform(squareform(brain[i])[np.ix_(perm, perm)], checks=False)
+            for m in range(3):
+                assert null[k, i, m] == pytest.approx(cmp(relabelled, model[m]), abs=1e-10)
+
+
+def test_cluster_masses_match_loop():
+    rng = np.random.default_rng(8)
+    v = rng.random((5, 30))
+    s = v > 0.6
+    mass_at, max_mass = cluster_masses(v, s)
+    for r in range(5):
+        runs, cur = [], []
+        for t in range(30):
+            if s[r, t]:
+                cur.append(t)
+            elif cur:
+                runs.append(cur)
+                cur = []
+        if cur:
+            runs.append(cur)
+        expect = np.zeros(30)
+        for run in runs:
+            expect[run] = v[r, run].sum()
+        np.testing.assert_allclose(mass_at[r], expect)
+        assert max_mass[r] == pytest.approx(max([v[r, run].sum() for run in runs], default=0.0))
