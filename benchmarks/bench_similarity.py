@@ -1,7 +1,9 @@
-"""Similarity engine speed against baselines measured in the same run, on the same data.
+"""Similarity engine speed and memory against baselines measured in the same run, on the same data.
 
 Run: ``python benchmarks/bench_similarity.py`` (one BLAS/Numba thread: per-core numbers).
-Data: 428 stimuli x 45 features per region (91,378 pairs), 100 layer RDMs.
+Data: 428 stimuli x 45 features per region (91,378 pairs), 100 layer RDMs. The machine
+may be shared: every row is the best of several rounds that alternate mfrs and its
+baseline, and is also given as a ratio to the numpy GEMM baseline of the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ for _k, _v in {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -21,70 +24,102 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.similarity.reference import REFERENCE, numpy_gemm_rdms  # noqa: E402
 
-from mfrs.similarity.blocks import n_pairs, prepare_block, rank_block, rdm_block  # noqa: E402
-from mfrs.similarity.fused import rsa_block  # noqa: E402
-from mfrs.similarity.nulls import draw_pair_permutations, null_block  # noqa: E402
+from mfrs.similarity import _kernels as K  # noqa: E402
+from mfrs.similarity.blocks import n_pairs, prepare_block, rdm_block, spearman_prepare  # noqa: E402
+from mfrs.similarity.fused import model_matrix, rsa_block  # noqa: E402
+from mfrs.similarity.nulls import draw_stimulus_permutations, null_block_labels  # noqa: E402
+from mfrs.similarity.stage import block_memory, calibrate  # noqa: E402
 
 N_STIM, N_FEAT, N_LAYER = 428, 45, 100
+P = n_pairs(N_STIM)
 
 
-def timeit(fn, *, repeat: int = 3, number: int = 1) -> float:
-    """Best-of-``repeat`` seconds per call."""
-    fn()
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(number):
+def race(fns: dict, *, rounds: int = 5) -> dict[str, float]:
+    """Best seconds per call of each function, rounds alternating between them (fair under load)."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
             fn()
-        best = min(best, (time.perf_counter() - t) / number)
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
+    print(f"data: {N_STIM} stimuli x {N_FEAT} features, {P} pairs, {N_LAYER} layers; 1 thread")
+    print(f"load average at start: {open('/proc/loadavg').read().split()[:3]}")
     batch = 32
     x = rng.standard_normal((batch, N_STIM, N_FEAT)).astype(np.float32)
-    model = rng.random((N_LAYER, n_pairs(N_STIM))).astype(np.float32)
-    print(f"data: {N_STIM} stimuli x {N_FEAT} features, {n_pairs(N_STIM)} pairs, {N_LAYER} layers; 1 thread")
+    model = model_matrix(prepare_block(rng.random((N_LAYER, P)).astype(np.float32), "spearman"))
 
-    ms = {}
-    ms["mfrs rdm"] = timeit(lambda: rdm_block(x, "correlation")) / batch * 1e3
-    ms["numpy GEMM rdm"] = timeit(lambda: numpy_gemm_rdms(x)) / batch * 1e3
-    ms["rsatoolbox calc_rdm"] = timeit(lambda: REFERENCE["rdm:correlation:rsatoolbox"](x[0])) * 1e3
-    ms["mne-rsa compute_rdm"] = timeit(lambda: REFERENCE["rdm:correlation:mne_rsa"](x[0])) * 1e3
-    small = x[0, :60].astype(np.float64)  # scipy per pair is ~1000x slower: time 60 stimuli, scale by pairs
-    ms["scipy per pair rdm"] = timeit(lambda: REFERENCE["rdm:correlation:scipy_per_pair"](small), repeat=1) \
-        * n_pairs(N_STIM) / n_pairs(60) * 1e3
-    print("\nbrain RDM (ms per RDM)            target <= 0.2 ms")
-    for k, v in ms.items():
-        print(f"  {k:26s} {v:9.3f} ms   mfrs is {v / ms['mfrs rdm']:7.1f}x faster" if k != "mfrs rdm"
-              else f"  {k:26s} {v:9.3f} ms")
+    # ---- brain RDMs
+    t = race({"mfrs": lambda: rdm_block(x, "correlation"), "gemm": lambda: numpy_gemm_rdms(x)})
+    base = t["gemm"] / batch
+    rows = [("brain RDM", "mfrs rdm_block (syrk)", t["mfrs"] / batch, 0.2e-3),
+            ("brain RDM", "numpy GEMM baseline", base, None)]
+    t1 = race({"mne": lambda: REFERENCE["rdm:correlation:mne_rsa"](x[0]),
+               "rsa": lambda: REFERENCE["rdm:correlation:rsatoolbox"](x[0])}, rounds=3)
+    rows += [("brain RDM", "mne-rsa compute_rdm", t1["mne"], None),
+             ("brain RDM", "rsatoolbox calc_rdm", t1["rsa"], None)]
 
+    # ---- ranking
     v = rdm_block(x[:16], "correlation")
-    t_rank = timeit(lambda: rank_block(v)) / 16 * 1e3
-    t_sp = timeit(lambda: [REFERENCE["rank"](r) for r in v[:4]]) / 4 * 1e3
-    print(f"\nSpearman ranking of a {v.shape[1]}-value RDM   target <= 0.5 ms")
-    print(f"  mfrs radix rank {t_rank:.3f} ms; scipy rankdata {t_sp:.3f} ms ({t_sp / t_rank:.1f}x)")
+    old = np.empty_like(v)
+    t = race({"mfrs": lambda: spearman_prepare(v), "radix": lambda: K.rank_rows_f32(v, old),
+              "scipy": lambda: [REFERENCE["rank"](r) for r in v[:2]]})
+    rows += [("Spearman ranking", "mfrs spearman_prepare (sort)", t["mfrs"] / 16, 0.5e-3),
+             ("Spearman ranking", "previous radix kernel", t["radix"] / 16, None),
+             ("Spearman ranking", "scipy rankdata", t["scipy"] / 2, None)]
 
-    prepared = prepare_block(model, "spearman")
-    xs = x[None, :8]  # one subject, 8 time points
-    t_fused = timeit(lambda: rsa_block(xs, prepared, ceiling=False)) / 8 * 1e3
-    print(f"\nfused RDM -> rank -> r against {N_LAYER} layers   target <= 1.0 ms per brain RDM")
-    print(f"  mfrs {t_fused:.3f} ms per brain RDM")
-    per_subject = 448 * 1101 * t_fused / 1e3 / 60 / 2
-    print(f"  one subject x signal x network (448 regions x 1101 times) on 2 cores: {per_subject:.1f} min "
-          "(target <= 4.5)")
+    # ---- fused: 8 subjects x 8 times (+ the group RDM), no ceiling / with ceiling
+    xs = x.reshape(4, 8, N_STIM, N_FEAT)[:, :8]
+    n_rdm = 4 * 8
+    t = race({"fused": lambda: rsa_block(xs, model, ceiling=False),
+              "ceiling": lambda: rsa_block(xs, model, ceiling=True)}, rounds=3)
+    rows += [("fused RDM->rank->r", "mfrs rsa_block, per subject RDM", t["fused"] / n_rdm, 1.0e-3),
+             ("fused RDM->rank->r", "  + leave-one-out ceiling", t["ceiling"] / n_rdm, None)]
+    fused = t["fused"] / n_rdm
 
-    a = rng.standard_normal((256, n_pairs(N_STIM))).astype(np.float32)
-    t_gemm = timeit(lambda: a @ prepared.T)
-    gemm_rate = 2 * a.shape[0] * a.shape[1] * N_LAYER / t_gemm
-    brain = prepare_block(rdm_block(x[:64], "correlation"), "spearman")
-    perms = draw_pair_permutations(rng, N_STIM, 8, "labels")
-    t_perm = timeit(lambda: null_block(brain, prepared, perms, "spearman"), repeat=2)
-    perm_rate = 2 * brain.shape[0] * brain.shape[1] * N_LAYER * len(perms) / t_perm
-    print("\nexact permutation test (64 brain RDMs x 100 layers x 8 permutations)   target >= 60 % of GEMM")
-    print(f"  GEMM {gemm_rate / 1e9:.1f} GFLOP/s; permutation null {perm_rate / 1e9:.1f} GFLOP/s "
-          f"= {100 * perm_rate / gemm_rate:.0f} % of GEMM")
+    # ---- permutations: GEMM rate of the same shapes vs the null
+    brain = spearman_prepare(v[:8])[0]
+    perms = draw_stimulus_permutations(rng, N_STIM, 16)
+    stack = rng.standard_normal((8 * 16, P)).astype(np.float32)
+    t = race({"gemm": lambda: stack @ model.T, "null": lambda: null_block_labels(brain, model, perms, "spearman")},
+             rounds=3)
+    flop = 2.0 * 8 * 16 * P * N_LAYER
+    gemm_rate, null_rate = flop / t["gemm"], flop / t["null"]
+
+    print(f"\n{'what':22s} {'implementation':34s} {'ms':>9s} {'x numpy GEMM rdm':>17s} {'target':>8s}")
+    for what, name, sec, target in rows:
+        tgt = f"<= {target * 1e3:.1f}" if target else ""
+        print(f"{what:22s} {name:34s} {sec * 1e3:9.3f} {sec / base:17.2f} {tgt:>8s}")
+    per_subject = 448 * 1101 * fused / 60 / 2
+    print(f"\none subject x signal x network (448 regions x 1101 times) on 2 cores at the fused rate: "
+          f"{per_subject:.1f} min (target <= 4.5)")
+    print(f"exact permutation null (8 group RDMs x 100 layers x 16 relabellings): {null_rate / 1e9:.1f} GFLOP/s "
+          f"= {100 * null_rate / gemm_rate:.0f} % of the same-shape sgemm ({gemm_rate / 1e9:.1f} GFLOP/s; "
+          "target >= 60 %)")
+
+    # ---- memory of one task's kernel work against the plan's estimate
+    n_sub, n_t, n_perm = 8, 16, 50
+    xb = rng.standard_normal((n_sub, n_t, N_STIM, N_FEAT)).astype(np.float32)
+    pm = draw_stimulus_permutations(rng, N_STIM, n_perm)
+    tracemalloc.start()
+    rsa_block(xb, model, perms=pm, time_batch=8, return_null=True)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    est = block_memory(n_sub=n_sub, n_stim=N_STIM, n_feat=N_FEAT, samples=n_t, block_vertices=N_FEAT, n_time=n_t,
+                       n_region=1, n_layer=N_LAYER, n_signal=1, n_cat=1, time_batch=8, n_permutations=n_perm)
+    print(f"\nmemory: rsa_block of {n_sub} subjects x {n_t} times, {n_perm} permutations: peak "
+          f"{peak / 2**20:.0f} MiB traced (numpy) vs plan memory_per_task {est / 2**20:.0f} MiB "
+          f"({'within' if peak <= est else 'OVER'} the estimate; the model matrix is counted in the plan only)")
+    cal = calibrate(N_STIM, N_FEAT, N_LAYER, "correlation", "spearman")
+    print(f"plan calibration constants on this machine: {cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM "
+          f"(ceiling on), {cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
+    print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 
 if __name__ == "__main__":

@@ -310,3 +310,140 @@ def kendall_tau_a(a, b, out):
             swaps = _count_inversions(ys, buf)
             n2 = _tie_pairs(ys)
             out[ia, ib] = (n0 - n1 - n2 + n3 - 2 * swaps) / n0
+
+
+# --------------------------------------------------------------------------- fast paths
+# Ranking: rows are packed into order-preserving (key << 32 | index) words, sorted by numpy's
+# vectorised sort (one call for a whole batch, see blocks.rank_block), then swept here.
+
+
+@njit(cache=True, nogil=True)
+def pack_rank_keys(x, packed, has_nan):
+    """Order-preserving keys of float32 rows packed with their index: ``(rows, n) -> (rows, n)`` uint64.
+
+    ``-0.0`` ties with ``+0.0`` (as in :func:`scipy.stats.rankdata`); ``has_nan[r]`` is set
+    when row ``r`` holds a NaN.
+    """
+    for r in range(x.shape[0]):
+        row = x[r]
+        bits = row.view(np.uint32)
+        dst = packed[r]
+        nan = False
+        for i in range(row.shape[0]):
+            v = row[i]
+            nan |= v != v
+            k = np.uint64(bits[i])
+            k = np.uint64(0) if v == 0.0 else k
+            k = ((~k) & _LOW32) if k >= _SIGN32 else (k | _SIGN32)
+            dst[i] = (k << _TOP) | np.uint64(i)
+        has_nan[r] = nan
+
+
+@njit(cache=True, nogil=True)
+def ranks_from_sorted(packed, center, out, ties):
+    """Average ranks minus ``center`` from sorted packed words: ``(rows, n) -> out (rows, n)``.
+
+    ``ties[r]`` receives ``sum(t^3 - t)`` over the tie groups of row ``r``, so that the
+    sum of squared centred ranks is ``(n^3 - n - ties) / 12``.
+    """
+    n = packed.shape[1]
+    for r in range(packed.shape[0]):
+        srt = packed[r]
+        o = out[r]
+        tsum = 0.0
+        i = 0
+        while i < n:
+            key = srt[i] >> _TOP
+            if i + 1 < n and (srt[i + 1] >> _TOP) == key:
+                j = i + 1
+                while j + 1 < n and (srt[j + 1] >> _TOP) == key:
+                    j += 1
+                rank = 0.5 * (i + j) + 1.0 - center
+                for q in range(i, j + 1):
+                    o[srt[q] & _LOW32] = rank
+                t = float(j - i + 1)
+                tsum += t * t * t - t
+                i = j + 1
+            else:
+                o[srt[i] & _LOW32] = i + 1.0 - center
+                i += 1
+        ties[r] = tsum
+
+
+@njit(cache=True, nogil=True)
+def upper_rows(square, offset, scale, absolute, out):
+    """Like :func:`upper_pairs` but row segments at a time (vectorises): ``(batch, n, n) -> (batch, pairs)``."""
+    n = square.shape[1]
+    for b in range(square.shape[0]):
+        p = 0
+        for i in range(n - 1):
+            m = n - i - 1
+            src = square[b, i, i + 1:]
+            dst = out[b, p:p + m]
+            if absolute:
+                for j in range(m):
+                    dst[j] = offset + scale * abs(src[j])
+            else:
+                for j in range(m):
+                    dst[j] = offset + scale * src[j]
+            p += m
+
+
+@njit(cache=True, nogil=True)
+def gather_pairs(v, pair_perms, out):
+    """Permuted copies of pair vectors: ``out[k * B + b] = v[b, pair_perms[k]]``.
+
+    ``v`` (B, pairs), ``pair_perms`` (K, pairs), ``out`` (K * B, pairs).
+    """
+    nb = v.shape[0]
+    p = v.shape[1]
+    for k in range(pair_perms.shape[0]):
+        idx = pair_perms[k]
+        for b in range(nb):
+            src = v[b]
+            dst = out[k * nb + b]
+            for q in range(p):
+                dst[q] = src[idx[q]]
+
+
+@njit(cache=True, nogil=True)
+def gather_relabelled(v, perms, square, out):
+    """Pair vectors of stimulus-relabelled RDMs: ``out[k * B + b][p(i, j)] = D_b[perm_k[i], perm_k[j]]``.
+
+    ``v`` (B, pairs), ``perms`` (K, n) stimulus permutations, ``square`` (n, n) scratch,
+    ``out`` (K * B, pairs). Each RDM is expanded to its square once, so every gathered
+    value comes from one cached row ``D_b[perm_k[i]]`` (no pair-index table is needed).
+    """
+    nb = v.shape[0]
+    n = square.shape[0]
+    for b in range(nb):
+        src = v[b]
+        p = 0
+        for i in range(n - 1):
+            square[i, i] = 0.0
+            for j in range(i + 1, n):
+                square[i, j] = src[p]
+                square[j, i] = src[p]
+                p += 1
+        for k in range(perms.shape[0]):
+            perm = perms[k]
+            dst = out[k * nb + b]
+            p = 0
+            for i in range(n - 1):
+                row = square[perm[i]]
+                for j in range(i + 1, n):
+                    dst[p] = row[perm[j]]
+                    p += 1
+
+
+@njit(cache=True, nogil=True)
+def row_dots(a, b, out):
+    """``out[r] = sum_p a[r, p] * b[r % len(b), p]`` accumulated in float64: ``(R, P), (R' | R, P) -> (R,)``."""
+    nb = b.shape[0]
+    for r in range(a.shape[0]):
+        x = a[r]
+        y = b[r % nb]
+        s = 0.0
+        for p in range(x.shape[0]):
+            s += np.float64(x[p]) * np.float64(y[p])
+        out[r] = s

@@ -23,6 +23,7 @@ __all__ = [
     "rdm_block",
     "crossnobis_block",
     "rank_block",
+    "spearman_prepare",
     "prepare_block",
     "compare_block",
     "compare_paired_block",
@@ -73,9 +74,24 @@ def normalize_patterns(x: np.ndarray, *, center: bool) -> np.ndarray:
     return z
 
 
-def _gram(z: np.ndarray) -> np.ndarray:
-    """``(batch, stimulus, feature) -> (batch, stimulus, stimulus)`` inner products (one GEMM each)."""
-    return np.matmul(z, z.transpose(0, 2, 1))
+def _gram_upper(z: np.ndarray, offset: float, scale: float, absolute: bool, out: np.ndarray) -> None:
+    """``out[b] = offset + scale * f(z_b z_b^T)`` above the diagonal, one BLAS ``syrk`` per matrix.
+
+    ``z (batch, stimulus, feature) -> out (batch, pair)``: ``syrk`` computes only one triangle
+    (half the FLOPs of a GEMM) straight into a reused scratch buffer, and one Numba pass
+    turns the triangles of the whole batch into pair vectors.
+    """
+    from scipy.linalg import blas
+
+    syrk = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
+    n = z.shape[1]
+    square = np.empty((min(_GRAM_BATCH, z.shape[0]), n, n), dtype=z.dtype)
+    for start in range(0, z.shape[0], _GRAM_BATCH):
+        chunk = z[start : start + _GRAM_BATCH]
+        for b in range(chunk.shape[0]):
+            # square[b].T is Fortran-ordered: its lower triangle is square[b]'s upper one, row by row
+            syrk(1.0, chunk[b].T, trans=1, lower=1, c=square[b].T, overwrite_c=1)
+        K.upper_rows(square[: chunk.shape[0]], offset, scale, absolute, out[start : start + chunk.shape[0]])
 
 
 def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
@@ -95,18 +111,19 @@ def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
     *batch, n, f = x.shape
     flat = x.reshape(-1, n, f)
     out = np.empty((flat.shape[0], n_pairs(n)), dtype=x.dtype)
-    for start in range(0, flat.shape[0], _GRAM_BATCH):
-        sl = slice(start, start + _GRAM_BATCH)
-        if metric in ("correlation", "abs_correlation", "cosine"):
-            z = normalize_patterns(flat[sl], center=metric != "cosine")
-            K.upper_pairs(_gram(z), 1.0, -1.0, metric == "abs_correlation", out[sl])
-        elif metric in ("euclidean", "sqeuclidean"):
+    if metric in ("correlation", "abs_correlation", "cosine"):
+        z = normalize_patterns(flat, center=metric != "cosine")
+        _gram_upper(z, 1.0, -1.0, metric == "abs_correlation", out)
+    elif metric in ("euclidean", "sqeuclidean"):
+        for start in range(0, flat.shape[0], _GRAM_BATCH):
+            sl = slice(start, start + _GRAM_BATCH)
             x64 = flat[sl].astype(np.float64)
             d2 = np.empty((x64.shape[0], out.shape[1]))
-            K.upper_sqdist(_gram(x64), np.einsum("bnf,bnf->bn", x64, x64), d2)
+            gram = np.ascontiguousarray(np.stack([a @ a.T for a in x64]))
+            K.upper_sqdist(gram, np.einsum("bnf,bnf->bn", x64, x64), d2)
             out[sl] = np.sqrt(d2) if metric == "euclidean" else d2
-        else:
-            raise ValueError(f"rdm_block does not compute metric {metric!r}")
+    else:
+        raise ValueError(f"rdm_block does not compute metric {metric!r}")
     return out.reshape(*batch, out.shape[1])
 
 
@@ -131,20 +148,66 @@ def crossnobis_block(x: np.ndarray, precision: np.ndarray | None) -> np.ndarray:
     return out.reshape(*batch, out.shape[1])
 
 
+#: Rows ranked per numpy sort call (bounds the packed-key scratch: rows x pairs x 8 bytes).
+_RANK_ROWS = 32
+
+
+def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray) -> np.ndarray:
+    """Ranks minus ``center`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
+    rows, n = flat.shape
+    ties = np.empty(rows)
+    packed = np.empty((min(rows, _RANK_ROWS), n), np.uint64)
+    nan = np.empty(rows, np.bool_)
+    for start in range(0, rows, _RANK_ROWS):
+        stop = min(start + _RANK_ROWS, rows)
+        buf = packed[: stop - start]
+        K.pack_rank_keys(flat[start:stop], buf, nan[start:stop])
+        buf.sort(axis=-1)  # numpy's vectorised (AVX-512 where present) sort of 64-bit words
+        K.ranks_from_sorted(buf, center, out[start:stop], ties[start:stop])
+    out[nan] = np.nan
+    ties[nan] = np.nan
+    return ties
+
+
 def rank_block(v: np.ndarray) -> np.ndarray:
     """Average ranks (1-based, ties averaged like :func:`scipy.stats.rankdata`).
 
     ``(..., pair) -> (..., pair)``; a vector containing NaN ranks to all-NaN.
-    float32 uses the radix kernel, float64 a stable comparison sort.
+    float32 packs (key, index) words and sorts them with numpy's vectorised sort;
+    float64 uses a stable comparison sort.
     """
     v = as_float(v)
     flat = v.reshape(-1, v.shape[-1])
     out = np.empty_like(flat)
     if v.dtype == np.float32:
-        K.rank_rows_f32(flat, out)
+        _rank_f32(flat, 0.0, out)
     else:
         K.rank_rows_sorted(flat, out)
     return out.reshape(v.shape)
+
+
+def spearman_prepare(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centred unit-norm ranks and the norm of the centred ranks.
+
+    ``(..., pair) -> (..., pair), (...)``. The ranks are ``prepared * norm + (n + 1) / 2``;
+    a constant or NaN vector gives a NaN row (norm 0 or NaN).
+    """
+    v = as_float(v)
+    flat = v.reshape(-1, v.shape[-1])
+    n = flat.shape[1]
+    out = np.empty_like(flat)
+    if v.dtype == np.float32:
+        ties = _rank_f32(flat, (n + 1) / 2.0, out)
+        norm = np.sqrt(np.maximum((float(n) ** 3 - n - ties) / 12.0, 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out *= np.where(norm > 0, 1.0 / norm, np.nan).astype(out.dtype)[:, None]
+    else:
+        K.rank_rows_sorted(flat, out)
+        out -= (n + 1) / 2.0
+        norm = np.sqrt(np.einsum("rp,rp->r", out, out))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out /= np.where(norm > 0, norm, np.nan)[:, None]
+    return out.reshape(v.shape), norm.reshape(v.shape[:-1])
 
 
 def _unit(v: np.ndarray, *, center: bool) -> np.ndarray:
@@ -165,7 +228,7 @@ def prepare_block(v: np.ndarray, method: Comparator) -> np.ndarray:
     """
     v = as_float(v)
     if method == "spearman":
-        return _unit(rank_block(v), center=True)
+        return spearman_prepare(v)[0]
     if method == "pearson":
         return _unit(v, center=True)
     if method == "cosine":

@@ -1,19 +1,108 @@
 """The fused block kernel: brain RDMs of one region x time block for all subjects, reduced at once.
 
 ``(subject, time, stimulus, feature)`` patterns -> RDMs -> ranks -> r against every
-layer, the subject-mean RDM's r, leave-one-out noise ceilings and permutation
-p-values; only these reductions leave the function, never the RDM movie.
+layer, the subject-mean RDM's r, leave-one-out (and split-half) noise ceilings and
+permutation nulls; only these reductions leave the function, never the RDM movie
+(unless a ``rdm_sink`` asks for the RDMs).
+
+Fast path (``spearman``, ``pearson``, ``cosine``): a time batch of RDMs for every
+subject is made with one ``syrk`` each, prepared (ranked, centred, unit norm) in one
+batched call, and compared with all layers in **one** GEMM against the layers'
+``(pair, layer)`` matrix. The noise ceiling reuses the prepared vectors: the pool of
+a set of subjects is a weighted sum of them (for Spearman the weights are the norms
+of the centred ranks, which restores the raw ranks up to a constant).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from mfrs.similarity.blocks import compare_block, noise_ceiling_block, prepare_block, rdm_block
-from mfrs.similarity.nulls import null_block
+from mfrs.similarity import _kernels as K
+from mfrs.similarity.blocks import (
+    compare_block,
+    noise_ceiling_block,
+    prepare_block,
+    rdm_block,
+    spearman_prepare,
+)
+from mfrs.similarity.nulls import null_block, null_block_labels
 from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
 
-__all__ = ["rsa_block"]
+__all__ = ["rsa_block", "model_matrix", "FAST_METHODS"]
+
+#: Comparators with the fused fast path (an inner product of prepared vectors).
+FAST_METHODS: tuple[str, ...] = ("spearman", "pearson", "cosine")
+
+#: ``rdm_sink(t0, rdms)``: receives the raw RDMs ``(subject, time_batch, pair)`` of times ``t0:``.
+RdmSink = Callable[[int, np.ndarray], None]
+
+
+def model_matrix(prepared: np.ndarray) -> np.ndarray:
+    """Prepared layer RDMs ``(layer, pair)`` laid out for the fused GEMM (Fortran order, same values).
+
+    Pass the result as ``model`` to :func:`rsa_block` to avoid a transposed copy per call.
+    """
+    return np.asfortranarray(prepared)
+
+
+def _prepare(v: np.ndarray, method: Comparator) -> tuple[np.ndarray, np.ndarray]:
+    """Prepared rows and the pooling weight of each row (``(..., pair) -> (..., pair), (...)``)."""
+    if method == "spearman":
+        return spearman_prepare(v)
+    return prepare_block(v, method), np.ones(v.shape[:-1])
+
+
+def _pool_base(u: np.ndarray, w: np.ndarray, method: Comparator) -> np.ndarray:
+    """Vectors whose sums are the pooled normalised RDMs (up to a constant and a positive scale).
+
+    For Spearman: twice the raw ranks, exact integers recovered from ``u * w + (n + 1) / 2``,
+    so that ties in sums of ranks stay exact ties (float rounding would break them).
+    """
+    if method != "spearman":
+        return u
+    n = u.shape[-1]
+    return np.rint(2.0 * (u * w[..., None].astype(u.dtype) + np.asarray((n + 1) / 2.0, u.dtype)))
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise inner products ``(..., pair), (..., pair) -> (...)``; ``b`` may broadcast over a's first dim."""
+    shape = a.shape[:-1]
+    a2 = np.ascontiguousarray(a.reshape(-1, a.shape[-1]))
+    b2 = np.ascontiguousarray(b.reshape(-1, b.shape[-1]), dtype=a2.dtype)
+    out = np.empty(a2.shape[0])
+    K.row_dots(a2, b2, out)
+    return np.clip(out, -1.0, 1.0).reshape(shape)
+
+
+def _ceiling(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, group_u: np.ndarray, method: Comparator,
+             pooling: Pooling) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out lower/upper per subject ``(subject, time)`` from prepared vectors ``u (subject, time, pair)``."""
+    n_sub = rdms.shape[0]
+    if pooling == "mean":
+        pool_all_u = group_u  # the group RDM is the mean of the raw RDMs
+        loo = (rdms.sum(axis=0, dtype=np.float64)[None] - rdms) / (n_sub - 1)
+        loo_u = _prepare(loo.astype(rdms.dtype), method)[0]
+    else:
+        wu = _pool_base(u, w, method)
+        total = wu.sum(axis=0, dtype=np.float64)
+        pool_all_u = _prepare(total.astype(u.dtype), method)[0]
+        loo_u = _prepare((total[None] - wu).astype(u.dtype), method)[0]
+    return _rowdot(u, loo_u), _rowdot(u, pool_all_u[None])
+
+
+def _split_half(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, method: Comparator, pooling: Pooling,
+                splits: np.ndarray) -> np.ndarray:
+    """Split-half r ``(split, time)``: pool of one half of the subjects against the other half."""
+    half = rdms.shape[0] // 2
+    base = rdms if pooling == "mean" else _pool_base(u, w, method)
+    out = np.empty((splits.shape[0], rdms.shape[1]))
+    for i, s in enumerate(splits):
+        a = base[s[:half]].sum(axis=0, dtype=np.float64).astype(u.dtype)
+        b = base[s[half : 2 * half]].sum(axis=0, dtype=np.float64).astype(u.dtype)
+        out[i] = _rowdot(_prepare(a, method)[0], _prepare(b, method)[0])
+    return out
 
 
 def rsa_block(
@@ -24,54 +113,94 @@ def rsa_block(
     method: Comparator = "spearman",
     pooling: Pooling = "normalized",
     pair_perms: np.ndarray | None = None,
+    perms: np.ndarray | None = None,
     time_batch: int = 8,
     ceiling: bool = True,
+    splits: np.ndarray | None = None,
+    return_null: bool = False,
+    rdm_sink: RdmSink | None = None,
 ) -> dict[str, np.ndarray]:
     """RSA of one block, all subjects, reduced on the fly.
 
     ``(subject, time, stimulus, feature), (layer, pair) -> r (subject + 1, time, layer)``
     (the last row is the subject-mean RDM), ``noise_ceiling_lower``/``_upper (time,)``,
-    and with ``pair_perms (perm, pair)``: ``p`` and ``p_fwe_layer (time, layer)`` of
-    the subject-mean RDM (the same permutations for every time point and layer).
+    with ``splits``: ``noise_ceiling_split_half (time,)``, and with permutations:
+    ``p`` and ``p_fwe_layer (time, layer)`` of the subject-mean RDM (the same
+    permutations for every time point and layer) and, if ``return_null``,
+    ``null (perm, time, layer)``.
 
     Parameters
     ----------
     model : ndarray
         Layer RDMs already passed through :func:`mfrs.similarity.blocks.prepare_block`
-        for ``method`` (done once per stage, not per block).
+        for ``method`` (done once per stage, not per block); ideally through
+        :func:`model_matrix` too.
+    pair_perms, perms : ndarray, optional
+        Permutations as pair-index maps ``(perm, pair)`` or, cheaper, as stimulus
+        permutations ``(perm, stimulus)`` (relabelling rows and columns together).
     time_batch : int
         Time points whose RDMs are held at once: memory is about
-        ``4 * (subject + 1) * time_batch * pair * 4`` bytes.
+        ``4 * (subject + 1) * time_batch * pair * 4`` bytes (see
+        :func:`mfrs.similarity.stage.block_memory`).
+    splits : ndarray (split, subject), optional
+        Subject permutations for the split-half noise ceiling: the first half of each
+        row against the second half.
+    rdm_sink : callable, optional
+        Called as ``rdm_sink(t0, rdms)`` with each batch's raw RDMs ``(subject, batch, pair)``.
     """
     n_sub, n_time = x.shape[:2]
     n_layer = model.shape[0]
+    fast = method in FAST_METHODS
+    model_t = model.T if fast else None  # (pair, layer); C-contiguous when model came from model_matrix
     r = np.empty((n_sub + 1, n_time, n_layer), np.float32)
     lower = np.full(n_time, np.nan, np.float32)
     upper = np.full(n_time, np.nan, np.float32)
-    p = p_fwe = None
-    if pair_perms is not None:
-        p = np.empty((n_time, n_layer), np.float32)
-        p_fwe = np.empty((n_time, n_layer), np.float32)
+    split_half = np.full(n_time, np.nan, np.float32) if splits is not None else None
+    n_perm = len(perms) if perms is not None else (len(pair_perms) if pair_perms is not None else 0)
+    null_all = np.empty((n_perm, n_time, n_layer), np.float32) if n_perm else None
     for t0 in range(0, n_time, time_batch):
         tb = slice(t0, min(t0 + time_batch, n_time))
         rdms = rdm_block(x[:, tb], metric)  # (subject, tb, pair)
-        both = np.concatenate([rdms, rdms.mean(axis=0, keepdims=True)], axis=0)
-        prepared = prepare_block(both, method)
-        r[:, tb] = compare_block(prepared, model, method, prepared=True)
-        if ceiling and n_sub >= 2:
-            lo, up = noise_ceiling_block(rdms, method, pooling)
-            lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
-        if pair_perms is not None:
-            group = prepared[-1]  # (tb, pair)
-            null = null_block(group, model, pair_perms, method)  # (perm, tb, layer)
-            obs = r[-1, tb]
-            k = (null >= obs[None]).sum(axis=0)
-            p[tb] = (k + 1.0) / (len(pair_perms) + 1.0)
-            k_max = (null.max(axis=2, keepdims=True) >= obs[None]).sum(axis=0)
-            p_fwe[tb] = (k_max + 1.0) / (len(pair_perms) + 1.0)
-            p[tb][np.isnan(obs)] = np.nan
-            p_fwe[tb][np.isnan(obs)] = np.nan
+        if rdm_sink is not None:
+            rdm_sink(t0, rdms)
+        group = rdms.mean(axis=0, dtype=np.float64).astype(rdms.dtype)[None]
+        if fast:
+            both = np.concatenate([rdms, group], axis=0)
+            u, w = _prepare(both, method)
+            flat = u.reshape(-1, u.shape[-1])
+            rr = flat @ model_t if flat.dtype == model_t.dtype else flat @ model_t.astype(flat.dtype)
+            r[:, tb] = np.clip(rr, -1.0, 1.0).reshape(n_sub + 1, -1, n_layer)
+            group_u = u[-1]
+            if ceiling and n_sub >= 2:
+                lo, up = _ceiling(rdms, u[:-1], w[:-1], group_u, method, pooling)
+                lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
+            if split_half is not None and n_sub >= 2:
+                split_half[tb] = _split_half(rdms, u[:-1], w[:-1], method, pooling, splits).mean(axis=0)
+        else:
+            both = np.concatenate([rdms, group], axis=0)
+            prepared = prepare_block(both, method)
+            r[:, tb] = compare_block(prepared, model, method, prepared=True)
+            group_u = prepared[-1]
+            if ceiling and n_sub >= 2:
+                lo, up = noise_ceiling_block(rdms, method, pooling)
+                lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
+            if split_half is not None:
+                raise ValueError(f"rsa_block: the split-half noise ceiling needs one of {FAST_METHODS}, "
+                                 f"not {method!r}")
+        if null_all is not None:
+            if perms is not None:
+                null_all[:, tb] = null_block_labels(group_u, model, perms, method)
+            else:
+                null_all[:, tb] = null_block(group_u, model, pair_perms, method)
     out = {"r": r, "noise_ceiling_lower": lower, "noise_ceiling_upper": upper}
-    if p is not None:
-        out["p"], out["p_fwe_layer"] = p, p_fwe
+    if split_half is not None:
+        out["noise_ceiling_split_half"] = split_half
+    if null_all is not None:
+        obs = r[-1]
+        k = (null_all >= obs[None]).sum(axis=0)
+        k_max = (null_all.max(axis=2, keepdims=True) >= obs[None]).sum(axis=0)
+        out["p"] = np.where(np.isnan(obs), np.nan, (k + 1.0) / (n_perm + 1.0)).astype(np.float32)
+        out["p_fwe_layer"] = np.where(np.isnan(obs), np.nan, (k_max + 1.0) / (n_perm + 1.0)).astype(np.float32)
+        if return_null:
+            out["null"] = null_all
     return out

@@ -4,14 +4,19 @@ Stage ``similarity``. Reads ``sources`` (``activity (subject, signal, stimulus, 
 vertex)``, vertex coord ``region``, stimulus coord ``category``) and ``model_rdms``
 (``rdm (layer, pair)``) and writes ``rsa``: ``r (subject, signal, category, region,
 time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RDM,
-``noise_ceiling_lower``/``_upper (signal, category, region, time)`` and, with
-permutations, ``p``/``p_fwe_layer (signal, category, region, time, layer)`` of the
-group RDM. One task = one block of regions x one block of time for all subjects,
-reduced at once by :func:`mfrs.similarity.fused.rsa_block` (no RDM movie is kept).
+``noise_ceiling_lower``/``_upper (signal, category, region, time)`` (and
+``noise_ceiling_split_half`` with ``split_half``) and, with permutations,
+``p``/``p_fwe`` (max statistic over ``fwe_dims`` within the task's block) and, with
+``cluster``, ``p_cluster``/``cluster_mass`` (cluster mass over time within the block)
+``(signal, category, region, time, layer)`` of the group RDM. With ``store_rdms`` it
+also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
+RDMs are selections of its pairs). One task = one block of regions x one block of
+time for all subjects, reduced at once by :func:`mfrs.similarity.fused.rsa_block`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -19,21 +24,25 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.stage import Plan, StageConfig
-from mfrs.similarity.types import BrainMode, Comparator, Pooling
+from mfrs.similarity.types import Alternative, BrainMode, Comparator, Pooling
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "layout"]
+FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
+
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate"]
 
 NAME = "similarity"
 log = logging.getLogger("mfrs.similarity")
 
 StageCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
-#: Seconds per brain RDM of 428 stimuli for the fused kernel (benchmarks/bench_similarity.py, 1 core).
-_SECONDS_PER_RDM = 1.5e-3
-_GEMM_FLOPS = 5e10
+#: Dims of the group r over which ``p_fwe`` takes the max statistic (within one block).
+FweDim = Literal["region", "time", "layer"]
+#: How stored brain RDMs are encoded.
+RdmStorage = Literal["none", "float32", "float16"]
+_FWE_AXIS = {"region": 0, "time": 1, "layer": 2}
 
 
 class Config(StageConfig):
@@ -51,8 +60,24 @@ class Config(StageConfig):
     time_block: int = Field(64, ge=1, description="time points (raw) or windows (avg) per task")
     time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
+    alternative: Alternative = "greater"
+    fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
+                                   description="p_fwe: max statistic over these dims, within a block")
+    cluster: bool = Field(False, description="cluster-mass p over time (within a block's time range)")
+    cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
+    split_half: int = Field(0, ge=0, description="random subject splits for the split-half noise ceiling")
+    store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
     seed: int = 0
-    worker_memory: str = Field("4GiB", description="memory of one worker; plans needing more are refused")
+    worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.store_rdms != "none" and "all" not in self.categories:
+            raise ValueError("store_rdms needs 'all' in categories (category RDMs are selections of its "
+                             "pairs); add 'all' to categories or set store_rdms: none")
+        if self.split_half and self.method not in FAST_METHODS:
+            raise ValueError(f"split_half needs method in {FAST_METHODS}, not {self.method!r}")
+        return self
 
 
 def inputs(cfg: Config) -> list[str]:
@@ -115,8 +140,70 @@ def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
     return xr.open_zarr(catalog.path("sources")), xr.open_zarr(catalog.path("model_rdms"))
 
 
-def plan(*, config: Config, catalog: Any) -> Plan:
-    """Memory, disk, FLOPs and time of the stage; refuses (ConfigError) a task that cannot fit a worker."""
+def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_vertices: int, n_time: int,
+                 n_region: int, n_layer: int, n_signal: int, n_cat: int, time_batch: int, n_permutations: int,
+                 rdm_bytes: int = 0) -> int:
+    """Peak bytes of one similarity task (one region block x time block), by its parts.
+
+    Input of one signal, the features of one region, the RDM batch buffers of
+    :func:`mfrs.similarity.fused.rsa_block`, the prepared layer matrix, the permutation
+    stacks, the null of one signal x category and, with ``rdm_bytes``, the stored RDMs.
+    """
+    p = n_stim * (n_stim - 1) // 2
+    tb = min(time_batch, n_time)
+    inputs = 4 * n_sub * n_stim * samples * block_vertices + 2 * 4 * n_sub * n_time * n_stim * n_feat
+    batch = 4 * p * tb * (6 * n_sub + 4) + 8 * 32 * p + 4 * 16 * n_stim * n_stim
+    models = 3 * 4 * n_layer * p
+    perms = (64 << 20) + 4 * n_permutations * (n_stim + 3 * n_region * n_time * n_layer) if n_permutations else 0
+    stored = rdm_bytes * (n_sub + 1) * n_signal * n_region * n_time * p
+    outputs = 4 * n_signal * n_cat * n_region * n_time * ((n_sub + 1) * n_layer + 3 + 5 * n_layer)
+    return int(inputs + batch + models + perms + stored + outputs + (32 << 20))
+
+
+@functools.lru_cache(maxsize=16)
+def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, n_sub: int = 2,
+              n_time: int = 4) -> dict[str, float]:
+    """Measure this machine: seconds per brain RDM of the fused kernel and per permuted comparison.
+
+    Runs :func:`mfrs.similarity.fused.rsa_block` on random data of the real sizes
+    (``n_sub`` subjects x ``n_time`` times, noise ceiling on) and one permutation block,
+    on one thread. Cached per process; takes well under a second at 428 stimuli.
+    """
+    import time
+
+    from mfrs.similarity.blocks import prepare_block
+    from mfrs.similarity.fused import model_matrix, rsa_block
+    from mfrs.similarity.nulls import null_block_labels
+    from mfrs.similarity.threads import single_threaded
+
+    rng = np.random.default_rng(0)
+    p = n_stim * (n_stim - 1) // 2
+    x = rng.standard_normal((n_sub, n_time, n_stim, max(2, n_feat))).astype(np.float32)
+    model = model_matrix(prepare_block(rng.random((n_layer, p)).astype(np.float32), method))
+    perms = np.stack([rng.permutation(n_stim) for _ in range(4)])
+    with single_threaded():
+        rsa_block(x[:, :1], model, metric=metric, method=method)  # compile / warm up
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            rsa_block(x, model, metric=metric, method=method)
+            best = min(best, time.perf_counter() - t0)
+        group = prepare_block(rng.random((1, p)).astype(np.float32), method)
+        null_block_labels(group, model, perms[:1], method)
+        t0 = time.perf_counter()
+        null_block_labels(group, model, perms, method)
+        t_perm = time.perf_counter() - t0
+    return {"seconds_per_rdm": best / (n_sub * n_time), "seconds_per_permuted_rdm": t_perm / len(perms)}
+
+
+def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
+    """Memory, disk, FLOPs and time of the stage; refuses (ConfigError) a task that cannot fit ``worker_memory``.
+
+    Seconds come from :func:`calibrate` (a short measurement of the fused kernel at the
+    real sizes on this machine, one core); ``calibrated=False`` skips it (seconds 0).
+    Without a ``worker_memory`` override the fit is checked by the caller against the
+    cluster's limit (``Plan.check_fits(mfrs.cluster.worker_memory_limit(client))``).
+    """
     from dask.utils import parse_bytes
 
     sources, models = _open(catalog)
@@ -127,24 +214,43 @@ def plan(*, config: Config, catalog: Any) -> Plan:
     n_reg, n_time, n_cat = len(lay.regions), lay.times.size, len(config.categories)
     p = n_stim * (n_stim - 1) // 2
     max_v = max(v.size for v in lay.vertices.values())
-    block_v = sum(sorted((v.size for v in lay.vertices.values()), reverse=True)[: config.region_block])
-    samples = (min(config.time_block, n_time) - 1) * (lay.starts[1] - lay.starts[0] if n_time > 1 else 1) + lay.length
-    mem_in = 4 * n_sub * n_sig * n_stim * samples * block_v
-    mem_work = 4 * 4 * (n_sub + 1) * config.time_batch * p + 2 * 4 * n_cat * n_layer * p + (64 << 20)
-    memory = int(mem_in + mem_work)
-    n_rdm = n_sig * n_cat * n_reg * n_time * (n_sub + 1)
+    n_block_reg = min(config.region_block, n_reg)
+    block_v = sum(sorted((v.size for v in lay.vertices.values()), reverse=True)[:n_block_reg])
+    block_t = min(config.time_block, n_time)
+    samples = (block_t - 1) * (lay.starts[1] - lay.starts[0] if n_time > 1 else 1) + lay.length
     feat = max_v if config.mode == "raw" else lay.length
+    rdm_bytes = {"none": 0, "float32": 4, "float16": 2}[config.store_rdms]
+    memory = block_memory(n_sub=n_sub, n_stim=n_stim, n_feat=feat, samples=samples, block_vertices=block_v,
+                          n_time=block_t, n_region=n_block_reg, n_layer=n_layer, n_signal=n_sig, n_cat=n_cat,
+                          time_batch=config.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes)
+    n_rdm = n_sig * n_cat * n_reg * n_time * (n_sub + 1)
     flops = n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)
-    flops_perm = n_sig * n_cat * n_reg * n_time * 2.0 * p * n_layer * config.n_permutations
+    n_group = n_sig * n_cat * n_reg * n_time
+    flops_perm = n_group * 2.0 * p * n_layer * config.n_permutations
     units = math.ceil(n_reg / config.region_block) * math.ceil(n_time / config.time_block)
-    out_bytes = 4 * n_sig * n_cat * n_reg * n_time * ((n_sub + 1) * n_layer + 2
-                                                      + (2 * n_layer if config.n_permutations else 0))
+    n_out = (n_sub + 1) * n_layer + 2 + (1 if config.split_half else 0)
+    if config.n_permutations:
+        n_out += n_layer * (2 + 2 * config.cluster)
+    out_bytes = 4 * n_sig * n_cat * n_reg * n_time * n_out + rdm_bytes * (n_sub + 1) * n_sig * n_reg * n_time * p
+    seconds = 0.0
+    notes = [f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
+             f"{config.n_permutations} permutations"]
+    if calibrated:
+        cal = calibrate(n_stim, feat, n_layer, config.metric, config.method)
+        # category RDMs hold fewer pairs; the calibration is for all stimuli (an upper bound)
+        seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
+                   + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"])
+        notes.append(f"seconds on one core from a calibration on this machine: "
+                     f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
+                     f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
+    if config.n_permutations and (config.cluster or "time" in config.fwe_dims) and config.time_block < n_time:
+        notes.append(f"p_fwe/p_cluster families span one block ({config.time_block} of {n_time} times); "
+                     "set time_block to the number of times for whole-epoch families")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
                   writes={"rsa": int(out_bytes)}, n_tasks=units, n_units=units, memory_per_task=memory,
-                  flops=float(flops + flops_perm), seconds=n_rdm * _SECONDS_PER_RDM + flops_perm / _GEMM_FLOPS,
-                  notes=[f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
-                         f"{config.n_permutations} permutations; seconds are for one core"])
-    result.check_fits(parse_bytes(config.worker_memory))
+                  flops=float(flops + flops_perm), seconds=float(seconds), notes=notes)
+    if config.worker_memory is not None:
+        result.check_fits(parse_bytes(config.worker_memory))
     return result
 
 
@@ -159,8 +265,8 @@ class _Job:
 
 def _compute(job: _Job) -> None:
     from mfrs.similarity.blocks import prepare_block
-    from mfrs.similarity.fused import rsa_block
-    from mfrs.similarity.nulls import draw_pair_permutations
+    from mfrs.similarity.fused import model_matrix, rsa_block
+    from mfrs.similarity.nulls import draw_stimulus_permutations, permutation_p
     from mfrs.similarity.seeds import unit_rng
     from mfrs.similarity.threads import single_threaded
 
@@ -173,31 +279,45 @@ def _compute(job: _Job) -> None:
     s0, s1 = int(starts[0]), int(starts[-1]) + lay.length
     verts = np.concatenate([lay.vertices[r] for r in regions])
     act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
-    block = act.isel(time=slice(s0, s1), vertex=verts).values.astype(np.float32)
     model = models["rdm"].transpose("layer", "pair").values.astype(np.float32)
-    n_sub, n_sig = block.shape[:2]
-    n_t, n_layer, n_cat = starts.size, model.shape[0], len(cfg.categories)
-    shape = (n_sig, n_cat, len(regions), n_t)
+    n_sub, n_sig = act.sizes["subject"], act.sizes["signal"]
+    n_t, n_layer, n_cat, n_reg = starts.size, model.shape[0], len(cfg.categories), len(regions)
+    shape = (n_sig, n_cat, n_reg, n_t)
     r = np.full((n_sub + 1, *shape, n_layer), np.nan, np.float32)
     lower, upper = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
-    p = np.full((*shape, n_layer), np.nan, np.float32)
-    p_fwe = np.full((*shape, n_layer), np.nan, np.float32)
+    split = np.full(shape, np.nan, np.float32)
+    stats = {k: np.full((*shape, n_layer), np.nan, np.float32) for k in ("p", "p_fwe", "p_cluster", "cluster_mass")}
     n_all = act.sizes["stimulus"]
+    rdm_dtype = {"none": None, "float32": np.float32, "float16": np.float16}[cfg.store_rdms]
+    rdms_out = None
+    if rdm_dtype is not None:
+        rdms_out = np.full((n_sub + 1, n_sig, n_reg, n_t, n_all * (n_all - 1) // 2), np.nan, rdm_dtype)
+    splits = None
+    if cfg.split_half:
+        rng = unit_rng(cfg.seed, "noise_ceiling_split_half")
+        splits = np.stack([rng.permutation(n_sub) for _ in range(cfg.split_half)])
     iu, ju = np.triu_indices(n_all, 1)
+    signals = sources["signal"].values.tolist()
     with single_threaded():
-        for c, cat in enumerate(cfg.categories):
+        prepared = {}
+        for cat in cfg.categories:
             idx = lay.stim_index[cat]
             keep = np.isin(iu, idx) & np.isin(ju, idx)
-            prepared = prepare_block(np.ascontiguousarray(model[:, keep]), cfg.method)
-            for s, signal in enumerate(sources["signal"].values.tolist()):
+            prepared[cat] = model_matrix(prepare_block(np.ascontiguousarray(model[:, keep]), cfg.method))
+        for s, signal in enumerate(signals):
+            # one signal of the block at a time: memory does not grow with the number of signals
+            block = act.isel(signal=s, time=slice(s0, s1), vertex=verts).values.astype(np.float32)
+            for c, cat in enumerate(cfg.categories):
+                idx = lay.stim_index[cat]
                 perms = None
                 if cfg.n_permutations:
-                    perms = draw_pair_permutations(unit_rng(cfg.seed, "permutation", signal, cat), idx.size,
-                                                   cfg.n_permutations, "labels")
+                    perms = draw_stimulus_permutations(unit_rng(cfg.seed, "permutation", signal, cat), idx.size,
+                                                       cfg.n_permutations)
+                null = np.empty((cfg.n_permutations, n_reg, n_t, n_layer), np.float32) if perms is not None else None
                 offset = 0
                 for g, region in enumerate(regions):
                     nv = lay.vertices[region].size
-                    x = block[:, s][:, idx][..., offset : offset + nv]  # (subject, stimulus, time, vertex)
+                    x = block[:, idx][..., offset : offset + nv]  # (subject, stimulus, time, vertex)
                     offset += nv
                     if cfg.mode == "raw":
                         feats = x.transpose(0, 2, 1, 3)  # (subject, time, stimulus, vertex)
@@ -205,21 +325,46 @@ def _compute(job: _Job) -> None:
                         mean = x.mean(axis=-1)  # (subject, stimulus, samples)
                         rel = starts - s0
                         feats = np.stack([mean[..., a : a + lay.length] for a in rel], axis=1)
-                    out = rsa_block(np.ascontiguousarray(feats), prepared, metric=cfg.metric, method=cfg.method,
-                                    pooling=cfg.pooling, pair_perms=perms, time_batch=cfg.time_batch)
+                    sink = None
+                    if rdms_out is not None and cat == "all":
+                        def sink(t0: int, rdms: np.ndarray, _s: int = s, _g: int = g) -> None:
+                            sl = slice(t0, t0 + rdms.shape[1])
+                            rdms_out[:-1, _s, _g, sl] = rdms
+                            rdms_out[-1, _s, _g, sl] = rdms.mean(axis=0)
+                    out = rsa_block(np.ascontiguousarray(feats), prepared[cat], metric=cfg.metric, method=cfg.method,
+                                    pooling=cfg.pooling, perms=perms, time_batch=cfg.time_batch, splits=splits,
+                                    return_null=True, rdm_sink=sink)
                     r[:, s, c, g] = out["r"]
                     lower[s, c, g], upper[s, c, g] = out["noise_ceiling_lower"], out["noise_ceiling_upper"]
-                    if perms is not None:
-                        p[s, c, g], p_fwe[s, c, g] = out["p"], out["p_fwe_layer"]
+                    if splits is not None:
+                        split[s, c, g] = out["noise_ceiling_split_half"]
+                    if null is not None:
+                        null[:, g] = out["null"]
+                if null is not None:
+                    res = permutation_p(r[-1, s, c], null, fwe_axes=tuple(_FWE_AXIS[d] for d in cfg.fwe_dims),
+                                        cluster_axis=1 if cfg.cluster else None, cluster_alpha=cfg.cluster_alpha,
+                                        two_sided=cfg.alternative == "two-sided")
+                    for k, v in res.items():
+                        stats[k][s, c] = v
+                    del null
     dims = ("signal", "category", "region", "time")
     data = xr.Dataset(
         {"r": (("subject", *dims, "layer"), r), "noise_ceiling_lower": (dims, lower),
          "noise_ceiling_upper": (dims, upper)},
         coords={"region": regions, "time": unit.labels["time"]})
-    if cfg.n_permutations:
-        data["p"] = ((*dims, "layer"), p)
-        data["p_fwe_layer"] = ((*dims, "layer"), p_fwe)
+    if cfg.split_half:
+        data["noise_ceiling_split_half"] = (dims, split)
+    for name in _stat_names(cfg):
+        data[name] = ((*dims, "layer"), stats[name])
+    if rdms_out is not None:
+        data["rdm"] = (("subject", "signal", "region", "time", "pair"), rdms_out)
     job.store.write_unit(unit, data)
+
+
+def _stat_names(cfg: Config) -> list[str]:
+    if not cfg.n_permutations:
+        return []
+    return ["p"] + (["p_fwe"] if cfg.fwe_dims else []) + (["p_cluster", "cluster_mass"] if cfg.cluster else [])
 
 
 def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config) -> xr.Dataset:
@@ -238,11 +383,26 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     dims = ("signal", "category", "region", "time")
     variables = {"r": zeros(("subject", *dims, "layer")), "noise_ceiling_lower": zeros(dims),
                  "noise_ceiling_upper": zeros(dims)}
-    if cfg.n_permutations:
-        variables["p"] = zeros((*dims, "layer"))
-        variables["p_fwe_layer"] = zeros((*dims, "layer"))
+    if cfg.split_half:
+        variables["noise_ceiling_split_half"] = zeros(dims)
+    for name in _stat_names(cfg):
+        variables[name] = zeros((*dims, "layer"))
     coords: dict[str, Any] = {"subject": subjects, "signal": act["signal"].values, "category": list(cfg.categories),
                               "region": lay.regions, "time": lay.times}
+    if cfg.store_rdms != "none":
+        from mfrs.similarity.pairs import pair_coords
+
+        n_stim = act.sizes["stimulus"]
+        p = n_stim * (n_stim - 1) // 2
+        rdm_dims = ("subject", "signal", "region", "time", "pair")
+        # pair split so that one Zarr chunk stays near 8 MB whatever the block
+        per_pair = 4 * cfg.region_block * cfg.time_block
+        pair_chunk = max(1, min(p, (8 << 20) // per_pair))
+        rdm_chunks = (1, 1, cfg.region_block, cfg.time_block, pair_chunk)
+        shape = (sizes["subject"], sizes["signal"], sizes["region"], sizes["time"], p)
+        variables["rdm"] = (rdm_dims, da.zeros(shape, chunks=rdm_chunks, dtype=cfg.store_rdms))
+        stim = act["stimulus"]
+        coords.update(pair_coords(stim.drop_vars([c for c in stim.coords if c not in ("stimulus", "category")])))
     layer = models["layer"]
     coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)
@@ -255,7 +415,13 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.runner import run_units
     from mfrs.store import ZarrStore
 
-    plan(config=config, catalog=catalog)  # refuses plans that cannot fit before anything is written
+    from dask.utils import parse_bytes
+
+    from mfrs.cluster import worker_memory_limit
+
+    # refuse plans that cannot fit before anything is written
+    limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
+    plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
     sources, models = _open(catalog)
     if models.sizes["pair"] != sources.sizes["stimulus"] * (sources.sizes["stimulus"] - 1) // 2:
         raise InputDataError(f"similarity: model_rdms has {models.sizes['pair']} pairs but sources has "

@@ -150,3 +150,93 @@ def test_cluster_masses_match_loop():
             expect[run] = v[r, run].sum()
         np.testing.assert_allclose(mass_at[r], expect)
         assert max_mass[r] == pytest.approx(max([v[r, run].sum() for run in runs], default=0.0))
+
+
+def test_rank_block_float32_fast_path_matches_scipy():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 3000)).astype(np.float32)
+    x[0, :500] = x[0, 500:1000]
+    x[1] = np.round(x[1], 1)
+    x[2, :4], x[2, 4:8] = -0.0, 0.0
+    x[3, ::5] = -np.inf
+    x[4, 7] = np.nan
+    out = B.rank_block(x)
+    for r in range(4):
+        np.testing.assert_array_equal(out[r], REFERENCE["rank"](x[r]))
+    assert np.isnan(out[4]).all()
+    prepared, norm = B.spearman_prepare(x[:4])
+    for r in range(4):
+        rk = REFERENCE["rank"](x[r])
+        c = rk - rk.mean()
+        np.testing.assert_allclose(prepared[r], c / np.linalg.norm(c), atol=1e-7)
+        assert norm[r] == pytest.approx(np.linalg.norm(c), rel=1e-9)
+
+
+def test_full_size_float32_rdm_and_spearman_within_1e5_of_scipy():
+    """428 stimuli x 45 features, the study's size: float32 fast paths against float64 scipy."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 428, 45)).astype(np.float32)
+    model = rng.random((3, B.n_pairs(428)))
+    d = B.rdm_block(x, "correlation")
+    for i in range(2):
+        np.testing.assert_allclose(d[i], REFERENCE["rdm:correlation"](x[i].astype(np.float64)), atol=1e-5)
+    r = B.compare_block(d, model.astype(np.float32), "spearman")
+    ref = REFERENCE["rdm:correlation"](x[0].astype(np.float64))
+    for m in range(3):
+        assert r[0, m] == pytest.approx(REFERENCE["compare:spearman"](ref, model[m]), abs=1e-5)
+
+
+@pytest.mark.parametrize("n_brain", [2, 6])
+def test_null_block_labels_equals_brute_force_relabelling(n_brain):
+    from scipy.spatial.distance import squareform
+
+    from mfrs.similarity.nulls import draw_stimulus_permutations, null_block_labels
+
+    rng = np.random.default_rng(11)
+    n = 12
+    brain = rng.random((n_brain, B.n_pairs(n))).astype(np.float32)
+    model = rng.random((4, B.n_pairs(n))).astype(np.float32)
+    perms = draw_stimulus_permutations(np.random.default_rng(3), n, 5)
+    null = null_block_labels(B.prepare_block(brain, "spearman"), B.prepare_block(model, "spearman"), perms,
+                             "spearman", max_bytes=1)  # one permutation per stack
+    for k in range(5):
+        for i in range(n_brain):
+            relabelled = squareform(squareform(brain[i])[np.ix_(perms[k], perms[k])], checks=False)
+            for m in range(4):
+                assert null[k, i, m] == pytest.approx(REFERENCE["compare:spearman"](relabelled, model[m]), abs=2e-6)
+
+
+def test_permutation_p_matches_loops():
+    from mfrs.similarity.nulls import permutation_p
+
+    rng = np.random.default_rng(12)
+    obs = rng.normal(0, 1, (2, 6, 3))
+    obs[1, 2:4, 0] = 4.0  # a planted run
+    null = rng.normal(0, 1, (40, 2, 6, 3))
+    res = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1)
+    for idx in np.ndindex(obs.shape):
+        g = idx[0]
+        assert res["p"][idx] == pytest.approx((np.sum(null[(slice(None), *idx)] >= obs[idx]) + 1) / 41)
+        mx = null[:, g].reshape(40, -1).max(axis=1)
+        assert res["p_fwe"][idx] == pytest.approx((np.sum(mx >= obs[idx]) + 1) / 41)
+    thr = np.quantile(null, 0.9, axis=0)
+
+    def runs(series, t):
+        out, cur = [], []
+        for i, on in enumerate(series > t):
+            if on:
+                cur.append(i)
+            elif cur:
+                out.append(cur)
+                cur = []
+        return out + ([cur] if cur else [])
+
+    for g in range(2):
+        for layer in range(3):
+            null_max = [max([null[k, g, run, layer].sum() for run in runs(null[k, g, :, layer], thr[g, :, layer])],
+                            default=0.0) for k in range(40)]
+            for run in runs(obs[g, :, layer], thr[g, :, layer]):
+                mass = obs[g, run, layer].sum()
+                assert res["cluster_mass"][g, run[0], layer] == pytest.approx(mass)
+                assert res["p_cluster"][g, run[0], layer] == pytest.approx((np.sum(np.array(null_max) >= mass) + 1) / 41)
+    assert res["p_cluster"][1, 2, 0] == pytest.approx(1 / 41)

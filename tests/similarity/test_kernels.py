@@ -75,3 +75,16 @@ def test_upper_pairs_and_sqdist_and_cross():
     K.add_cross_distances(g[:1], 0.5, acc)
     expect = [0.5 * (g[0, i, i] + g[0, j, j] - g[0, i, j] - g[0, j, i]) for i, j in zip(*iu, strict=True)]
     np.testing.assert_allclose(acc[0], expect)
+
+
+def test_gather_relabelled_matches_pair_index_gather():
+    rng = np.random.default_rng(4)
+    n = 11
+    v = rng.random((3, n * (n - 1) // 2)).astype(np.float32)
+    perms = np.stack([rng.permutation(n) for _ in range(4)]).astype(np.int64)
+    out = np.empty((4 * 3, v.shape[1]), np.float32)
+    K.gather_relabelled(v, perms, np.empty((n, n), np.float32), out)
+    for k in range(4):
+        for b in range(3):
+            sq = squareform(v[b])
+            np.testing.assert_array_equal(out[k * 3 + b], squareform(sq[np.ix_(perms[k], perms[k])], checks=False))

@@ -95,3 +95,45 @@ def test_plan_refuses_what_cannot_fit(tmp_path):
     cfg = stage.Config(worker_memory="10MiB")
     with pytest.raises(ConfigError, match="one task needs .* but a worker has 10.0 MiB"):
         stage.plan(config=cfg, catalog=_Catalog(tmp_path))
+
+
+def test_stage_fwe_cluster_split_half_and_stored_rdms(tmp_path, local_client):
+    import scipy.stats as ss
+
+    from mfrs.similarity.seeds import unit_rng
+
+    sources, models = _write_inputs(tmp_path)
+    cfg = stage.Config(categories=["all"], region_block=3, time_block=N_TIME, n_permutations=19,
+                       fwe_dims=["region", "time", "layer"], cluster=True, split_half=2, store_rdms="float16")
+    plan = stage.plan(config=cfg, catalog=_Catalog(tmp_path))
+    assert plan.seconds > 0 and any("calibration" in n for n in plan.notes)
+    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    rsa = xr.open_zarr(tmp_path / "rsa.zarr").load()
+    sel = dict(signal="broadband", category="all")
+    # the planted effect survives the max over the whole block and forms one significant cluster over time
+    assert (rsa.p_fwe.sel(**sel, region="r1", layer="l1").isel(time=EFFECT) == 0.05).all()
+    assert (rsa.p_fwe.sel(**sel) >= rsa.p.sel(**sel) - 1e-7).all()
+    assert (rsa.p_cluster.sel(**sel, region="r1", layer="l1").isel(time=EFFECT) == 0.05).all()
+    assert (rsa.cluster_mass.sel(**sel, region="r1", layer="l1").isel(time=EFFECT) > 2.4).all()
+    # stored RDMs: scipy pdist of each subject, and the subject mean as 'group'
+    r1 = np.flatnonzero(sources.region.values == "r1")
+    subj = [sources.activity.sel(subject=s, signal="broadband").isel(time=5, vertex=r1).values.astype(float)
+            for s in sources.subject.values]
+    pd = np.stack([REFERENCE["rdm:correlation"](x) for x in subj])
+    stored = rsa.rdm.sel(signal="broadband", region="r1").isel(time=5)
+    np.testing.assert_allclose(stored.sel(subject="sub-02").values, pd[1], atol=2e-3)
+    np.testing.assert_allclose(stored.sel(subject="group").values, pd.mean(0), atol=2e-3)
+    assert rsa.rdm.dtype == np.float16 and rsa.stimulus_a.size == n_pairs(N_STIM)
+    # split-half ceiling: the same seeded splits, halves pooled from scipy ranks, compared by spearmanr
+    rng = unit_rng(0, "noise_ceiling_split_half")
+    splits = [rng.permutation(N_SUB) for _ in range(2)]
+    ranks = np.stack([ss.rankdata(d) for d in pd])
+    expect = np.mean([REFERENCE["compare:spearman"](ranks[s[:1]].mean(0), ranks[s[1:2]].mean(0)) for s in splits])
+    got = float(rsa.noise_ceiling_split_half.sel(**sel, region="r1").isel(time=5))
+    assert got == pytest.approx(expect, abs=1e-5)
+
+
+def test_config_checks_and_worker_memory_default():
+    assert stage.Config().worker_memory is None  # default: the cluster's own limit (checked in run)
+    with pytest.raises(ValueError, match="store_rdms needs 'all'"):
+        stage.Config(categories=["famous"], store_rdms="float32")
