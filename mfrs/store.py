@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from mfrs.errors import StoreError
+from mfrs.provenance import fingerprint
 
 __all__ = ["ZarrStore", "Unit", "MARKER_DIR"]
 
@@ -107,8 +108,9 @@ def _structure(ds: xr.Dataset) -> dict[str, Any]:
     return {
         "dims": {str(k): int(v) for k, v in ds.sizes.items()},
         "variables": {str(k): [list(map(str, v.dims)), str(v.dtype)] for k, v in ds.data_vars.items()},
+        # Index coords by fingerprint: a store of 10^5 items keeps zarr.json small.
         "coords": {
-            str(k): np.asarray(v.values).astype(str).tolist()
+            str(k): fingerprint(np.asarray(v.values).astype(str))
             for k, v in ds.coords.items() if k in ds.dims
         },
     }
@@ -380,6 +382,20 @@ class ZarrStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, marker)
+
+    def update_attrs(self, **attrs: Any) -> None:
+        """Add summary attributes after the units are written (e.g. a table of failed items).
+
+        ``provenance`` and the store's own bookkeeping cannot be changed this way.
+        """
+        import zarr
+
+        reserved = {"provenance", _STORE_ATTR} & set(attrs)
+        if reserved:
+            raise StoreError(f"{self._label}: attributes {sorted(reserved)} are written only at creation.")
+        group = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
+        group.attrs.update(attrs)
+        zarr.consolidate_metadata(self.path, zarr_format=3)
 
     # ----------------------------------------------------------------- reading
     def dataset(self, *, warn_incomplete: bool = True) -> xr.Dataset:

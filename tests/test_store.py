@@ -153,3 +153,21 @@ def test_template_must_be_dask_backed(tmp_path):
     eager = _template().compute()
     with pytest.raises(StoreError, match=r"not dask-backed.*dask\.array\.zeros"):
         ZarrStore.create(tmp_path / "s.zarr", eager, unit_dims=("subject",), provenance=_prov())
+
+
+def test_summary_attributes_are_added_after_the_units(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template(), unit_dims=("subject",), provenance=_prov())
+    store.update_attrs(failed=[{"item": 3, "reason": "truncated"}], n_failed=1)
+    ds = store.dataset(warn_incomplete=False)
+    assert ds.attrs["n_failed"] == 1 and ds.attrs["failed"][0]["reason"] == "truncated"
+    assert ds.attrs["provenance"]["stage"] == "test"
+    with pytest.raises(StoreError, match=r"\['provenance'\] are written only at creation"):
+        store.update_attrs(provenance={})
+
+
+def test_store_metadata_stays_small_for_many_items(tmp_path):
+    n = 20000
+    template = xr.Dataset({"x": (("item",), da.zeros(n, chunks=1000, dtype="float32"))},
+                          coords={"item": [f"identity-{i:06d}/image.jpg" for i in range(n)]})
+    store = ZarrStore.create(tmp_path / "s.zarr", template, unit_dims=("item",), provenance=_prov())
+    assert (store.path / "zarr.json").stat().st_size < 50_000
