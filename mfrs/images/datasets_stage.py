@@ -172,18 +172,7 @@ def landmark_file(catalog: Catalog, name: str) -> Path:
 
     ``package:cv2/data/haarcascade_eye.xml`` names the eye cascade inside OpenCV's wheel.
     """
-    import importlib.util
-
-    entry = catalog.entry(name)
-    if entry.uri.startswith("package:"):
-        module, _, rel = entry.uri.removeprefix("package:").lstrip("/").partition("/")
-        spec = importlib.util.find_spec(module) if module else None
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"catalog entry {name!r}: Python package {module!r} of location {entry.uri!r} "
-                              "is not installed; install it or point the location at a file.")
-        path = Path(next(iter(spec.submodule_search_locations))) / rel
-    else:
-        path = entry.path
+    path = catalog.entry(name).path
     if not path.is_file():
         raise ConfigError(f"catalog entry {name!r}: landmark model {path} does not exist; fix its location "
                           "(an eye cascade such as package:cv2/data/haarcascade_eye.xml).")
