@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mfrs.errors import CatalogError, StoreError
+from mfrs.errors import CatalogError
 from mfrs.types import EntryKind
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Catalog", "CatalogEntry", "load_catalog", "find_catalog_file", "CATALOG_ENV", "ROOT_ENV"]
+__all__ = ["Catalog", "CatalogEntry", "load_catalog", "find_catalog_file", "package_file", "CATALOG_ENV", "ROOT_ENV"]
 
 CATALOG_ENV = "MFRS_CATALOG"
 ROOT_ENV = "MFRS_DATA_ROOT"
@@ -51,7 +51,8 @@ def _expand(text: str, where: str) -> str:
 PACKAGE_PREFIX = "package:"
 
 
-def _package_file(location: str, entry_name: str) -> Path:
+def package_file(location: str, entry_name: str) -> Path:
+    """``package:<module>/<path inside it>`` -> that file of the installed package, without importing it."""
     import importlib.util
 
     module, _, rel = location.removeprefix(PACKAGE_PREFIX).lstrip("/").partition("/")
@@ -115,7 +116,7 @@ class CatalogEntry(BaseModel):
         importing the package. CatalogError for remote URLs or a package not installed.
         """
         if self.uri.startswith(PACKAGE_PREFIX):
-            return _package_file(self.uri, self.name)
+            return package_file(self.uri, self.name)
         if not self.is_local:
             raise CatalogError(
                 f"catalog entry {self.name!r} is at {self.uri!r}, not a local path; "

@@ -75,7 +75,7 @@ _overwrite_opt = click.option("--overwrite", is_flag=True,
 
 
 def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str, Any]]:
-    from mfrs.pipeline import stage_config, stage_module
+    from mfrs.pipeline import stage_config, stage_module, stage_outputs
     from mfrs.store import ZarrStore
 
     rows = []
@@ -85,7 +85,7 @@ def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str,
         if hasattr(module, "status"):
             rows.extend(module.status(config=cfg, catalog=catalog))
             continue
-        for out in module.outputs(cfg):
+        for out in stage_outputs(module, cfg, catalog):
             entry = catalog.entry(out)
             row = {"stage": name, "entry": out, "path": entry.uri, "units": 0, "complete": 0, "missing": []}
             if entry.kind == "zarr" and (Path(entry.uri) / "zarr.json").exists():
@@ -116,8 +116,8 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
 
 def _run(obj: _Ctx, pipeline: str, stages: list[str] | None, subjects: list[str] | None, cluster: str,
          overwrite: bool) -> tuple[Any, Any, list[str], dict[str, float], bool]:
-    from mfrs.cluster import get_client, worker_memory_limit
-    from mfrs.pipeline import load_pipeline, run_pipeline, select_stages, stage_config, stage_module
+    from mfrs.cluster import get_client
+    from mfrs.pipeline import load_pipeline, run_pipeline, select_stages
 
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=subjects)
@@ -125,11 +125,6 @@ def _run(obj: _Ctx, pipeline: str, stages: list[str] | None, subjects: list[str]
     before = _output_status(pipe, catalog, selected)
     nothing_to_do = not overwrite and all(r["state"] in ("complete", "present") for r in before)
     with get_client(cluster) as client:
-        limit = worker_memory_limit(client)
-        for name in selected:
-            module = stage_module(name)
-            if hasattr(module, "plan"):
-                module.plan(config=stage_config(module, pipe), catalog=catalog).check_fits(limit)
         timings = run_pipeline(pipe, catalog=catalog, client=client, stages=selected, overwrite=overwrite)
     return catalog, pipe, selected, timings, nothing_to_do
 
@@ -170,9 +165,15 @@ def demo(obj: _Ctx, cluster: str, overwrite: bool) -> None:
 
 def _describe_store(catalog: Any, entry: str) -> None:
     ds = catalog.open(entry)
-    dims = ", ".join(f"{k}={v}" for k, v in ds.sizes.items())
-    variables = ", ".join(f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items())
-    click.echo(f"{entry}: {catalog.entry(entry).uri}\n  dims: {dims}\n  variables: {variables}")
+
+    def shorten(items: list[str], n: int = 6) -> str:
+        return ", ".join(items[:n]) + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+    dims = shorten([f"{k}={v}" for k, v in ds.sizes.items()])
+    variables = shorten([f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items()], 4)
+    size = sum(v.nbytes for v in ds.data_vars.values())
+    click.echo(f"{entry}: {catalog.entry(entry).uri}\n  dims: {dims}\n  variables: {variables}\n"
+               f"  {len(ds.data_vars)} variable(s), {size / 2**20:.1f} MiB uncompressed")
 
 
 @cli.command()
@@ -188,14 +189,18 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from dask.utils import parse_bytes
 
     from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
-    from mfrs.stage import format_bytes
+    from mfrs.errors import StoreError
+    from mfrs.stage import Plan, format_bytes
 
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
     plans = []
     for name in select_stages(pipe, _split(stages)):
         module = stage_module(name)
-        p = module.plan(config=stage_config(module, pipe), catalog=catalog)
+        try:
+            p = module.plan(config=stage_config(module, pipe), catalog=catalog)
+        except StoreError as exc:  # an input written by an earlier stage that has not run yet
+            p = Plan(stage=name, notes=[f"cannot be sized before its inputs exist: {exc}"])
         if worker_memory:
             p.check_fits(parse_bytes(worker_memory))
         plans.append(p)

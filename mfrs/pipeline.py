@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfrs.errors import ConfigError
 
-__all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config",
+__all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config", "stage_outputs",
            "find_pipeline_file", "run_pipeline"]
 
 log = logging.getLogger("mfrs.pipeline")
@@ -89,6 +89,15 @@ def stage_config(module: ModuleType, pipeline: PipelineConfig) -> BaseModel:
             lines.append(f"  config.{name}.{loc}: {err['msg']}.{hint}")
         where = pipeline.source or "the pipeline"
         raise ConfigError(f"invalid settings for stage {name!r} in {where}:\n" + "\n".join(lines)) from exc
+
+
+def stage_outputs(module: ModuleType, cfg: BaseModel, catalog: Any) -> list[str]:
+    """Catalog entries a stage writes; ``outputs(cfg, catalog)`` when the stage names them from the catalog."""
+    import inspect
+
+    if "catalog" in inspect.signature(module.outputs).parameters:
+        return list(module.outputs(cfg, catalog=catalog))
+    return list(module.outputs(cfg))
 
 
 def find_pipeline_file(name: str | Path) -> Path:
@@ -161,11 +170,20 @@ def select_stages(pipe: PipelineConfig, stages: list[str] | None) -> list[str]:
 
 def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Any, stages: list[str] | None = None,
                  overwrite: bool = False) -> dict[str, float]:
-    """Run the selected stages in order; return stage -> seconds taken."""
+    """Run the selected stages in order; return stage -> seconds taken.
+
+    Each stage's plan is checked against the workers' memory just before it runs
+    (its inputs exist by then), and refused with the reason when it cannot fit.
+    """
+    from mfrs.cluster import worker_memory_limit
+
     timings = {}
+    limit = worker_memory_limit(client)
     for name in select_stages(pipe, stages):
         module = stage_module(name)
         cfg = stage_config(module, pipe)
+        if hasattr(module, "plan"):
+            module.plan(config=cfg, catalog=catalog).check_fits(limit)
         t0 = time.perf_counter()
         log.info("stage %s: starting", name)
         module.run(config=cfg, catalog=catalog, client=client, overwrite=overwrite)

@@ -234,6 +234,10 @@ class ZarrStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = template.copy()
         tmp.attrs = attrs
+        for var in tmp.variables.values():
+            # Encodings read from another store (fixed string widths, codecs) would truncate
+            # longer labels or clash with the chunks here: the template's values decide.
+            var.encoding = {}
         tmp.to_zarr(path, mode="w-", compute=False, consolidated=True, encoding=encoding, zarr_format=3)
         (path / MARKER_DIR).mkdir(exist_ok=True)
         log.info("%s: created (%d units over %s)", label,

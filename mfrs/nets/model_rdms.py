@@ -1,0 +1,256 @@
+"""Model RDMs: one RDM per network layer, from the activations stores, chunk by chunk over units.
+
+Stage ``model_rdms``. Reads every ``activations/<network>/<weights>`` store named in its
+config and writes ``model_rdms``: ``rdm (layer, pair)`` float32 with the ``layer`` coords
+of design.md (``network``, ``name``, ``depth``, ``kind``, ``weights``, ``units``), the
+stimulus coords of the activations, and ``pair_i``/``pair_j`` (stimulus positions of
+each pair, ``np.triu_indices(n, 1)``: the order of ``scipy.spatial.distance.pdist``).
+One task per group of layers accumulates per-stimulus sums and the Gram matrix over unit chunks,
+so a layer of 10^6 units is never whole in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from mfrs.catalog import Catalog
+from mfrs.errors import ConfigError, StoreError
+from mfrs.provenance import make_provenance
+from mfrs.runner import run_units
+from mfrs.stage import Plan, StageConfig
+from mfrs.store import Unit, ZarrStore
+from mfrs.nets.rdm_moments import Moments, rdm_from_moments
+from mfrs.nets.types import LayerKind, Network, RdmMetric
+
+__all__ = ["NAME", "NetworkRef", "Config", "stage_config", "inputs", "outputs", "plan", "run",
+           "layer_rdm", "square_rdm"]
+
+NAME = "model_rdms"
+log = logging.getLogger("mfrs.model_rdms")
+_STIMULUS_COORDS = ("stimulus", "category", "condition", "file")
+_LAYER_COORDS = ("network", "name", "depth", "kind", "weights", "units")
+
+
+class NetworkRef(StageConfig):
+    """An activations store, named as in the activations stage config."""
+
+    network: Network
+    weights: str = "untrained-seed0"
+
+
+def _default_refs() -> list[NetworkRef]:
+    return [NetworkRef(network="mobilenet_v2", weights="weights_mobilenet_v2_imagenet"),
+            NetworkRef(network="mobilenet_v2", weights="untrained-seed0")]
+
+
+class Config(StageConfig):
+    """Settings of the model_rdms stage."""
+
+    networks: list[NetworkRef] = Field(default_factory=_default_refs, min_length=1)
+    metric: RdmMetric = "correlation"
+    layer_kinds: list[LayerKind] | None = Field(None, description="only layers of these kinds; None: all stored")
+    unit_chunk: int = Field(65536, ge=1, description="units read at once (float64 copy: n x unit_chunk x 8 B)")
+    layers_per_task: int = Field(32, ge=1, description="layers of one activations store per task")
+
+
+def stage_config(pipeline: Any) -> Config:
+    """This stage's section; ``networks`` defaults to the activations section's (network, weights)."""
+    from types import SimpleNamespace
+
+    from mfrs.pipeline import stage_config as generic
+
+    section = dict(pipeline.config.get(NAME, {}))
+    acts = pipeline.config.get("activations", {})
+    if "networks" not in section and "networks" in acts:
+        section["networks"] = [{"network": s["network"], "weights": s.get("weights", "untrained-seed0")}
+                               for s in acts["networks"]]
+    narrowed = pipeline.model_copy(update={"config": {**pipeline.config, NAME: section}})
+    # the generic narrowing (validation, messages) on this stage's Config
+    return generic(SimpleNamespace(NAME=NAME, Config=Config), narrowed)  # type: ignore[arg-type]
+
+
+def _entries(cfg: Config, catalog: Catalog) -> list[str]:
+    from mfrs.nets.activations import NetworkSpec, weights_label
+
+    names = [f"activations/{r.network}/{weights_label(NetworkSpec(network=r.network, weights=r.weights), catalog)}"
+             for r in cfg.networks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"stage model_rdms: {dup} named more than once in networks.")
+    return names
+
+
+def inputs(cfg: Config, catalog: Catalog | None = None) -> list[str]:
+    """Catalog entries read (trained weights named by their entry name when no catalog is given)."""
+    if catalog is None:
+        return [f"activations/{r.network}/{r.weights}" for r in cfg.networks]
+    return _entries(cfg, catalog)
+
+
+def outputs(cfg: Config) -> list[str]:
+    """Catalog entries written."""
+    return ["model_rdms"]
+
+
+# ----------------------------------------------------------------------------- numerics
+def layer_rdm(values: Any, *, metric: RdmMetric, unit_chunk: int) -> np.ndarray:
+    """RDM of one layer read ``unit_chunk`` units at a time.
+
+    ``values``: anything with ``.shape`` and ``values[:, a:b]`` convertible to a
+    ``(stimulus, units)`` array (a lazily loaded xarray DataArray, a zarr array, numpy)
+    -> ``(pair,)`` float64 in
+    ``pdist`` order.
+    """
+    n, p = values.shape
+    moments = Moments(n, center=metric in ("correlation", "abs_correlation"))
+    for start in range(0, p, unit_chunk):
+        moments.add(np.asarray(values[:, start:start + unit_chunk]))
+    return rdm_from_moments(moments, metric)
+
+
+def square_rdm(rdm: xr.DataArray, stimulus: xr.DataArray) -> xr.DataArray:
+    """``(..., pair) -> (..., stimulus_a, stimulus_b)``: the symmetric matrix with zero diagonal.
+
+    Parameters
+    ----------
+    rdm : xarray.DataArray
+        Pair vectors with the ``pair_i``/``pair_j`` coords of the model_rdms store.
+    stimulus : xarray.DataArray
+        The store's ``stimulus`` coordinate (labels of the rows and columns).
+    """
+    n = stimulus.size
+    i = np.asarray(rdm["pair_i"].values)
+    j = np.asarray(rdm["pair_j"].values)
+    values = np.asarray(rdm.values)
+    out = np.zeros(values.shape[:-1] + (n, n), dtype=values.dtype)
+    out[..., i, j] = values
+    out[..., j, i] = values
+    labels = np.asarray(stimulus.values)
+    lead = [d for d in rdm.dims if d != "pair"]
+    coords = {name: c.variable for name, c in rdm.coords.items() if "pair" not in c.dims}
+    return xr.DataArray(out, dims=(*lead, "stimulus_a", "stimulus_b"),
+                        coords={**coords, "stimulus_a": labels, "stimulus_b": labels})
+
+
+# ----------------------------------------------------------------------------- template and tasks
+@dataclass(frozen=True)
+class _Job:
+    store: ZarrStore
+    source: str  # activations store path
+    layers: tuple[tuple[Unit, str], ...]  # (model_rdms unit, activations variable)
+    metric: RdmMetric
+    unit_chunk: int
+
+
+def _compute(job: _Job) -> list[str]:
+    """RDMs of a group of layers of one activations store, each written as soon as it is done."""
+    acts = xr.open_zarr(job.source, chunks=None, consolidated=True)
+    done = []
+    for unit, variable in job.layers:
+        rdm = layer_rdm(acts[variable], metric=job.metric, unit_chunk=job.unit_chunk)
+        layer_id = unit.labels["layer"][0]
+        data = xr.Dataset({"rdm": (("layer", "pair"), rdm[None, :].astype("float32"))},
+                          coords={"layer": [layer_id]})
+        job.store.write_unit(unit, data)
+        done.append(layer_id)
+    return done
+
+
+def _open_sources(names: list[str], catalog: Catalog) -> list[tuple[str, ZarrStore, xr.Dataset]]:
+    sources = []
+    for name in names:
+        store = ZarrStore.open(catalog.path(name), entry_name=name)
+        missing = store.missing_units()
+        if missing:
+            raise StoreError(
+                f"stage model_rdms: activations store {store.path} (catalog entry {name!r}) has "
+                f"{len(missing)} unfinished batches ({missing[0].key}...); run "
+                f"`mfrs run <pipeline> --stages activations` first."
+            )
+        sources.append((name, store, store.dataset(warn_incomplete=False)))
+    first = sources[0][2]
+    for name, _, ds in sources[1:]:
+        if ds["stimulus"].values.tolist() != first["stimulus"].values.tolist():
+            raise StoreError(f"stage model_rdms: {name!r} has other stimuli (or order) than "
+                             f"{sources[0][0]!r}; rerun the activations stage for both with the same stimuli.")
+    return sources
+
+
+def _layers(sources: list[tuple[str, ZarrStore, xr.Dataset]], kinds: list[LayerKind] | None
+            ) -> tuple[xr.Dataset, list[tuple[str, str]]]:
+    """The concatenated layer index and (source path, variable) per layer."""
+    indices, where = [], []
+    for _, store, ds in sources:
+        # plain values: a coordinate read from Zarr carries its fixed string width in .encoding,
+        # which to_zarr would reuse and truncate longer names of other stores
+        index = xr.Dataset(coords={c: ("layer", ds[c].values) for c in ("layer", *_LAYER_COORDS)})
+        if kinds is not None:
+            index = index.isel(layer=np.isin(index["kind"].values, kinds))
+        indices.append(index)
+        where += [(str(store.path), str(n)) for n in index["name"].values]
+    return xr.concat(indices, dim="layer"), where
+
+
+def _template(sources: list[tuple[str, ZarrStore, xr.Dataset]], index: xr.Dataset) -> xr.Dataset:
+    import dask.array as da
+
+    stim = sources[0][2]
+    n = stim.sizes["stimulus"]
+    i, j = np.triu_indices(n, 1)
+    rdm = da.zeros((index.sizes["layer"], i.size), chunks=(1, i.size), dtype="float32")
+    coords = {c: ("stimulus", stim[c].values) for c in _STIMULUS_COORDS if c in stim.coords}
+    coords.update({c: ("layer", index[c].values) for c in ("layer", *_LAYER_COORDS)})
+    coords.update({"pair_i": ("pair", i.astype("int32")), "pair_j": ("pair", j.astype("int32"))})
+    return xr.Dataset({"rdm": (("layer", "pair"), rdm)}, coords=coords)
+
+
+def plan(*, config: Config, catalog: Catalog) -> Plan:
+    """Sizes of the model_rdms stage."""
+    names = _entries(config, catalog)
+    sources = _open_sources(names, catalog)
+    index, _ = _layers(sources, config.layer_kinds)
+    n = sources[0][2].sizes["stimulus"]
+    units = int(index["units"].sum())
+    reads = {name: int(ds.nbytes) for name, _, ds in sources}
+    return Plan(stage=NAME, reads=reads, writes={"model_rdms": 4 * index.sizes["layer"] * n * (n - 1) // 2},
+                n_tasks=-(-index.sizes["layer"] // config.layers_per_task), n_units=index.sizes["layer"],
+                memory_per_task=8 * n * (2 * min(config.unit_chunk, int(index["units"].max())) + 2 * n),
+                flops=2.0 * n * n * units, seconds=2.0 * n * n * units / 2e9,
+                notes=[f"{index.sizes['layer']} layers, {n} stimuli, metric {config.metric}"])
+
+
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+    """Create or resume ``model_rdms`` and compute every missing layer (tasks of ``layers_per_task``)."""
+    names = _entries(config, catalog)
+    sources = _open_sources(names, catalog)
+    index, where = _layers(sources, config.layer_kinds)
+    template = _template(sources, index)
+    provenance = make_provenance(
+        stage=NAME, config=config, seed=None, client=client,
+        inputs={name: store.provenance.get("fingerprint", "") for name, store, _ in sources})
+    store = ZarrStore.create(catalog.path("model_rdms"), template, unit_dims=("layer",),
+                             provenance=provenance, overwrite=overwrite, entry_name="model_rdms")
+    by_layer = dict(zip(index["layer"].values.tolist(), where))
+    groups: dict[str, list[tuple[Unit, str]]] = {}
+    for unit in store.units():
+        if store.is_complete(unit):
+            log.info("model_rdms: %s complete, skipping", unit.key)
+            continue
+        log.info("model_rdms: %s not marked complete, computing", unit.key)
+        path, variable = by_layer[unit.labels["layer"][0]]
+        groups.setdefault(path, []).append((unit, variable))
+    if not groups:
+        log.info("model_rdms: all %d layers of %s complete, nothing to do", len(by_layer), store.path)
+        return
+    jobs = [_Job(store, path, tuple(todo[k:k + config.layers_per_task]), config.metric, config.unit_chunk)
+            for path, todo in groups.items() for k in range(0, len(todo), config.layers_per_task)]
+    log.info("model_rdms: %d of %d layers to compute in %d tasks",
+             sum(len(t) for t in groups.values()), len(by_layer), len(jobs))
+    run_units(client, _compute, jobs, key=lambda j: f"{j.layers[0][0].key}+{len(j.layers) - 1}",
+              description=NAME, stage=NAME)

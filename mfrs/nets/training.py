@@ -1,0 +1,383 @@
+"""Training: any of the seven networks on an ``images`` dataset, with checkpoints and resume.
+
+Stage ``train``. Reads a Zarr image dataset (``image (item, y, x[, channel])`` uint8,
+``label (item,)`` int, ``split (item,)`` train/valid/test) and writes into the folder of
+its ``output`` catalog entry: ``checkpoints/epoch-NNN.pt`` after every epoch,
+``metrics.jsonl`` (one line per epoch), and at the end ``weights.pth`` (a plain state
+dict that ``mfrs.nets.weights`` loads) with ``weights.json`` (the catalog entry to add).
+Optimisers SGD, momentum, Adam, AdamW; step learning-rate schedule; cross-entropy,
+ArcFace or CosFace loss. A rerun resumes from the last checkpoint of the same
+settings (raising ``epochs`` continues a finished run); ``overwrite`` starts afresh.
+The whole run is one task, on a GPU worker when the cluster has one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from mfrs.catalog import Catalog
+from mfrs.errors import ConfigError, InputDataError, StoreError
+from mfrs.provenance import fingerprint, make_provenance
+from mfrs.runner import run_units
+from mfrs.stage import Plan, StageConfig
+from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
+from mfrs.nets.types import Device, LossName, Network, OptimizerName
+
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics",
+           "last_checkpoint", "batches"]
+
+NAME = "train"
+log = logging.getLogger("mfrs.train")
+
+#: Settings that do not change the result of an epoch: a run may resume across them.
+_RESUMABLE_ACROSS = ("epochs", "device")
+
+
+class Config(StageConfig):
+    """Settings of the train stage."""
+
+    network: Network = "mobilenet_v2"
+    images: str = Field("images", description="catalog entry of the image dataset (Zarr)")
+    output: str = Field("trained", description="catalog entry (a folder) for checkpoints and weights")
+    init: str = Field("untrained-seed0", description="untrained-seed<N>, or a weights entry to fine-tune")
+    in_channels: Literal[1, 3] = 1
+    input_size: int | None = Field(None, ge=16, le=1024)
+    mean: list[float] = Field(default_factory=lambda: [0.3612], min_length=1, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [0.3056], min_length=1, max_length=3)
+    optimizer: OptimizerName = "momentum"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="used by 'momentum' only")
+    weight_decay: float = Field(5e-4, ge=0)
+    step_size: int = Field(10, ge=1, description="epochs between learning-rate steps")
+    gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor at each step")
+    loss: LossName = "cross_entropy"
+    margin: float | None = Field(None, ge=0, description="default: ArcFace 0.5 rad, CosFace 0.35")
+    scale: float = Field(30.0, gt=0, description="logit scale s of the margin losses")
+    aux_weight: float = Field(0.4, ge=0, description="Inception-v3 auxiliary-head loss weight")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=2)
+    shuffle_chunks: int = Field(4, ge=1, description="store chunks shuffled together (bounded memory)")
+    seed: int = 0
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.input_size is not None and self.input_size < MIN_INPUT_SIZES[self.network]:
+            raise ValueError(f"input_size {self.input_size} is below {self.network}'s minimum "
+                             f"{MIN_INPUT_SIZES[self.network]}")
+        for what in ("mean", "std"):
+            if len(getattr(self, what)) not in (1, self.in_channels):
+                raise ValueError(f"{what} has {len(getattr(self, what))} values for in_channels={self.in_channels}")
+        return self
+
+    @property
+    def size(self) -> int:
+        """Input size in pixels."""
+        return self.input_size or INPUT_SIZES[self.network]
+
+
+def inputs(cfg: Config) -> list[str]:
+    """Catalog entries read."""
+    from mfrs.nets.specs import parse_untrained
+
+    return [cfg.images] + ([] if parse_untrained(cfg.init) is not None else [cfg.init])
+
+
+def outputs(cfg: Config) -> list[str]:
+    """Catalog entries written."""
+    return [cfg.output]
+
+
+# ----------------------------------------------------------------------------- data
+def _open_images(path: Path, entry: str) -> Any:
+    import xarray as xr
+
+    if not path.exists():
+        raise InputDataError(f"catalog entry {entry!r}: no image dataset at {path}; build it first "
+                             f"(`mfrs run <pipeline> --stages images`).")
+    ds = xr.open_zarr(path, chunks=None)
+    missing = [v for v in ("image", "label", "split") if v not in ds.variables]
+    if missing:
+        raise InputDataError(f"catalog entry {entry!r} ({path}) lacks {missing}; an image dataset needs "
+                             f"image (item, y, x[, channel]) uint8, label (item,) and split (item,).")
+    return ds
+
+
+def batches(item_index: np.ndarray, chunk: int, *, batch_size: int, shuffle_chunks: int,
+            rng: np.random.Generator | None, drop_last: bool) -> Iterator[np.ndarray]:
+    """Positions of the items to read, batch by batch, with a block shuffle.
+
+    ``item_index`` (positions in the store) is grouped by store chunk of size ``chunk``;
+    chunks are shuffled, ``shuffle_chunks`` at a time are pooled and shuffled within, so a
+    batch reads at most ``shuffle_chunks`` chunks. ``rng=None`` keeps the order.
+    """
+    groups = [item_index[(item_index // chunk) == c] for c in np.unique(item_index // chunk)]
+    if rng is not None:
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    carry = np.empty(0, dtype=item_index.dtype)
+    for k in range(0, len(groups), shuffle_chunks):
+        pool = np.concatenate([carry, *groups[k:k + shuffle_chunks]])
+        if rng is not None:
+            pool = pool[rng.permutation(pool.size)]
+        n_full = pool.size // batch_size
+        for b in range(n_full):
+            yield pool[b * batch_size:(b + 1) * batch_size]
+        carry = pool[n_full * batch_size:]
+    if carry.size and (not drop_last or carry.size == batch_size):
+        yield carry
+
+
+# ----------------------------------------------------------------------------- checkpoints and metrics
+def last_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint of the highest epoch in ``folder/checkpoints`` (None when there is none)."""
+    found = sorted((folder / "checkpoints").glob("epoch-*.pt"))
+    return found[-1] if found else None
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a training run (``metrics.jsonl``)."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _run_fingerprint(cfg: Config, images_fp: str) -> str:
+    return fingerprint({"config": cfg.model_dump(mode="json", exclude=set(_RESUMABLE_ACROSS)),
+                        "images": images_fp})
+
+
+# ----------------------------------------------------------------------------- the loop
+def _optimizer(cfg: Config, params: Any) -> Any:
+    import torch
+
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str = "images",
+          init_params: dict[str, Any] | None = None, init_location: str | None = None,
+          overwrite: bool = False, stop_after: int | None = None,
+          provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume training) ``cfg.network`` on an image dataset.
+
+    Parameters
+    ----------
+    cfg : Config
+    images_path : Path
+        The Zarr image dataset.
+    output_dir : Path
+        Checkpoints, metrics and final weights go here.
+    init_params, init_location
+        The weights entry of ``cfg.init`` when it is not ``untrained-seed<N>``.
+    overwrite : bool
+        Delete earlier checkpoints and metrics first.
+    stop_after : int, optional
+        Stop after this many epochs of this call (an interruption, for tests and time limits).
+    provenance : dict, optional
+        Written to ``output_dir/provenance.json``.
+
+    Returns
+    -------
+    dict
+        ``epochs_run`` (epochs trained by this call), ``last_epoch``, ``weights`` (path of the
+        final weights, None when stopped early), ``worker``, ``device``.
+
+    Raises
+    ------
+    StoreError
+        ``output_dir`` holds checkpoints of other settings and ``overwrite`` is False.
+    """
+    import torch
+
+    from mfrs.nets.activations import choose_device
+    from mfrs.nets.losses import MarginLoss, final_linear
+    from mfrs.nets.preprocess import prepare_images
+    from mfrs.nets.weights import load_network, sha256_file
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except ValueError:
+        worker = None
+    ds = _open_images(images_path, images_entry)
+    item_dim = ds["image"].dims[0]
+    labels_all = ds["label"].values.astype(np.int64)
+    split = ds["split"].values.astype(str)
+    train_idx = np.flatnonzero(split == "train")
+    valid_idx = np.flatnonzero(split == "valid")
+    if train_idx.size < cfg.batch_size:
+        raise InputDataError(f"catalog entry {images_entry!r}: {train_idx.size} training items, fewer than "
+                             f"batch_size {cfg.batch_size}; lower batch_size.")
+    num_classes = int(labels_all.max()) + 1
+    chunk = int((ds["image"].encoding.get("chunks") or (ds.sizes[item_dim],))[0])
+    images_fp = fingerprint({"attrs": ds.attrs.get("provenance", {}).get("fingerprint"),
+                             "n": int(ds.sizes[item_dim]), "labels": labels_all, "split": split})
+    run_fp = _run_fingerprint(cfg, images_fp)
+
+    output_dir = Path(output_dir)
+    if overwrite and output_dir.exists():
+        log.warning("train: --overwrite given, deleting %s", output_dir)
+        shutil.rmtree(output_dir)
+    (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if provenance is not None:
+        (output_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+
+    device = choose_device(cfg.device)
+    loaded = load_network(cfg.network, cfg.init, in_channels=cfg.in_channels, num_classes=num_classes,
+                          entry_params=init_params, location=init_location, seed=cfg.seed)
+    model = loaded.model.to(device)
+    _, classifier = final_linear(model)
+    criterion = MarginLoss(cfg.loss, classifier, margin=cfg.margin, scale=cfg.scale)
+    optimizer = _optimizer(cfg, model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    features: dict[str, torch.Tensor] = {}
+    classifier.register_forward_pre_hook(lambda m, args: features.__setitem__("x", args[0]))
+
+    start_epoch = 0
+    ckpt = last_checkpoint(output_dir)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != run_fp:
+            raise StoreError(
+                f"train: {output_dir} holds checkpoints of other settings or data ({ckpt.name}, fingerprint "
+                f"{state['fingerprint']} vs {run_fp}). Rerun with --overwrite to start afresh, or point "
+                f"the {cfg.output!r} catalog entry at a new folder."
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = state["epoch"]
+        log.info("train: resuming %s from %s (epoch %d done)", output_dir, ckpt.name, start_epoch)
+    else:
+        torch.manual_seed(cfg.seed)
+    metrics = [m for m in read_metrics(output_dir) if m["epoch"] <= start_epoch]
+    (output_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    def load(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = ds["image"].isel({item_dim: idx}).values
+        x = prepare_images(pixels, size=cfg.size, in_channels=cfg.in_channels, mean=cfg.mean, std=cfg.std)
+        return x.to(device), torch.from_numpy(labels_all[idx]).to(device)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        aux = None
+        if isinstance(out, tuple):  # Inception-v3 in training mode: (logits, aux_logits)
+            out, aux = out[0], out[1]
+        loss = criterion(out, features["x"], y)
+        if aux is not None and cfg.aux_weight:
+            loss = loss + cfg.aux_weight * torch.nn.functional.cross_entropy(aux, y)
+        return loss, criterion.predict(out, features["x"])
+
+    epochs_run = 0
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        if stop_after is not None and epochs_run >= stop_after:
+            break
+        tic = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch]))
+        model.train()
+        total, correct, seen = 0.0, 0, 0
+        for idx in batches(train_idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=cfg.shuffle_chunks,
+                           rng=rng, drop_last=True):
+            x, y = load(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss, pred = step(x, y)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((pred == y).sum())
+            seen += len(idx)
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total / seen,
+                  "train_accuracy": correct / seen}
+        scheduler.step()
+        if valid_idx.size:
+            model.eval()
+            v_total, v_correct = 0.0, 0
+            with torch.no_grad():
+                for idx in batches(valid_idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=1, rng=None,
+                                   drop_last=False):
+                    x, y = load(idx)
+                    loss, pred = step(x, y)
+                    v_total += float(loss) * len(idx)
+                    v_correct += int((pred == y).sum())
+            record.update(valid_loss=v_total / valid_idx.size, valid_accuracy=v_correct / valid_idx.size)
+        record["seconds"] = time.perf_counter() - tic
+        torch.save({"epoch": epoch, "fingerprint": run_fp, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(mode="json")},
+                   output_dir / "checkpoints" / f"epoch-{epoch:03d}.pt")
+        with open(output_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        log.info("train: epoch %d/%d %s", epoch, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        epochs_run += 1
+
+    last = start_epoch + epochs_run
+    weights = None
+    if last >= cfg.epochs:
+        weights = output_dir / "weights.pth"
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
+        entry = {"kind": "weights", "location": str(weights),
+                 "params": {"network": cfg.network, "dataset": cfg.images, "num_classes": num_classes,
+                            "in_channels": cfg.in_channels, "sha256": sha256_file(weights)}}
+        (output_dir / "weights.json").write_text(json.dumps(entry, indent=2) + "\n")
+        log.info("train: finished; add this weights entry to the catalog: %s", json.dumps(entry))
+    return {"epochs_run": epochs_run, "last_epoch": last, "weights": str(weights) if weights else None,
+            "worker": worker, "device": str(device)}
+
+
+# ----------------------------------------------------------------------------- stage API
+def plan(*, config: Config, catalog: Catalog) -> Plan:
+    """What training reads and writes (one task)."""
+    path = catalog.path(config.images)
+    ds = _open_images(path, config.images)
+    n_train = int((ds["split"].values.astype(str) == "train").sum())
+    return Plan(stage=NAME, reads={config.images: int(ds["image"].nbytes) * config.epochs},
+                n_tasks=1, n_units=config.epochs,
+                memory_per_task=int(config.batch_size * config.in_channels * config.size**2 * 4 * 50 + 2**30),
+                seconds=0.05 * n_train * config.epochs,
+                notes=[f"{n_train} training items x {config.epochs} epochs of {config.network}"])
+
+
+def _task(args: tuple[Config, str, str, str, dict | None, str | None, bool, dict]) -> dict[str, Any]:
+    cfg, images_path, images_entry, output_dir, params, location, overwrite, provenance = args
+    return train(cfg, images_path=Path(images_path), output_dir=Path(output_dir), images_entry=images_entry,
+                 init_params=params, init_location=location, overwrite=overwrite, provenance=provenance)
+
+
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
+    """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint."""
+    from mfrs.cluster import gpu_workers
+    from mfrs.nets.specs import parse_untrained
+
+    params = location = None
+    if parse_untrained(config.init) is None:
+        entry = catalog.entry(config.init)
+        if entry.kind != "weights":
+            raise ConfigError(f"stage train: init {config.init!r} is a catalog entry of kind {entry.kind!r}; "
+                              f"name a weights entry or untrained-seed<N>.")
+        params, location = dict(entry.params), entry.uri
+    output_dir = catalog.path(config.output)
+    provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(catalog.path(config.images))},
+                                 seed=config.seed, client=client)
+    resources = {"GPU": 1} if gpu_workers(client) else None
+    args = (config, str(catalog.path(config.images)), config.images, str(output_dir), params, location,
+            overwrite, provenance)
+    return run_units(client, _task, [args], key=lambda a: f"{config.network}->{config.output}",
+                     description=NAME, resources=resources, stage=NAME)

@@ -1,0 +1,39 @@
+"""Closed choices of the CNN stages, as ``Literal`` aliases (one place, used in signatures)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "Network", "NETWORKS", "LayerKind", "LAYER_KINDS", "Device", "RdmMetric", "RDM_METRICS",
+    "OptimizerName", "LossName", "Split",
+]
+
+#: The seven architectures of reference.md §3 (torchvision names where torchvision has them).
+Network = Literal[
+    "cornet_s", "resnet50", "mobilenet_v2", "vgg16_bn", "inception_v3", "facenet", "sphereface20",
+]
+NETWORKS: tuple[Network, ...] = (
+    "cornet_s", "resnet50", "mobilenet_v2", "vgg16_bn", "inception_v3", "facenet", "sphereface20",
+)
+
+#: Kinds of layers a forward hook can record (``block``: a whole Inception/FaceNet/CORnet block).
+LayerKind = Literal["conv", "linear", "batchnorm", "relu", "maxpool", "avgpool", "block"]
+LAYER_KINDS: tuple[LayerKind, ...] = (
+    "conv", "linear", "batchnorm", "relu", "maxpool", "avgpool", "block",
+)
+
+#: Where a network runs; ``auto`` picks CUDA when the task's worker has a GPU.
+Device = Literal["auto", "cpu", "cuda"]
+
+#: Dissimilarity of a model RDM (the Gram-computable subset of
+#: ``mfrs.similarity.types.Dissimilarity``, same names and meanings).
+RdmMetric = Literal["correlation", "abs_correlation", "cosine", "euclidean", "sqeuclidean"]
+RDM_METRICS: tuple[RdmMetric, ...] = ("correlation", "abs_correlation", "cosine", "euclidean", "sqeuclidean")
+
+#: Optimisers and losses of the training stage (reference.md §3).
+OptimizerName = Literal["sgd", "momentum", "adam", "adamw"]
+LossName = Literal["cross_entropy", "arcface", "cosface"]
+
+#: Image dataset splits.
+Split = Literal["train", "valid", "test"]

@@ -1,0 +1,261 @@
+"""Network weights: local files from the catalog (checked by sha256), or seeded random init.
+
+A network's weights are named by a *label*: the name of a ``weights`` catalog entry
+(``location`` a path or ``package:<module>/<path inside it>``, ``params`` with ``sha256``,
+``network``, ``dataset``, ``num_classes``, ``in_channels``), or ``untrained-seed<N>`` for
+random initialisation from seed N. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mfrs.catalog import package_file
+from mfrs.errors import ConfigError, InputDataError
+from mfrs.nets.architectures import build_network, first_conv
+from mfrs.nets.specs import UNTRAINED, parse_untrained
+from mfrs.nets.types import Network
+
+__all__ = [
+    "UNTRAINED", "parse_untrained", "resolve_weights", "sha256_file", "sum_colour_channels",
+    "adapt_state_dict", "read_state_dict", "LoadedNetwork", "load_network",
+]
+
+log = logging.getLogger("mfrs.nets")
+
+_PACKAGE = "package:"
+_REQUIRED_PARAMS = ("sha256", "network")
+
+
+def sha256_file(path: Path, *, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(entry_params: Mapping[str, Any], location: str | Path, *,
+                    entry_name: str = "weights") -> Path:
+    """The checked local file of a ``weights`` catalog entry.
+
+    Parameters
+    ----------
+    entry_params : Mapping
+        The entry's ``params``; ``sha256`` (hex) and ``network`` are required.
+    location : str or Path
+        The entry's location: a local path, or ``package:<module>/<path>`` for a file inside
+        an installed Python package (found with ``importlib.util.find_spec``).
+    entry_name : str
+        Catalog entry name, for messages.
+
+    Returns
+    -------
+    Path
+        The weight file, whose sha256 matches ``entry_params["sha256"]``.
+
+    Raises
+    ------
+    InputDataError
+        Missing params, package or file, or a sha256 mismatch.
+    """
+    missing = [key for key in _REQUIRED_PARAMS if key not in entry_params]
+    if missing:
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: params lack {', '.join(missing)}; a weights entry "
+            f"needs params {{sha256: <hex of the file>, network: <name>, dataset: ..., "
+            f"num_classes: ..., in_channels: ...}}."
+        )
+    text = str(location)
+    if text.startswith(_PACKAGE):
+        path = package_file(text, entry_name)
+    else:
+        path = Path(text.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: weight file {path} does not exist; fix its "
+            f"`location` in the catalog (mfrs never downloads weights)."
+        )
+    actual = sha256_file(path)
+    if not entry_params["sha256"]:
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: params.sha256 is empty, so weight file {path} cannot be "
+            f"checked. If this file is the one you mean, write `sha256: {actual}` into the entry."
+        )
+    expected = str(entry_params["sha256"]).lower()
+    if actual != expected:
+        raise InputDataError(
+            f"catalog entry {entry_name!r}: weight file {path} has sha256 {actual}, but the "
+            f"catalog says {expected}. Replace the file with the right one, or correct "
+            f"params.sha256 if the file is the one you mean."
+        )
+    return path
+
+
+def sum_colour_channels(kernel: torch.Tensor) -> torch.Tensor:
+    """Grayscale adaptation of an RGB first-layer kernel.
+
+    ``(out, 3, kh, kw) -> (out, 1, kh, kw)``: the sum over colour channels, so a gray
+    image g gives the response the RGB network gives to the image (g, g, g).
+    """
+    return kernel.sum(dim=1, keepdim=True)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file or a training checkpoint (``state_dict``/``model`` key),
+    without a ``module.`` (DataParallel) prefix."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files
+        raise InputDataError(f"weight file {path} cannot be read by torch.load: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise InputDataError(f"weight file {path} holds a {type(obj).__name__}, not a state dict.")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def adapt_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, *,
+                     source: str = "weights") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fit a state dict to ``model``: grayscale first conv, new classifier.
+
+    Parameters
+    ----------
+    state : Mapping
+        Tensors by parameter name.
+    model : torch.nn.Module
+        The freshly built network (its initial tensors fill the classifier when the
+        number of classes differs).
+    source : str
+        Where ``state`` came from, for messages.
+
+    Returns
+    -------
+    state : dict
+        Ready for ``model.load_state_dict(state, strict=True)``.
+    reinitialised : list of str
+        Keys kept from ``model`` because their class dimension differs.
+
+    Raises
+    ------
+    InputDataError
+        Missing or unexpected keys, or shapes that neither adaptation explains.
+    """
+    target = model.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    if missing or unexpected:
+        raise InputDataError(
+            f"{source}: keys do not match the {type(model).__name__} definition; missing "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. Check the entry's "
+            f"params.network."
+        )
+    conv_name, _ = first_conv(model)
+    out: dict[str, torch.Tensor] = {}
+    reinitialised: list[str] = []
+    for key, want in target.items():
+        have = state[key]
+        if have.shape == want.shape:
+            out[key] = have
+        elif (key == f"{conv_name}.weight" and have.ndim == 4 and have.shape[1] == 3
+              and want.shape[1] == 1 and have.shape[0] == want.shape[0]):
+            out[key] = sum_colour_channels(have)
+        elif have.ndim >= 1 and have.shape[1:] == want.shape[1:] and have.shape[0] != want.shape[0]:
+            # only a classifier's output dimension differs: keep the model's (seeded) init
+            out[key] = want
+            reinitialised.append(key)
+        else:
+            raise InputDataError(
+                f"{source}: tensor {key!r} has shape {tuple(have.shape)}, the network expects "
+                f"{tuple(want.shape)}; check the entry's params (network, in_channels, num_classes)."
+            )
+    return out, reinitialised
+
+
+@dataclass
+class LoadedNetwork:
+    """A network ready to run, with what it was made from."""
+
+    model: nn.Module
+    network: Network
+    weights: str
+    in_channels: int
+    num_classes: int
+    file: str | None = None
+    sha256: str | None = None
+    seed: int | None = None
+    reinitialised: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """Provenance of the weights (JSON-able)."""
+        return {"network": self.network, "weights": self.weights, "in_channels": self.in_channels,
+                "num_classes": self.num_classes, "file": self.file, "sha256": self.sha256,
+                "seed": self.seed, "reinitialised": self.reinitialised}
+
+
+def load_network(network: Network, weights: str, *, in_channels: int, num_classes: int | None = None,
+                 entry_params: Mapping[str, Any] | None = None, location: str | Path | None = None,
+                 seed: int = 0) -> LoadedNetwork:
+    """Build ``network`` with ``weights``, in eval mode on the CPU.
+
+    Parameters
+    ----------
+    network : Network
+        Architecture name.
+    weights : str
+        ``untrained-seed<N>``, or the label of a weights catalog entry (then give
+        ``entry_params`` and ``location``).
+    in_channels : int
+        1 (grayscale: RGB kernels are summed over colour channels) or 3.
+    num_classes : int, optional
+        Classifier outputs; default: the entry's ``num_classes`` (1000 when untrained).
+        A different number re-initialises the classifier from ``seed``.
+    entry_params, location
+        The weights entry's params and location.
+    seed : int
+        Seed of the initialisation that trained weights overwrite (classifier only).
+
+    Returns
+    -------
+    LoadedNetwork
+    """
+    untrained_seed = parse_untrained(weights)
+    if untrained_seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(untrained_seed)
+            model = build_network(network, in_channels=in_channels, num_classes=num_classes or 1000)
+        return LoadedNetwork(model.eval(), network, weights, in_channels, num_classes or 1000,
+                             seed=untrained_seed)
+    if entry_params is None or location is None:
+        raise ConfigError(
+            f"weights {weights!r} for network {network!r} is neither 'untrained-seed<N>' nor "
+            f"given with its catalog entry; add a `kind: weights` entry named {weights!r}."
+        )
+    if entry_params.get("network") != network:
+        raise ConfigError(
+            f"weights entry {weights!r} is for network {entry_params.get('network')!r}, "
+            f"not {network!r}; pick weights made for {network!r}."
+        )
+    path = resolve_weights(entry_params, location, entry_name=weights)
+    classes = int(num_classes or entry_params.get("num_classes", 1000))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_network(network, in_channels=in_channels, num_classes=classes)
+    state, reinit = adapt_state_dict(read_state_dict(path), model, source=f"weights {weights!r} ({path})")
+    model.load_state_dict(state, strict=True)
+    if reinit:
+        log.info("weights %r: %s re-initialised for %d classes (seed %d)", weights, reinit, classes, seed)
+    return LoadedNetwork(model.eval(), network, weights, in_channels, classes, file=str(path),
+                         sha256=str(entry_params["sha256"]).lower(), seed=seed if reinit else None,
+                         reinitialised=reinit)

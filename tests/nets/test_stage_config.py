@@ -1,0 +1,52 @@
+"""Stage configs: validated once, narrowed to the fields each stage reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfrs.errors import ConfigError
+from mfrs.nets import activations, model_rdms, training
+from mfrs.pipeline import PipelineConfig, stage_config
+
+
+def _pipeline(config: dict) -> PipelineConfig:
+    return PipelineConfig(stages=["activations", "model_rdms", "train"], config=config, seed=7)
+
+
+def test_model_rdms_takes_networks_from_the_activations_section() -> None:
+    pipe = _pipeline({"activations": {"networks": [{"network": "resnet50", "weights": "untrained-seed2",
+                                                    "input_size": 64}]},
+                      "model_rdms": {"metric": "euclidean"}})
+    cfg = stage_config(model_rdms, pipe)
+    assert [(r.network, r.weights) for r in cfg.networks] == [("resnet50", "untrained-seed2")]
+    assert cfg.metric == "euclidean"
+    # an explicit list wins
+    pipe = _pipeline({"activations": {"networks": [{"network": "resnet50"}]},
+                      "model_rdms": {"networks": [{"network": "vgg16_bn"}]}})
+    assert stage_config(model_rdms, pipe).networks[0].network == "vgg16_bn"
+
+
+def test_pipeline_seed_reaches_train_only() -> None:
+    pipe = _pipeline({})
+    assert stage_config(training, pipe).seed == 7
+    assert "seed" not in activations.Config.model_fields
+
+
+def test_unknown_keys_are_refused_with_a_suggestion() -> None:
+    pipe = _pipeline({"model_rdms": {"metrc": "correlation"}})
+    with pytest.raises(ConfigError, match=r"config.model_rdms.metrc.*Did you mean 'metric'"):
+        stage_config(model_rdms, pipe)
+    pipe = _pipeline({"train": {"optimizer": "rmsprop"}})
+    with pytest.raises(ConfigError, match=r"config.train.optimizer.*'sgd', 'momentum', 'adam' or 'adamw'"):
+        stage_config(training, pipe)
+
+
+def test_inputs_and_outputs_name_catalog_entries(nets_catalog) -> None:
+    cfg = activations.Config()
+    assert activations.inputs(cfg) == ["stimuli", "weights_mobilenet_v2_imagenet"]
+    assert activations.outputs(cfg, nets_catalog) == ["activations/mobilenet_v2/imagenet",
+                                                      "activations/mobilenet_v2/untrained-seed0"]
+    assert model_rdms.inputs(model_rdms.Config(), nets_catalog) == activations.outputs(cfg, nets_catalog)
+    assert model_rdms.outputs(model_rdms.Config()) == ["model_rdms"]
+    t = training.Config(images="faces", init="weights_mobilenet_v2_imagenet")
+    assert training.inputs(t) == ["faces", "weights_mobilenet_v2_imagenet"] and training.outputs(t) == ["trained"]
