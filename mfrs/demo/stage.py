@@ -1,0 +1,152 @@
+"""Demo data: the embedded ds000117-like BIDS set and the fsaverage template anatomy.
+
+Reads the ``stimuli`` store; writes the catalog entries ``anatomy`` (a FreeSurfer
+subjects_dir with ``fsaverage`` and the ``aparc_sub`` parcellation) and
+``ds000117`` (a BIDS data set written with mne-bids, ground truth under
+``derivatives/mfrs-simulation``). Generation is one task: it is deterministic,
+takes seconds per subject, and mne-bids updates shared files (participants.tsv)
+that parallel writers would race on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfrs.catalog import Catalog
+from mfrs.demo.config import DemoDataConfig
+from mfrs.errors import ConfigError, StoreError
+from mfrs.stage import Plan
+
+__all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run"]
+
+NAME = "demo_data"
+log = logging.getLogger("mfrs.demo_data")
+
+#: Provenance of the generated set, beside the ground truth.
+PROVENANCE_FILE = Path("derivatives") / "mfrs-simulation" / "provenance.json"
+
+_N_CHANNELS = 310  # 306 MEG + STI101 + 2 EOG + ECG
+_TEMPLATE_SUBJECT = "fsaverage"
+_PARCELLATION = "aparc_sub"
+
+
+class Config(DemoDataConfig):
+    """Settings of the demo_data stage: sizes, effects and seed of the simulation.
+
+    Every field of :class:`mfrs.demo.config.DemoDataConfig`; ``seed`` comes from
+    the pipeline when the stage section does not set it.
+    """
+
+
+def inputs(cfg: Config) -> list[str]:
+    """Catalog entries read."""
+    return ["stimuli"]
+
+
+def outputs(cfg: Config) -> list[str]:
+    """Catalog entries written."""
+    return ["ds000117", "anatomy"]
+
+
+def _check_anatomy_entry(catalog: Catalog) -> Path:
+    entry = catalog.entry("anatomy")
+    subject = entry.params.get("subject", _TEMPLATE_SUBJECT)
+    parc = entry.params.get("parcellation", _PARCELLATION)
+    if subject != _TEMPLATE_SUBJECT or parc != _PARCELLATION:
+        raise ConfigError(
+            f"catalog entry 'anatomy' has params subject={subject!r}, parcellation={parc!r}; the "
+            f"demo writes subject {_TEMPLATE_SUBJECT!r} with parcellation {_PARCELLATION!r}. "
+            "Set those params, or leave demo_data out of the pipeline when analysing real data")
+    return entry.path
+
+
+def _n_stimuli(cfg: Config, catalog: Catalog) -> tuple[int, int]:
+    """Stimuli the simulation will use and the bytes of their images (estimated if absent)."""
+    try:
+        ds = catalog.open("stimuli")
+    except StoreError:
+        n = 3 * (cfg.max_stimuli_per_category or 50)
+        return n, n * 96 * 96
+    cats = np.asarray(ds["category"].values).astype(str)
+    cap = cfg.max_stimuli_per_category
+    n = sum(min(int((cats == c).sum()), cap or 10**9) for c in np.unique(cats))
+    return n, int(ds["image"].nbytes)
+
+
+def plan(*, config: Config, catalog: Catalog) -> Plan:
+    """What generating the demo data reads, writes and costs."""
+    from mfrs.demo.simulate import TRUTH_FILE
+
+    n_stim, image_bytes = _n_stimuli(config, catalog)
+    seconds_per_subject = 2 * n_stim * config.soa + 2 * config.n_runs * config.run_padding
+    samples = config.n_subjects * seconds_per_subject * config.sfreq
+    fif_bytes = int(samples * _N_CHANNELS * 4)
+    largest_run = seconds_per_subject / config.n_runs * config.sfreq * _N_CHANNELS * 8
+    done = (catalog.path("ds000117") / TRUTH_FILE).exists()
+    notes = [(f"{config.n_subjects} subjects x {config.n_runs} runs, {n_stim} stimuli shown twice, "
+             f"{seconds_per_subject:.0f} s per subject at {config.sfreq:g} Hz"),
+             f"parcellation grid {config.grid}, about {config.region_size} vertices per region"]
+    if done:
+        notes.append("a simulation exists; it is reused when its fingerprint matches")
+    return Plan(stage=NAME, reads={"stimuli": image_bytes},
+                writes={"ds000117": fif_bytes, "anatomy": 60 * 2**20}, n_tasks=1, n_units=1,
+                memory_per_task=int(6 * largest_run + 200 * 2**20),
+                seconds=15.0 + 4.0 * config.n_subjects + samples * _N_CHANNELS * 2e-8,
+                notes=notes)
+
+
+def _generate(args: tuple[DemoDataConfig, Path, Path, Any, dict[str, Any], bool]) -> str:
+    """The one task: template anatomy, then the BIDS set (runs on a worker)."""
+    from mfrs.demo.anatomy import build_template_subjects_dir
+    from mfrs.demo.simulate import generate_bids
+
+    cfg, anatomy, bids, stimuli, provenance, overwrite = args
+    build_template_subjects_dir(Path(anatomy), grid=cfg.grid, region_size=cfg.region_size,
+                                seed=cfg.seed, overwrite=overwrite)
+    root = generate_bids(Path(bids), subjects_dir=Path(anatomy), stimuli=stimuli, config=cfg,
+                         overwrite=overwrite)
+    path = root / PROVENANCE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(provenance, indent=1, default=str))
+    return str(root)
+
+
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+    """Build the template anatomy and the simulated BIDS set (skipped when complete)."""
+    from mfrs.demo.anatomy import template_is_complete
+    from mfrs.demo.simulate import simulation_is_complete
+    from mfrs.provenance import make_provenance
+    from mfrs.runner import run_units
+    from mfrs.store import ZarrStore
+
+    anatomy = _check_anatomy_entry(catalog)
+    bids = catalog.path("ds000117")
+    stimuli = catalog.open("stimuli").load()
+    stim_fp = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli").provenance.get(
+        "fingerprint", "")
+    cfg = DemoDataConfig.model_validate(config.model_dump())
+    provenance = make_provenance(stage=NAME, config=cfg, inputs={"stimuli": stim_fp},
+                                 seed=cfg.seed, client=client)
+    anatomy_done = template_is_complete(anatomy, grid=cfg.grid, region_size=cfg.region_size,
+                                        seed=cfg.seed)
+    bids_done = simulation_is_complete(bids, stimuli=stimuli, config=cfg)
+    if anatomy_done and bids_done and not overwrite:
+        log.info("demo_data: anatomy %s and ds000117 %s are complete for this config and "
+                 "stimuli, skipping", anatomy, bids)
+        return
+    if overwrite:
+        reason = "overwrite requested"
+    else:
+        reason = "; ".join(
+            [f"anatomy {anatomy} missing or built with other parameters"] * (not anatomy_done)
+            + [f"ds000117 {bids} missing, incomplete or from another config or stimuli"]
+            * (not bids_done))
+    log.info("demo_data: %s, generating", reason)
+    item = (cfg, anatomy, bids, stimuli, provenance, overwrite)
+    run_units(client, _generate, [item], key=lambda _: "ds000117", description="demo data",
+              stage=NAME)

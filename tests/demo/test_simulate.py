@@ -1,0 +1,290 @@
+"""The simulated BIDS set: read back with mne-bids, events, artefacts, planted effects, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from mfrs.demo.simulate import generate_bids, read_truth
+from mfrs.errors import InputDataError
+
+SUBJECTS = ("01", "02")
+RUNS = ("01", "02")
+
+
+def _path(root: Path, sub: str, run: str):
+    from mne_bids import BIDSPath
+
+    return BIDSPath(subject=sub, session="meg", task="facerecognition", run=run, datatype="meg",
+                    root=root)
+
+
+def _raw(root: Path, sub: str = "01", run: str = "01"):
+    from mne_bids import read_raw_bids
+
+    return read_raw_bids(_path(root, sub, run), verbose="error")
+
+
+def test_layout_and_read_back(bids_root: Path) -> None:
+    import mne
+    from mne_bids import get_entity_vals
+
+    assert get_entity_vals(bids_root, "subject") == list(SUBJECTS)
+    assert get_entity_vals(bids_root, "run") == list(RUNS)
+    fif = bids_root / "sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-02_meg.fif"
+    assert fif.exists()
+    raw = _raw(bids_root, "01", "02")
+    canonical = mne.channels.read_meg_canonical_info("neuromag")
+    assert raw.ch_names[:306] == canonical["ch_names"]
+    assert raw.ch_names[306:] == ["STI101", "EOG061", "EOG062", "ECG063"]
+    assert raw.get_channel_types(["STI101", "EOG061", "ECG063"]) == ["stim", "eog", "ecg"]
+    assert raw.info["sfreq"] == 275.0 and raw.info["line_freq"] == 50.0
+    # sensors where the real VectorView has them (device coordinates)
+    locs = np.array([c["loc"] for c in raw.info["chs"][:306]])
+    np.testing.assert_allclose(locs, np.array([c["loc"] for c in canonical["chs"]]), atol=1e-6)
+    assert {"nasion", "lpa", "rpa"} <= {_dig_name(d) for d in raw.info["dig"]}
+
+
+def _dig_name(d) -> str:
+    from mne.io.constants import FIFF
+
+    if d["kind"] == FIFF.FIFFV_POINT_CARDINAL:
+        return {FIFF.FIFFV_POINT_NASION: "nasion", FIFF.FIFFV_POINT_LPA: "lpa",
+                FIFF.FIFFV_POINT_RPA: "rpa"}[d["ident"]]
+    return "other"
+
+
+def test_head_positions_jitter_and_match_truth(bids_root: Path) -> None:
+    truth = read_truth(bids_root)
+    t1 = _raw(bids_root, "01").info["dev_head_t"]["trans"]
+    t2 = _raw(bids_root, "02").info["dev_head_t"]["trans"]
+    np.testing.assert_allclose(t1, truth["subjects"]["01"]["dev_head_t"], atol=1e-8)
+    np.testing.assert_allclose(t2, truth["subjects"]["02"]["dev_head_t"], atol=1e-8)
+    shift = np.linalg.norm(t1[:3, 3] - t2[:3, 3])
+    assert 0.5e-3 < shift < 20e-3  # a few millimetres apart
+    for t in (t1, t2):
+        assert abs(t[2, 3] - 0.05) < 0.015
+
+
+def test_events_tsv_matches_sti101_and_stimuli(bids_root: Path, stimuli: xr.Dataset) -> None:
+    import mne
+
+    file_to_cat = dict(zip(stimuli["file"].values, stimuli["category"].values))
+    codes = {"famous": (5, 6, 7), "unfamiliar": (13, 14, 15), "scrambled": (17, 18, 19)}
+    for sub in SUBJECTS:
+        shown: list[str] = []
+        for run in RUNS:
+            raw = _raw(bids_root, sub, run)
+            tsv = pd.read_csv(_path(bids_root, sub, run).copy().update(
+                suffix="events", extension=".tsv").fpath, sep="\t")
+            assert {"onset", "trigger", "stim_file", "trial_type", "sample"} <= set(tsv.columns)
+            ev = mne.find_events(raw, stim_channel="STI101", mask=4096 + 256, mask_type="not_and",
+                                 verbose="error")
+            np.testing.assert_array_equal(ev[:, 2], tsv["trigger"].to_numpy())
+            np.testing.assert_array_equal(ev[:, 0] - raw.first_samp, tsv["sample"].to_numpy())
+            np.testing.assert_allclose(tsv["onset"], ev[:, 0] / raw.info["sfreq"], atol=1e-9)
+            for trig, f in zip(tsv["trigger"], tsv["stim_file"]):
+                assert trig in codes[file_to_cat[f]]
+            # button presses are on STI101 too, in the bits ds000117 masks out
+            unmasked = mne.find_events(raw, stim_channel="STI101", verbose="error")
+            assert set(np.unique(unmasked[:, 2])) - set(tsv["trigger"]) <= {256, 4096}
+            assert len(unmasked) > len(ev)
+            # annotations read back by mne-bids carry the trial types
+            assert list(raw.annotations.description) == list(tsv["trial_type"])
+            shown += list(tsv["stim_file"])
+            first = tsv["trigger"].isin([5, 13, 17])
+            assert first.sum() == len(tsv) // 2
+        # every stimulus twice per subject, over the runs
+        counts = pd.Series(shown).value_counts()
+        assert set(counts.index) == set(stimuli["file"].values) and (counts == 2).all()
+
+
+def test_truth_json(bids_root: Path, small_config) -> None:
+    truth = read_truth(bids_root)
+    assert truth["trigger_delay"] == pytest.approx(0.0345)
+    assert [e["region"] for e in truth["effects"]] == ["V1", "OFA", "FFA", "STS"]
+    ffa = next(e for e in truth["effects"] if e["region"] == "FFA")
+    assert ffa["labels"] == ["FFA-lh", "FFA-rh"] and ffa["feature"] == "face"
+    assert 0.13 <= ffa["latency"] <= 0.17
+    assert set(truth["subjects"]) == set(SUBJECTS)
+    assert len(truth["subjects"]["01"]["artefact_patterns"]["ecg"]) == 306
+    assert truth["config"] == small_config.model_dump(mode="json")
+    assert (bids_root / "derivatives/mfrs-simulation/dataset_description.json").exists()
+
+
+def test_artefacts_leak_into_meg(bids_root: Path) -> None:
+    raw = _raw(bids_root, "01").load_data()
+    mags = raw.copy().pick("mag").get_data()
+    ecg = raw.get_data(["ECG063"])[0]
+    veog = raw.get_data(["EOG062"])[0]
+
+    def best_r(ref: np.ndarray) -> float:
+        z = (mags - mags.mean(1, keepdims=True)) / mags.std(1, keepdims=True)
+        r = (ref - ref.mean()) / ref.std()
+        return float(np.abs(z @ r / r.size).max())
+
+    # heart and blinks show up in the magnetometers (ICA has something to find)
+    assert best_r(ecg) > 0.3
+    assert best_r(veog) > 0.3
+    assert np.abs(ecg).max() > 5e-4 and np.abs(veog).max() > 1e-4  # mV-scale ECG, 100s of uV blinks
+    psd = raw.compute_psd(picks="mag", fmin=40, fmax=60, verbose="error")
+    p = psd.get_data().mean(0)
+    f = psd.freqs
+    assert p[np.argmin(abs(f - 50))] > 10 * np.median(p)  # line noise at 50 Hz
+
+
+def test_planted_face_effect_recovered_by_mne(bids_root: Path, subjects_dir: Path) -> None:
+    """An independent, plain MNE analysis finds faces > scrambled in FFA, none in V1."""
+    import mne
+
+    raws = [_raw(bids_root, "01", run) for run in RUNS]
+    raw = mne.concatenate_raws(raws).load_data().filter(None, 40.0, verbose="error")
+    ev = mne.find_events(raw, stim_channel="STI101", mask=4096 + 256, mask_type="not_and",
+                         verbose="error")
+    ev[:, 0] += round(0.0345 * raw.info["sfreq"])
+    ids = {"famous": [5, 6, 7], "unfamiliar": [13, 14, 15], "scrambled": [17, 18, 19]}
+    epochs = mne.Epochs(raw, ev, {str(c): c for v in ids.values() for c in v}, -0.2, 0.6,
+                        baseline=(-0.2, 0.0), picks="meg", preload=True, verbose="error")
+    cov = mne.compute_covariance(epochs, tmax=0.0, method="empirical", verbose="error")
+    bem = subjects_dir / "fsaverage" / "bem"
+    src = mne.setup_source_space("fsaverage", "oct5", subjects_dir=subjects_dir, add_dist=False,
+                                 verbose="error")
+    fwd = mne.make_forward_solution(epochs.info, bem / "fsaverage-trans.fif", src,
+                                    bem / "fsaverage-5120-bem-sol.fif", meg=True, eeg=False,
+                                    verbose="error")
+    inv = mne.minimum_norm.make_inverse_operator(epochs.info, fwd, cov, loose=0.2, depth=0.8,
+                                                 verbose="error")
+    labels = {lab.name: lab for lab in mne.read_labels_from_annot(
+        "fsaverage", "aparc_sub", subjects_dir=subjects_dir, verbose="error")}
+
+    def strength(cats: list[str], region: str, t: float) -> float:
+        codes = [str(c) for cat in cats for c in ids[cat]]
+        stc = mne.minimum_norm.apply_inverse(epochs[codes].average(), inv, 1 / 9, "dSPM",
+                                             verbose="error")
+        i = int(np.argmin(abs(stc.times - t)))
+        return float(np.mean([np.abs(stc.in_label(labels[f"{region}-{h}"]).data[:, i - 2:i + 3]).mean()
+                              for h in ("lh", "rh")]))
+
+    # equal trial counts per side: dSPM grows with the square root of the number averaged
+    for faces in (["famous"], ["unfamiliar"]):
+        assert strength(faces, "FFA", 0.17) > 1.5 * strength(["scrambled"], "FFA", 0.17)
+        v1_faces = strength(faces, "V1", 0.10)
+        assert 0.7 < v1_faces / strength(["scrambled"], "V1", 0.10) < 1.4
+        assert v1_faces > 2 * strength(faces, "V1", -0.1)  # V1 does respond
+
+
+def test_deterministic_for_a_seed(tmp_path: Path, subjects_dir: Path, stimuli: xr.Dataset) -> None:
+    from mfrs.demo.config import DemoDataConfig
+
+    tiny = stimuli.isel(stimulus=[0, 1, 2, 8, 9, 10, 16, 17, 18])
+    cfg = DemoDataConfig(n_subjects=1, n_runs=1, grid="ico4", region_size=12,
+                         noise={"n_brain_sources": 40})
+    a = generate_bids(tmp_path / "a", subjects_dir=subjects_dir, stimuli=tiny, config=cfg)
+    b = generate_bids(tmp_path / "b", subjects_dir=subjects_dir, stimuli=tiny, config=cfg)
+    c = generate_bids(tmp_path / "c", subjects_dir=subjects_dir, stimuli=tiny,
+                      config=cfg.model_copy(update={"seed": 1}))
+    da, db, dc = (_raw(r).get_data() for r in (a, b, c))
+    np.testing.assert_array_equal(da, db)
+    assert da.shape != dc.shape or not np.allclose(da, dc)
+    tsv = "sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_events.tsv"
+    assert (a / tsv).read_text() == (b / tsv).read_text()
+    assert read_truth(a) == read_truth(b)
+
+
+def test_rerun_skips_and_foreign_folder_refused(tmp_path: Path, bids_root: Path, subjects_dir: Path,
+                                                stimuli: xr.Dataset, small_config) -> None:
+    fif = bids_root / "sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif"
+    before = fif.stat().st_mtime_ns
+    generate_bids(bids_root, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config)
+    assert fif.stat().st_mtime_ns == before
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(InputDataError, match=r"is not empty and was not written by mfrs"):
+        generate_bids(foreign, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config)
+    assert (foreign / "notes.txt").exists()
+
+
+def test_stimuli_without_file_coord_refused(tmp_path: Path, subjects_dir: Path,
+                                            stimuli: xr.Dataset, small_config) -> None:
+    with pytest.raises(InputDataError, match=r"the stimuli dataset has no 'file'"):
+        generate_bids(tmp_path / "x", subjects_dir=subjects_dir,
+                      stimuli=stimuli.drop_vars("file"), config=small_config)
+
+
+def test_planted_geometry_follows_image_properties(tmp_path: Path, subjects_dir: Path,
+                                                   stimuli: xr.Dataset) -> None:
+    """Noise-free sensor patterns: V1 time -> local contrast RDM; FFA time -> face-code RDM.
+
+    The oracle is scipy on the truth's feature vectors: pattern dissimilarities at the planted
+    latencies must rank stimulus pairs as the image properties do.
+    """
+    import mne
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+
+    from mfrs.demo.config import DemoDataConfig
+
+    quiet = DemoDataConfig(
+        n_subjects=1, n_runs=1, grid="ico4", region_size=12,
+        noise={"mag": 0.0, "grad": 0.0, "n_brain_sources": 0, "trial_variability": 0.0,
+               "subject_latency_jitter": 0.0},
+        artefacts={"ecg_meg_peak": 0.0, "eog_meg_peak": 0.0, "line_noise": 0.0},
+        alpha={"amplitude": 0.0})
+    root = generate_bids(tmp_path / "quiet", subjects_dir=subjects_dir, stimuli=stimuli,
+                         config=quiet)
+    truth = read_truth(root)
+    raw = _raw(root).load_data()
+    tsv = pd.read_csv(_path(root, "01", "01").copy().update(suffix="events",
+                                                           extension=".tsv").fpath, sep="\t")
+    first = tsv[tsv["trigger"].isin([5, 13, 17])]
+    meg = raw.get_data(picks="meg")
+    grads = mne.pick_types(raw.info, meg="grad")
+    sfreq = raw.info["sfreq"]
+    order = [truth["stimuli"].index(f.split("/")[1].removesuffix(".bmp")) for f in first["stim_file"]]
+
+    def patterns(latency: float) -> np.ndarray:
+        at = (first["sample"].to_numpy() + round((0.0345 + latency) * sfreq))
+        return meg[grads][:, at].T  # (stimulus, channel)
+
+    feats = {k: np.asarray(v["values"])[order] for k, v in truth["features"].items()}
+    v1 = spearmanr(pdist(patterns(0.100), "correlation"), pdist(feats["contrast"])).statistic
+    assert v1 > 0.5
+    faces = first["trigger"].isin([5, 13]).to_numpy()
+    ffa = spearmanr(pdist(patterns(0.170)[faces], "correlation"),
+                    pdist(feats["face"][faces])).statistic
+    assert ffa > 0.3  # MEG sees a low-rank projection of the region's code: weaker than V1's
+    # and the other way round: FFA time does not follow local contrast as closely
+    cross = spearmanr(pdist(patterns(0.170)[faces], "correlation"),
+                      pdist(feats["contrast"][faces])).statistic
+    assert cross < ffa - 0.2
+
+
+def test_alpha_rhythm_desynchronises_after_stimuli(bids_root: Path) -> None:
+    """Occipital alpha (8-12 Hz) is strong and its envelope dips after stimulus onset."""
+    import mne
+
+    raw = mne.concatenate_raws([_raw(bids_root, "01", r) for r in RUNS]).load_data()
+    psd = raw.compute_psd(picks="grad", fmin=2, fmax=40, verbose="error")
+    power = psd.get_data()
+    f = psd.freqs
+    alpha = power[:, (f >= 8) & (f <= 12)].mean(1) / power[:, (f >= 20) & (f <= 30)].mean(1)
+    top = np.argsort(alpha)[-10:]
+    best = mne.pick_types(raw.info, meg="grad")[top]
+    # an alpha peak on some sensors (1/f alone gives the same ratio everywhere)
+    assert alpha[top].mean() > 2 * np.median(alpha)
+    posterior = np.array([raw.info["chs"][i]["loc"][1] for i in best])
+    assert np.median(posterior) < 0.0  # behind the helmet centre (device y axis points forward)
+    band = raw.copy().pick(best).filter(8.0, 12.0, verbose="error").apply_hilbert(envelope=True)
+    ev = mne.find_events(raw, stim_channel="STI101", mask=4096 + 256, mask_type="not_and",
+                         verbose="error")
+    ev[:, 0] += round(0.0345 * raw.info["sfreq"])
+    env = mne.Epochs(band, ev, None, -0.3, 0.8, baseline=None, verbose="error").get_data().mean((0, 1))
+    times = np.linspace(-0.3, 0.8, env.size)
+    base = env[(times > -0.25) & (times < 0.0)].mean()
+    dip = env[(times > 0.35) & (times < 0.45)].mean()
+    assert dip < 0.85 * base  # planted: 60 % less amplitude mid-window, diluted by noise
