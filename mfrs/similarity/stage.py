@@ -56,6 +56,8 @@ class Config(StageConfig):
                                             min_length=1)
     window: float = Field(0.5, gt=0, description="avg mode: window length in seconds")
     step: float = Field(0.045, gt=0, description="avg mode: window step in seconds")
+    regions: list[str] | None = Field(
+        None, description="only these regions (names or shell patterns like 'FFA-*'); None: every region")
     region_block: int = Field(4, ge=1, description="regions per task")
     time_block: int = Field(64, ge=1, description="time points (raw) or windows (avg) per task")
     time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
@@ -108,6 +110,15 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
                              "vertex coords 'hemi' and 'region' (design.md §3)")
     region_of = np.asarray(act["region"].values)
     regions = list(dict.fromkeys(region_of.tolist()))
+    if config.regions is not None:
+        import fnmatch
+
+        chosen = [r for r in regions if any(fnmatch.fnmatchcase(r, pat) for pat in config.regions)]
+        unmatched = [p for p in config.regions if not any(fnmatch.fnmatchcase(r, p) for r in regions)]
+        if unmatched:
+            raise ConfigError(f"similarity: regions {unmatched} match no region of sources (which has "
+                              f"{len(regions)}, e.g. {', '.join(regions[:5])}); fix `regions` in the config")
+        regions = chosen
     vertices = {r: np.flatnonzero(region_of == r) for r in regions}
     t = np.asarray(act["time"].values, dtype=float)
     if config.mode == "raw":

@@ -16,14 +16,12 @@ N_STIM, N_SUB, N_TIME = 18, 3, 10
 EFFECT = slice(3, 7)
 
 
-class _Catalog:
-    """The three entries the stage reads and writes, in a temporary folder."""
+def _Catalog(root):
+    """The repository's real catalog, rooted where the inputs are written."""
+    from mfrs.catalog import load_catalog
+    from tests_support import REPO
 
-    def __init__(self, root):
-        self.root = root
-
-    def path(self, name):
-        return self.root / f"{name}.zarr"
+    return load_catalog(REPO / "data_catalog.yaml", root=root)
 
 
 def _write_inputs(root):
@@ -137,3 +135,14 @@ def test_config_checks_and_worker_memory_default():
     assert stage.Config().worker_memory is None  # default: the cluster's own limit (checked in run)
     with pytest.raises(ValueError, match="store_rdms needs 'all'"):
         stage.Config(categories=["famous"], store_rdms="float32")
+
+
+def test_stage_region_selection_by_name_and_pattern(tmp_path, local_client):
+    _write_inputs(tmp_path)
+    cfg = stage.Config(regions=["r1", "r2*"], categories=["all"], time_block=5)
+    assert stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), cfg).regions == ["r1", "r2"]
+    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    rsa = xr.open_zarr(tmp_path / "rsa.zarr")
+    assert list(rsa.region.values) == ["r1", "r2"]
+    with pytest.raises(ConfigError, match=r"regions \['FFA-\*'\] match no region of sources"):
+        stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), stage.Config(regions=["FFA-*"]))
