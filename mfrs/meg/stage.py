@@ -1,0 +1,313 @@
+"""MEG: per-subject cleaning, epochs and source estimates from the BIDS recordings.
+
+Reads the ``ds000117`` BIDS set through mne-bids, the ``anatomy`` subjects_dir
+and the ``stimuli`` store (for stimulus ids and coords); writes ``epochs``
+``data (subject, signal, stimulus, channel, time)`` and ``sources``
+``activity (subject, signal, stimulus, time, vertex)``, one subject per task
+(two tasks: cleaning, then sources), resumable per subject.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from mfrs.errors import InputDataError, StageFailures
+from mfrs.meg.config import Config
+from mfrs.stage import Plan
+
+if TYPE_CHECKING:
+    from mfrs.catalog import Catalog
+    from mfrs.meg.subject import Prepared, SubjectJob
+
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "work_folder", "store_templates",
+           "subject_jobs", "exclude_missing"]
+
+NAME = "meg"
+log = logging.getLogger("mfrs.meg")
+
+
+def inputs(cfg: Config) -> list[str]:
+    """Catalog entries read."""
+    return ["ds000117", "anatomy", "stimuli"]
+
+
+def outputs(cfg: Config) -> list[str]:
+    """Catalog entries written."""
+    return ["epochs", "sources"]
+
+
+def work_folder(catalog: "Catalog") -> Path:
+    """Where per-subject intermediates (cleaned epochs, ICA, forward models) are cached."""
+    return catalog.path("sources").parent / "meg-work"
+
+
+def _optional_file(entry, key: str) -> Path | None:
+    value = entry.params.get(key)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        path = entry.path / path
+    if not path.is_file():
+        raise InputDataError(f"catalog entry {entry.name!r}: params.{key} names {path}, which does "
+                             "not exist; fix the path or remove the parameter")
+    return path
+
+
+def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
+    ds = catalog.open("stimuli")
+    return ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
+
+
+def _files_fingerprint(paths: list[Path]) -> list:
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else [str(p), None]
+            for p in paths]
+
+
+def subject_jobs(config: Config, catalog: "Catalog",
+                 stim: xr.Dataset | None = None) -> tuple[list["SubjectJob"], dict]:
+    """One job per BIDS subject, and the fingerprints of the stage's inputs."""
+    from mfrs.meg.bids import find_layout
+    from mfrs.meg.subject import SubjectJob
+    from mfrs.provenance import fingerprint
+
+    if stim is None:
+        stim = _stimulus_coords(catalog)
+    bids = catalog.entry("ds000117")
+    anat = catalog.entry("anatomy")
+    layout = find_layout(bids.path, subjects=config.subjects, runs=config.runs,
+                         task=str(bids.params.get("task", "facerecognition")),
+                         session=str(bids.params.get("session", "meg")))
+    if not layout.subjects:
+        raise InputDataError(f"catalog entry 'ds000117' ({bids.path}) has no subject; run `mfrs demo` "
+                             "to generate the embedded set, or point the entry at ds000117")
+    calibration, crosstalk = _optional_file(bids, "calibration"), _optional_file(bids, "crosstalk")
+    file_to_stimulus = dict(zip(stim["file"].values.astype(str), stim["stimulus"].values.astype(str)))
+    work = work_folder(catalog)
+    jobs = []
+    for sub in layout.subjects:
+        runs = layout.runs[sub]
+        # only what cleaning depends on: changing the inverse or the chunks keeps the cache
+        cleaning = config.model_dump(mode="json", include={"seed", "maxwell", "filter", "ica", "events",
+                                                           "epochs", "envelopes"})
+        fp = fingerprint({"config": cleaning, "files": _files_fingerprint(
+            [p for r in runs for p in (r.raw, r.events)]), "stimuli": file_to_stimulus,
+            "calibration": str(calibration), "crosstalk": str(crosstalk)})
+        jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, dict(anat.params),
+                               file_to_stimulus, calibration, crosstalk, fp))
+    inputs_fp = {"ds000117": fingerprint({"path": str(bids.path), "subjects": list(layout.subjects),
+                                          "params": bids.params}),
+                 "anatomy": fingerprint({"path": str(anat.path), "params": anat.params}),
+                 "stimuli": fingerprint(file_to_stimulus)}
+    return jobs, inputs_fp
+
+
+def _chunks(n: int, block: int) -> tuple[int, ...]:
+    block = max(1, min(block, n))
+    return tuple([block] * (n // block) + ([n % block] if n % block else []))
+
+
+def store_templates(*, config: Config, subjects: list[str], stim: xr.Dataset, channels: list[str],
+                    ch_types: list[str], times: np.ndarray, vertices: xr.Dataset,
+                    attrs: dict) -> tuple[xr.Dataset, xr.Dataset]:
+    """Dask-backed templates of the ``epochs`` and ``sources`` stores.
+
+    Chunks: one subject, one signal, all stimuli, a block of time
+    (``output.time_chunk``) and, for sources, a block of region-sorted vertices
+    sized to ``output.chunk_mb``.
+    """
+    import dask.array as da
+
+    n_sub, n_sig, n_stim = len(subjects), len(config.signals), stim.sizes["stimulus"]
+    n_t, n_v = len(times), vertices.sizes["vertex"]
+    t_block = min(config.output.time_chunk, n_t)
+    v_block = int(config.output.chunk_mb * 2 ** 20 // (4 * n_stim * t_block))
+    base = {"subject": subjects, "signal": config.signals, "stimulus": stim["stimulus"].values,
+            "category": ("stimulus", stim["category"].values),
+            "condition": ("stimulus", stim["condition"].values),
+            "file": ("stimulus", stim["file"].values), "time": np.asarray(times, float)}
+    ep = xr.Dataset(
+        {"data": (("subject", "signal", "stimulus", "channel", "time"), da.zeros(
+            (n_sub, n_sig, n_stim, len(channels), n_t), dtype="float32",
+            chunks=(1, 1, n_stim, len(channels), _chunks(n_t, t_block))))},
+        coords={**base, "channel": channels, "ch_type": ("channel", ch_types)}, attrs=dict(attrs))
+    src = xr.Dataset(
+        {"activity": (("subject", "signal", "stimulus", "time", "vertex"), da.zeros(
+            (n_sub, n_sig, n_stim, n_t, n_v), dtype="float32",
+            chunks=(1, 1, n_stim, _chunks(n_t, t_block), _chunks(n_v, v_block))))},
+        coords={**base, "vertex": vertices["vertex"].values, "hemi": ("vertex", vertices["hemi"].values),
+                "region": ("vertex", vertices["region"].values),
+                "fs_vertex": ("vertex", vertices["fs_vertex"].values)}, attrs=dict(attrs))
+    for ds in (ep, src):
+        ds["time"].attrs["units"] = "s"
+    src["activity"].attrs.update(method=config.source.method, orientation=config.source.orientation)
+    return ep, src
+
+
+def _safe_prepare(job: "SubjectJob") -> "Prepared | str":
+    """``prepare`` with its failure returned as text, so that the other subjects go on."""
+    from mfrs.errors import MfrsError
+    from mfrs.meg.subject import prepare
+
+    try:
+        return prepare(job)
+    except MfrsError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - one subject's bug must not stop the others
+        log.exception("meg: sub-%s cleaning failed", job.subject)
+        return f"{type(exc).__name__}: {exc}"
+
+
+def exclude_missing(stim_ids: list[str],
+                    prepared: dict[str, "Prepared"]) -> tuple[list[str], dict[str, str]]:
+    """Stimuli kept by every subject (in ``stim_ids`` order), and why each other one is excluded.
+
+    Parameters
+    ----------
+    stim_ids : list of str
+        All stimuli, in the ``stimuli`` store's order.
+    prepared : dict
+        Subject label -> its :class:`~mfrs.meg.subject.Prepared`.
+
+    Returns
+    -------
+    kept : list of str
+    excluded : dict
+        Stimulus -> ``"sub-02: all epochs rejected by autoreject; sub-04: not presented"``.
+    """
+    kept, excluded = [], {}
+    for s in stim_ids:
+        reasons = []
+        for sub, p in prepared.items():
+            if s in p.stimuli:
+                continue
+            why = ("every epoch dropped (autoreject threshold or recording edge)"
+                   if s in p.report.get("rejected", []) else "not presented")
+            reasons.append(f"sub-{sub}: {why}")
+        if reasons:
+            excluded[s] = "; ".join(reasons)
+        else:
+            kept.append(s)
+    return kept, excluded
+
+
+def _vertices(config: Config, catalog: "Catalog") -> xr.Dataset:
+    from mfrs.meg.anatomy import TEMPLATE, Anatomy, stage_subjects_dir
+    from mfrs.meg.regions import vertex_table
+
+    anat = catalog.entry("anatomy")
+    parc = str(anat.params.get("parcellation", "aparc_sub"))
+    tmpl = Anatomy(anat.path, TEMPLATE, anat.path, parc)
+    staged = stage_subjects_dir(tmpl, work_folder(catalog))
+    return vertex_table(staged, parc, config.source.grid, drop=config.source.drop_regions)
+
+
+def plan(*, config: Config, catalog: "Catalog") -> Plan:
+    """Sizes of what the stage reads and writes, from the BIDS layout and the stimuli."""
+    from mfrs.meg.types import GRID_VERTICES
+
+    stim = _stimulus_coords(catalog)
+    jobs, _ = subject_jobs(config, catalog, stim)
+    raw_bytes = sum(r.raw.stat().st_size for j in jobs for r in j.runs if r.raw.exists())
+    n_sub, n_stim, n_sig = len(jobs), stim.sizes["stimulus"], len(config.signals)
+    first = jobs[0].runs[0].raw
+    sfreq = 1100.0
+    if first.exists():
+        import mne
+
+        sfreq = mne.io.read_info(first, verbose="error")["sfreq"]
+    sfreq = config.epochs.resample_sfreq or sfreq
+    n_t = int(round((config.epochs.tmax - config.epochs.tmin) * sfreq)) + 1
+    n_v = 2 * GRID_VERTICES[config.source.grid]
+    src_bytes = n_sub * n_sig * n_stim * n_t * n_v * 4
+    ep_bytes = n_sub * n_sig * n_stim * 306 * n_t * 4
+    per_sub_raw = raw_bytes / max(n_sub, 1)
+    return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
+                n_tasks=2 * n_sub, n_units=n_sub,
+                memory_per_task=int(4 * per_sub_raw + 2 * src_bytes / max(n_sub, 1)),
+                seconds=n_sub * (30 + per_sub_raw / 2e7),
+                notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "
+                       f"(before dropping {config.source.drop_regions}), signals {config.signals}"])
+
+
+def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = False) -> None:
+    """Clean every subject, exclude stimuli missing anywhere, write ``epochs`` and ``sources``.
+
+    Subjects whose units are complete are skipped (logged). A subject whose files
+    are missing or broken fails alone: the others are written and marked
+    complete, then :class:`~mfrs.errors.StageFailures` names the failed files.
+    """
+    from mfrs.provenance import make_provenance
+    from mfrs.runner import run_units
+    from mfrs.store import ZarrStore
+
+    stim = _stimulus_coords(catalog)
+    jobs, inputs_fp = subject_jobs(config, catalog, stim)
+    subjects = [f"sub-{j.subject}" for j in jobs]
+    results = run_units(client, _safe_prepare, jobs, key=lambda j: f"sub-{j.subject}",
+                        description="meg-clean", stage=NAME)
+    failures = {k: v for k, v in results.items() if isinstance(v, str)}
+    prepared = {k.removeprefix("sub-"): v for k, v in results.items() if not isinstance(v, str)}
+    if not prepared:
+        raise StageFailures(NAME, failures)
+    first = prepared[sorted(prepared)[0]]
+    for sub, p in prepared.items():
+        if len(p.times) != len(first.times) or not np.allclose(p.times, first.times, atol=1e-6):
+            failures[f"sub-{sub}"] = (f"epochs have {len(p.times)} samples, sub-{first.subject} "
+                                      f"{len(first.times)}: set meg.epochs.resample_sfreq")
+    stim_ids = [str(s) for s in stim["stimulus"].values]
+    kept, excluded = exclude_missing(stim_ids, {k: v for k, v in prepared.items() if f"sub-{k}" not in failures})
+    if not kept:
+        raise InputDataError(f"meg: no stimulus is kept by every subject ({len(excluded)} excluded, "
+                             f"e.g. {next(iter(excluded.items()))}); check events.tsv stim_file values")
+    for s, why in excluded.items():
+        log.info("meg: stimulus %s excluded for every subject: %s", s, why)
+    stim_kept = stim.sel(stimulus=kept)
+    channels, ch_types = first.ch_names, first.ch_types
+    attrs = {"excluded_stimuli": excluded,
+             "exclusion_rule": "a stimulus missing (not presented, or every epoch rejected) in any "
+                               "successfully processed subject is excluded for all",
+             "subject_reports": {f"sub-{k}": v.report for k, v in prepared.items()}}
+    ep_t, src_t = store_templates(config=config, subjects=subjects, stim=stim_kept, channels=channels,
+                                  ch_types=ch_types, times=np.asarray(first.times),
+                                  vertices=_vertices(config, catalog), attrs=attrs)
+    prov = make_provenance(stage=NAME, config=config, inputs=inputs_fp, seed=config.seed, client=client)
+    ep_store = ZarrStore.create(catalog.path("epochs"), ep_t, unit_dims=("subject",), provenance=prov,
+                                overwrite=overwrite, entry_name="epochs")
+    src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,
+                                 overwrite=overwrite, entry_name="sources")
+    ep_units = {u.labels["subject"][0]: u for u in ep_store.units()}
+    src_units = {u.labels["subject"][0]: u for u in src_store.units()}
+    todo = []
+    for job in jobs:
+        sub = f"sub-{job.subject}"
+        if sub in failures:
+            continue
+        complete = ep_store.is_complete(ep_units[sub]) and src_store.is_complete(src_units[sub])
+        if complete and not prepared[job.subject].fresh:
+            log.info("meg: %s skipped: units complete in %s and %s", sub, ep_store.path, src_store.path)
+            continue
+        if complete:
+            log.info("meg: %s recomputing its complete units in %s: its recordings or cleaning were "
+                     "redone in this run (files changed or cache missing)", sub, src_store.path)
+        else:
+            log.info("meg: %s not marked complete in %s, computing sources", sub, src_store.path)
+        todo.append((job, kept, ep_store, ep_units[sub], src_store, src_units[sub]))
+    try:
+        run_units(client, _localize_item, todo, key=lambda t: f"sub-{t[0].subject}",
+                  description="meg-sources", stage=NAME)
+    except StageFailures as exc:
+        failures.update(exc.failures)
+    if failures:
+        raise StageFailures(NAME, failures)
+
+
+def _localize_item(item: tuple) -> dict:
+    from mfrs.meg.subject import localize
+
+    return localize(*item)

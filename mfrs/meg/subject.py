@@ -1,0 +1,323 @@
+"""One subject, in two tasks: sensor cleaning to epochs (``prepare``), then sources (``localize``).
+
+The split exists because a stimulus missing in any subject is excluded for
+all: ``prepare`` finds which stimuli survive per subject, the stage takes the
+intersection, and ``localize`` writes the store units for exactly those.
+``prepare`` caches its result in the stage's work folder, keyed by a
+fingerprint of its inputs and settings, so a resumed run does not clean again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+if TYPE_CHECKING:
+    import mne
+
+    from mfrs.meg.config import Config
+    from mfrs.store import Unit, ZarrStore
+
+__all__ = ["SubjectJob", "Prepared", "prepare", "localize", "inverse_model", "ica_path", "epochs_path"]
+
+log = logging.getLogger("mfrs.meg")
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """Everything one subject's tasks need (small and picklable)."""
+
+    subject: str
+    bids_root: Path
+    runs: tuple[Any, ...]  # RunFiles
+    config: "Config"
+    work: Path
+    subjects_dir: Path
+    anatomy_params: dict
+    file_to_stimulus: dict[str, str]
+    calibration: Path | None = None
+    crosstalk: Path | None = None
+    fingerprint: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return self.work / f"sub-{self.subject}"
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` found: kept stimuli and the cleaning report."""
+
+    subject: str
+    stimuli: list[str]
+    ch_names: list[str]
+    ch_types: list[str]
+    times: list[float]
+    report: dict = field(default_factory=dict)
+    fresh: bool = False  # computed by this run (not read from the cache)
+
+
+@contextmanager
+def _timed(subject: str, step: str):
+    import mne
+
+    start = time.perf_counter()
+    with mne.use_log_level("error"):
+        yield
+    log.info("meg: sub-%s %s took %.1f s", subject, step, time.perf_counter() - start)
+
+
+def epochs_path(job: SubjectJob) -> Path:
+    return job.folder / f"sub-{job.subject}-epo.fif"
+
+
+def ica_path(job: SubjectJob) -> Path:
+    return job.folder / f"sub-{job.subject}-ica.fif"
+
+
+def _band_path(job: SubjectJob, band: str) -> Path:
+    return job.folder / f"sub-{job.subject}-{band}-analytic.npy"
+
+
+def _record_path(job: SubjectJob) -> Path:
+    return job.folder / "prepared.json"
+
+
+def prepare(job: SubjectJob) -> Prepared:
+    """Read all runs, clean them and cut epochs; cache the result in ``job.folder``.
+
+    Steps: read (mne-bids) -> Maxwell filter -> filters -> events (STI101 matched to
+    events.tsv, delay applied) -> concatenate runs -> ICA (ECG/EOG removed) ->
+    epochs + baseline -> autoreject global threshold -> band analytic epochs.
+
+    Raises
+    ------
+    InputDataError
+        A run file is missing, truncated or inconsistent (the message names it).
+    """
+    import mne
+    import pandas as pd
+
+    from mfrs.meg.bids import read_events_tsv, read_run
+    from mfrs.meg.epochs import analytic_epochs, make_epochs, reject_global
+    from mfrs.meg.events import find_trigger_events, match_events
+    from mfrs.meg.preprocess import filter_raw, fit_ica, maxwell_filter_runs
+
+    record = _record_path(job)
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("fingerprint") == job.fingerprint:
+            log.info("meg: sub-%s cleaning skipped: %s is complete for these settings", job.subject, record)
+            return Prepared(**{**saved["prepared"], "fresh": False})
+        log.info("meg: sub-%s cleaning recomputed: %s was made with other settings", job.subject, record)
+    cfg = job.config
+    sub = job.subject
+    with _timed(sub, "reading"):
+        raws = [read_run(job.bids_root, run) for run in job.runs]
+    run_numbers = [run.run for run in job.runs]
+    with _timed(sub, "Maxwell filter"):
+        raws = maxwell_filter_runs(raws, run_numbers, cfg.maxwell, calibration=job.calibration,
+                                   crosstalk=job.crosstalk, subject=job.subject)
+    with _timed(sub, "filters"):
+        for raw in raws:
+            filter_raw(raw, cfg.filter)
+    tables, ev_arrays = [], []
+    for raw, run in zip(raws, job.runs):
+        trig = find_trigger_events(raw, cfg.events)
+        table = match_events(trig, read_events_tsv(run), sfreq=raw.info["sfreq"],
+                             first_samp=raw.first_samp, cfg=cfg.events,
+                             file_to_stimulus=job.file_to_stimulus, source=str(run.events))
+        table["run"] = run.run
+        table["run_sample"] = table["sample"]  # within the run's own file, delay applied
+        tables.append(table)
+        ev_arrays.append(np.column_stack([table["sample"], np.zeros(len(table), int),
+                                          np.arange(len(table)) + 1]).astype(np.int64))
+    if len(raws) > 1:
+        raw, ev = mne.concatenate_raws(raws, events_list=ev_arrays, verbose="error")
+    else:
+        raw, ev = raws[0], ev_arrays[0]
+    events = pd.concat(tables, ignore_index=True)
+    events["sample"] = ev[:, 0]  # concatenation shifted the samples of later runs
+    delay = int(round(cfg.events.delay * raw.info["sfreq"]))
+    events["trigger_sample"] = events["sample"] - delay
+    report: dict[str, Any] = {"n_events": int(len(events)), "runs": run_numbers,
+                              "maxwell": bool(cfg.maxwell.enabled and (
+                                  not cfg.maxwell.require_files or (job.calibration and job.crosstalk)))}
+    job.folder.mkdir(parents=True, exist_ok=True)
+    if cfg.ica.enabled:
+        with _timed(sub, "ICA"):
+            res = fit_ica(raw, cfg.ica, seed=cfg.seed)
+            res.ica.apply(raw, verbose="error")
+        res.ica.save(ica_path(job), overwrite=True, verbose="error")
+        report["ica"] = res.summary()
+        log.info("meg: sub-%s ICA removed ECG %s and EOG %s of %d components", job.subject,
+                 res.ecg, res.eog, res.ica.n_components_)
+    with _timed(sub, "epochs + autoreject"):
+        epochs = make_epochs(raw, events, cfg.epochs)
+        if cfg.epochs.autoreject:
+            report["reject"] = reject_global(epochs, seed=cfg.seed)
+    report["n_dropped"] = int(len(events) - len(epochs))
+    epochs.save(epochs_path(job), overwrite=True, verbose="error")
+    for band in cfg.envelopes:
+        with _timed(sub, f"{band} envelope"):
+            np.save(_band_path(job, band),
+                    analytic_epochs(raw, events, epochs.selection, band, cfg.epochs).get_data()
+                    .astype(np.complex64))
+    kept = sorted(set(epochs.metadata["stimulus"]))
+    report["rejected"] = sorted(set(events["stimulus"]) - set(kept))
+    prepared = Prepared(job.subject, kept, list(epochs.ch_names), list(epochs.get_channel_types()),
+                        [float(t) for t in epochs.times], report, fresh=True)
+    tmp = record.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"fingerprint": job.fingerprint, "prepared": prepared.__dict__}))
+    os.replace(tmp, record)  # written last: the cache is complete only with it
+    return prepared
+
+
+def _average(data: np.ndarray, ids: np.ndarray, stimuli: list[str]) -> np.ndarray:
+    """``(epoch, ...) -> (stimulus, ...)``: mean of each stimulus' epochs (NaN when none)."""
+    out = np.full((len(stimuli),) + data.shape[1:], np.nan, np.float32)
+    for i, s in enumerate(stimuli):
+        sel = ids == s
+        if sel.any():
+            out[i] = data[sel].mean(axis=0)
+    return out
+
+
+def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
+    """Forward (cached per head position), noise covariance, inverse and morph of one subject.
+
+    Returns
+    -------
+    (InverseModel, staged subjects_dir, Anatomy)
+    """
+    import mne
+
+    from mfrs.meg.anatomy import (cached_bem_solution, cached_source_space, resolve_anatomy,
+                                  stage_subjects_dir)
+    from mfrs.meg.sources import InverseModel, make_forward, make_inverse, make_morph, noise_covariance
+    from mfrs.provenance import fingerprint
+
+    cfg = job.config.source
+    anat = resolve_anatomy(job.subjects_dir, job.anatomy_params, job.subject)
+    staged = stage_subjects_dir(anat, job.work)
+    cache = job.work / "anatomy"
+    with _timed(job.subject, "source space + BEM"):
+        src = cached_source_space(staged, anat.fs_subject, cfg.spacing, cache)
+        bem = cached_bem_solution(staged, anat.fs_subject, cfg.bem_ico, cfg.conductivity, cache)
+    # one forward per head position and anatomy, shared by every subject that has them
+    key = fingerprint({"dev_head_t": np.asarray(info["dev_head_t"]["trans"]).round(6),
+                       "trans": str(anat.trans), "fs": anat.fs_subject, "spacing": cfg.spacing,
+                       "bem": [cfg.bem_ico, cfg.conductivity], "mindist": cfg.mindist,
+                       "chs": info["ch_names"]})
+    fwd_file = cache / f"{anat.fs_subject}-{key}-fwd.fif"
+    with _timed(job.subject, "forward"):
+        if fwd_file.exists():
+            fwd = mne.read_forward_solution(fwd_file, verbose="error")
+        else:
+            fwd = make_forward(info, trans=anat.trans, src=src, bem=bem, mindist=cfg.mindist)
+            tmp = fwd_file.with_name(f".{key}.{os.getpid()}-fwd.fif")
+            mne.write_forward_solution(tmp, fwd, overwrite=True, verbose="error")
+            os.replace(tmp, fwd_file)
+    with _timed(job.subject, "covariance + inverse + morph"):
+        cov = noise_covariance(epochs, job.config.covariance, seed=job.config.seed)
+        inv = make_inverse(info, fwd, cov, cfg)
+        morph = make_morph(fwd["src"], subject_from=anat.fs_subject, subjects_dir=staged, cfg=cfg)
+    return InverseModel(inv, morph, cfg.method, 1.0 / cfg.snr ** 2, cfg.orientation), staged, anat
+
+
+def localize(job: SubjectJob, stimuli: list[str], epochs_store: "ZarrStore", epochs_unit: "Unit",
+             sources_store: "ZarrStore", sources_unit: "Unit") -> dict:
+    """Sources of the kept ``stimuli``, written with the sensor epochs as this subject's units.
+
+    Returns
+    -------
+    dict
+        Summary (shapes, inverse settings) for the log.
+    """
+    import dask
+    import dask.array as da
+    import mne
+
+    from mfrs.errors import InputDataError
+    from mfrs.meg.epochs import hilbert_envelope
+    from mfrs.meg.regions import vertex_table
+    from mfrs.meg.sources import apply_inverse_analytic, apply_inverse_real
+
+    cfg = job.config
+    epochs = mne.read_epochs(epochs_path(job), preload=True, verbose="error")
+    ids = epochs.metadata["stimulus"].to_numpy(str)
+    keep = np.isin(ids, stimuli)
+    model, staged, anat = inverse_model(job, epochs.info, epochs)
+
+    store_ch = epochs_store.dataset(warn_incomplete=False)
+    channels = [str(c) for c in store_ch["channel"].values]
+    times = store_ch["time"].values
+    if len(times) != len(epochs.times) or not np.allclose(times, epochs.times, atol=1e-6):
+        raise InputDataError(
+            f"sub-{job.subject}: epochs of {epochs_path(job)} have {len(epochs.times)} samples at "
+            f"{epochs.info['sfreq']} Hz, the store {len(times)}; subjects differ in sampling rate: "
+            "set meg.epochs.resample_sfreq")
+    vt = vertex_table(staged, anat.parcellation, cfg.source.grid, drop=cfg.source.drop_regions)
+    src_ds = sources_store.dataset(warn_incomplete=False)
+    rows = vt["row"].sel(vertex=src_ds["vertex"].values).values
+
+    sensor = np.full((len(cfg.signals), len(stimuli), len(channels), len(times)), np.nan, np.float32)
+    ch_idx = [epochs.ch_names.index(c) if c in epochs.ch_names else -1 for c in channels]
+    have = [i for i, j in enumerate(ch_idx) if j >= 0]
+    kept_idx = np.flatnonzero(keep)
+
+    # broadband: average sensors per stimulus, then one inverse per stimulus
+    avg = _average(epochs.get_data()[keep], ids[keep], stimuli).astype(np.float64)
+    sensor[0][:, have] = avg[:, [ch_idx[i] for i in have]]
+    for k, band in enumerate(cfg.envelopes, start=1):
+        analytic = np.load(_band_path(job, band), mmap_mode="r")
+        sensor_env = np.stack([hilbert_envelope(analytic[i]) for i in kept_idx])
+        sensor[k][:, have] = _average(sensor_env, ids[keep], stimuli)[:, [ch_idx[i] for i in have]]
+
+    def block(k: int, t0: int, t1: int) -> np.ndarray:
+        """Sources of signal ``k`` in samples ``t0:t1`` -> ``(1, 1, stimulus, time, vertex)``.
+
+        The inverse and the morph act on each sample alone, and envelopes come from
+        the continuous analytic signal, so a time block needs only its own samples.
+        """
+        tmin = float(epochs.times[t0])
+        if k == 0:
+            ep = mne.EpochsArray(avg[:, :, t0:t1], epochs.info, tmin=tmin, verbose="error")
+            out = apply_inverse_real(ep, model)
+        else:
+            analytic = np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r")
+            ep = mne.EpochsArray(np.stack([analytic[i, :, t0:t1] for i in kept_idx]), epochs.info,
+                                 tmin=tmin, verbose="error")
+            out = _average(apply_inverse_analytic(ep, model), ids[keep], stimuli)
+        return out[None, None][..., rows]
+
+    # a lazy array, one block per (signal, time chunk), written block by block: a subject
+    # never holds more than one time block of sources (38.6 GB per signal at study size)
+    t_edges = np.cumsum((0,) + src_ds["activity"].chunks[3])
+    lazy = da.concatenate([
+        da.concatenate([da.from_delayed(dask.delayed(block)(k, int(t0), int(t1)),
+                                        shape=(1, 1, len(stimuli), int(t1 - t0), len(rows)),
+                                        dtype=np.float32)
+                        for t0, t1 in zip(t_edges[:-1], t_edges[1:])], axis=3)
+        for k in range(len(cfg.signals))], axis=1)
+
+    subject = f"sub-{job.subject}"
+    coords = {"subject": [subject], "signal": cfg.signals, "stimulus": stimuli, "time": times}
+    epochs_store.write_unit(epochs_unit, xr.Dataset(
+        {"data": (("subject", "signal", "stimulus", "channel", "time"), sensor[None])},
+        coords={**coords, "channel": channels}))
+    with _timed(job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
+        sources_store.write_unit(sources_unit, xr.Dataset(
+            {"activity": (("subject", "signal", "stimulus", "time", "vertex"), lazy)},
+            coords={**coords, "vertex": src_ds["vertex"].values}))
+    return {"subject": subject, "stimuli": len(stimuli), "vertices": int(len(rows)),
+            "method": cfg.source.method}
