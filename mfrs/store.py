@@ -232,7 +232,9 @@ class ZarrStore:
         encoding = {name: {"chunks": tuple(max(c) for c in var.chunks)}
                     for name, var in template.data_vars.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = template.copy()
+        # Coordinates are written now, with the metadata: lazy ones (e.g. read from another
+        # store) would otherwise be left as fill values by to_zarr(compute=False).
+        tmp = template.assign_coords({name: coord.compute() for name, coord in template.coords.items()})
         tmp.attrs = attrs
         for var in tmp.variables.values():
             # Encodings read from another store (fixed string widths, codecs) would truncate

@@ -171,3 +171,14 @@ def test_store_metadata_stays_small_for_many_items(tmp_path):
                           coords={"item": [f"identity-{i:06d}/image.jpg" for i in range(n)]})
     store = ZarrStore.create(tmp_path / "s.zarr", template, unit_dims=("item",), provenance=_prov())
     assert (store.path / "zarr.json").stat().st_size < 50_000
+
+
+def test_lazy_coordinates_of_the_template_are_stored(tmp_path):
+    """Coords read lazily from another store (dask-backed) must be written with the metadata."""
+    template = _template().assign_coords(
+        category=("stimulus", da.from_array(np.array(["famous", "famous", "unfamiliar", "scrambled"]), chunks=2)),
+        depth=("stimulus", da.from_array(np.array([0.0, 0.5, 0.75, 1.0]), chunks=2)))
+    store = ZarrStore.create(tmp_path / "s.zarr", template, unit_dims=("subject",), provenance=_prov())
+    ds = store.dataset(warn_incomplete=False)
+    assert list(ds.category.values) == ["famous", "famous", "unfamiliar", "scrambled"]
+    np.testing.assert_array_equal(ds.depth.values, [0.0, 0.5, 0.75, 1.0])

@@ -447,3 +447,19 @@ def row_dots(a, b, out):
         for p in range(x.shape[0]):
             s += np.float64(x[p]) * np.float64(y[p])
         out[r] = s
+
+
+@njit(cache=True, nogil=True)
+def mean_first_axis(x, out):
+    """Mean over the first axis accumulated in float64: ``(S, R, P) -> out (R, P)``."""
+    ns = x.shape[0]
+    acc = np.empty(x.shape[2], np.float64)
+    for r in range(x.shape[1]):
+        acc[:] = 0.0
+        for s in range(ns):
+            src = x[s, r]
+            for p in range(acc.shape[0]):
+                acc[p] += src[p]
+        dst = out[r]
+        for p in range(acc.shape[0]):
+            dst[p] = acc[p] / ns

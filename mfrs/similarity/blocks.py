@@ -13,6 +13,7 @@ import numpy as np
 
 from mfrs.errors import InputDataError
 from mfrs.similarity import _kernels as K
+from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "as_float",
     "normalize_patterns",
     "rdm_block",
+    "rdm_into",
     "crossnobis_block",
     "rank_block",
     "spearman_prepare",
@@ -85,7 +87,7 @@ def _gram_upper(z: np.ndarray, offset: float, scale: float, absolute: bool, out:
 
     syrk = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
     n = z.shape[1]
-    square = np.empty((min(_GRAM_BATCH, z.shape[0]), n, n), dtype=z.dtype)
+    square = scratch("gram", (min(_GRAM_BATCH, z.shape[0]), n, n), z.dtype)
     for start in range(0, z.shape[0], _GRAM_BATCH):
         chunk = z[start : start + _GRAM_BATCH]
         for b in range(chunk.shape[0]):
@@ -108,9 +110,18 @@ def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
         Any but ``crossnobis`` (see :func:`crossnobis_block`).
     """
     x = as_float(x)
-    *batch, n, f = x.shape
+    *batch, n, _ = x.shape
+    out = np.empty((*batch, n_pairs(n)), dtype=x.dtype)
+    rdm_into(x, metric, out)
+    return out
+
+
+def rdm_into(x: np.ndarray, metric: Dissimilarity, out: np.ndarray) -> None:
+    """:func:`rdm_block` writing into ``out`` ``(..., pair)`` (C-contiguous, the dtype of ``as_float(x)``)."""
+    x = as_float(x)
+    n, f = x.shape[-2:]
     flat = x.reshape(-1, n, f)
-    out = np.empty((flat.shape[0], n_pairs(n)), dtype=x.dtype)
+    out = out.reshape(flat.shape[0], n_pairs(n))
     if metric in ("correlation", "abs_correlation", "cosine"):
         z = normalize_patterns(flat, center=metric != "cosine")
         _gram_upper(z, 1.0, -1.0, metric == "abs_correlation", out)
@@ -124,7 +135,6 @@ def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
             out[sl] = np.sqrt(d2) if metric == "euclidean" else d2
     else:
         raise ValueError(f"rdm_block does not compute metric {metric!r}")
-    return out.reshape(*batch, out.shape[1])
 
 
 def crossnobis_block(x: np.ndarray, precision: np.ndarray | None) -> np.ndarray:
@@ -156,7 +166,7 @@ def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray) -> np.ndarray:
     """Ranks minus ``center`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
     rows, n = flat.shape
     ties = np.empty(rows)
-    packed = np.empty((min(rows, _RANK_ROWS), n), np.uint64)
+    packed = scratch("rank_keys", (min(rows, _RANK_ROWS), n), np.uint64)
     nan = np.empty(rows, np.bool_)
     for start in range(0, rows, _RANK_ROWS):
         stop = min(start + _RANK_ROWS, rows)
@@ -186,28 +196,34 @@ def rank_block(v: np.ndarray) -> np.ndarray:
     return out.reshape(v.shape)
 
 
-def spearman_prepare(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spearman_prepare(v: np.ndarray, *, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centred unit-norm ranks and the norm of the centred ranks.
 
     ``(..., pair) -> (..., pair), (...)``. The ranks are ``prepared * norm + (n + 1) / 2``;
     a constant or NaN vector gives a NaN row (norm 0 or NaN).
+
+    Parameters
+    ----------
+    out : ndarray, optional
+        C-contiguous array of ``v``'s shape and float dtype receiving the prepared rows;
+        may be ``v`` itself (ranked in place).
     """
     v = as_float(v)
     flat = v.reshape(-1, v.shape[-1])
     n = flat.shape[1]
-    out = np.empty_like(flat)
+    res = np.empty_like(flat) if out is None else out.reshape(flat.shape)
     if v.dtype == np.float32:
-        ties = _rank_f32(flat, (n + 1) / 2.0, out)
+        ties = _rank_f32(flat, (n + 1) / 2.0, res)
         norm = np.sqrt(np.maximum((float(n) ** 3 - n - ties) / 12.0, 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out *= np.where(norm > 0, 1.0 / norm, np.nan).astype(out.dtype)[:, None]
+            res *= np.where(norm > 0, 1.0 / norm, np.nan).astype(res.dtype)[:, None]
     else:
-        K.rank_rows_sorted(flat, out)
-        out -= (n + 1) / 2.0
-        norm = np.sqrt(np.einsum("rp,rp->r", out, out))
+        K.rank_rows_sorted(flat, res)
+        res -= (n + 1) / 2.0
+        norm = np.sqrt(np.einsum("rp,rp->r", res, res))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out /= np.where(norm > 0, norm, np.nan)[:, None]
-    return out.reshape(v.shape), norm.reshape(v.shape[:-1])
+            res /= np.where(norm > 0, norm, np.nan)[:, None]
+    return res.reshape(v.shape), norm.reshape(v.shape[:-1])
 
 
 def _unit(v: np.ndarray, *, center: bool) -> np.ndarray:

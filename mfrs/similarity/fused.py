@@ -25,9 +25,11 @@ from mfrs.similarity.blocks import (
     noise_ceiling_block,
     prepare_block,
     rdm_block,
+    rdm_into,
     spearman_prepare,
 )
 from mfrs.similarity.nulls import null_block, null_block_labels
+from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
 
 __all__ = ["rsa_block", "model_matrix", "FAST_METHODS"]
@@ -35,7 +37,8 @@ __all__ = ["rsa_block", "model_matrix", "FAST_METHODS"]
 #: Comparators with the fused fast path (an inner product of prepared vectors).
 FAST_METHODS: tuple[str, ...] = ("spearman", "pearson", "cosine")
 
-#: ``rdm_sink(t0, rdms)``: receives the raw RDMs ``(subject, time_batch, pair)`` of times ``t0:``.
+#: ``rdm_sink(t0, rdms)``: receives the raw RDMs ``(subject, time_batch, pair)`` of times ``t0:``
+#: (a reused buffer: copy what you keep).
 RdmSink = Callable[[int, np.ndarray], None]
 
 
@@ -105,6 +108,34 @@ def _split_half(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, method: Comparat
     return out
 
 
+def _fast_batch(x: np.ndarray, metric: Dissimilarity, method: Comparator, model_t: np.ndarray,
+                r_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RDMs, their prepared vectors and r against the layers for one time batch, in reused buffers.
+
+    ``(subject, tb, stimulus, feature) -> rdms (subject, tb, pair)``, prepared vectors
+    ``u (subject + 1, tb, pair)`` and pooling weights ``w (subject + 1, tb)`` (the group
+    mean RDM last); ``r_out (subject + 1, tb, layer)`` receives r. The arrays live in
+    per-thread scratch buffers, valid until the next call.
+    """
+    n_sub, tb = x.shape[:2]
+    n = x.shape[2]
+    p = n * (n - 1) // 2
+    dtype = np.float32 if x.dtype == np.float32 else np.float64
+    both = scratch("fused_rdms", (n_sub + 1, tb, p), dtype)  # subject RDMs, then the group mean RDM
+    rdm_into(x, metric, both[:n_sub])
+    K.mean_first_axis(both[:n_sub], both[n_sub])
+    if method == "spearman":
+        u, w = spearman_prepare(both, out=scratch("fused_u", both.shape, dtype))
+    else:
+        u, w = _prepare(both, method)
+    flat = u.reshape(-1, p)
+    rr = scratch("fused_r", (flat.shape[0], model_t.shape[1]), flat.dtype)
+    np.matmul(flat, model_t if model_t.dtype == flat.dtype else model_t.astype(flat.dtype), out=rr)
+    np.clip(rr, -1.0, 1.0, out=rr)
+    r_out[...] = rr.reshape(n_sub + 1, tb, -1)
+    return both[:n_sub], u, w
+
+
 def rsa_block(
     x: np.ndarray,
     model: np.ndarray,
@@ -160,23 +191,21 @@ def rsa_block(
     null_all = np.empty((n_perm, n_time, n_layer), np.float32) if n_perm else None
     for t0 in range(0, n_time, time_batch):
         tb = slice(t0, min(t0 + time_batch, n_time))
-        rdms = rdm_block(x[:, tb], metric)  # (subject, tb, pair)
-        if rdm_sink is not None:
-            rdm_sink(t0, rdms)
-        group = rdms.mean(axis=0, dtype=np.float64).astype(rdms.dtype)[None]
         if fast:
-            both = np.concatenate([rdms, group], axis=0)
-            u, w = _prepare(both, method)
-            flat = u.reshape(-1, u.shape[-1])
-            rr = flat @ model_t if flat.dtype == model_t.dtype else flat @ model_t.astype(flat.dtype)
-            r[:, tb] = np.clip(rr, -1.0, 1.0).reshape(n_sub + 1, -1, n_layer)
+            rdms, u, w = _fast_batch(x[:, tb], metric, method, model_t, r[:, tb])
             group_u = u[-1]
+            if rdm_sink is not None:
+                rdm_sink(t0, rdms)
             if ceiling and n_sub >= 2:
                 lo, up = _ceiling(rdms, u[:-1], w[:-1], group_u, method, pooling)
                 lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
             if split_half is not None and n_sub >= 2:
                 split_half[tb] = _split_half(rdms, u[:-1], w[:-1], method, pooling, splits).mean(axis=0)
         else:
+            rdms = rdm_block(x[:, tb], metric)  # (subject, tb, pair)
+            if rdm_sink is not None:
+                rdm_sink(t0, rdms)
+            group = rdms.mean(axis=0, dtype=np.float64).astype(rdms.dtype)[None]
             both = np.concatenate([rdms, group], axis=0)
             prepared = prepare_block(both, method)
             r[:, tb] = compare_block(prepared, model, method, prepared=True)

@@ -6,6 +6,7 @@ import numpy as np
 
 from mfrs.similarity import _kernels as K
 from mfrs.similarity.blocks import compare_block, n_pairs
+from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, PermutationScheme
 
 __all__ = ["draw_pair_permutations", "draw_stimulus_permutations", "null_block", "null_block_labels",
@@ -68,7 +69,7 @@ def null_block(brain: np.ndarray, model: np.ndarray, pair_perms: np.ndarray, met
     src = np.ascontiguousarray(brain if gather_brain else model, dtype=dtype)
     other = np.ascontiguousarray(model if gather_brain else brain, dtype=dtype)
     step = _stack_rows(src.shape[0], p, src.itemsize, max_bytes)
-    stack = np.empty((min(step, n_perm) * src.shape[0], p), dtype=dtype)
+    stack = scratch("null_stack", (min(step, n_perm) * src.shape[0], p), dtype)  # reused: no page faults
     for start in range(0, n_perm, step):
         idx = np.ascontiguousarray(pair_perms[start : start + step], dtype=np.int64)
         if not gather_brain:
@@ -119,8 +120,8 @@ def null_block_labels(brain: np.ndarray, model: np.ndarray, perms: np.ndarray, m
     if not gather_brain:
         perms = np.ascontiguousarray(np.argsort(perms, axis=1))
     step = _stack_rows(src.shape[0], p, src.itemsize, max_bytes)
-    stack = np.empty((min(step, n_perm) * src.shape[0], p), dtype=dtype)
-    square = np.empty((n, n), dtype=dtype)
+    stack = scratch("null_stack", (min(step, n_perm) * src.shape[0], p), dtype)  # reused: no page faults
+    square = scratch("null_square", (n, n), dtype)
     for start in range(0, n_perm, step):
         chunk = perms[start : start + step]
         k = chunk.shape[0]

@@ -109,6 +109,8 @@ REFERENCE: dict[str, Callable] = {
     "rdm:crossnobis": rsatoolbox_crossnobis,
     # ranking: (pair,) -> (pair,)
     "rank": ss.rankdata,
+    # group RDM: (subject, time, pair) -> (time, pair)
+    "mean:first_axis": lambda x: np.mean(np.asarray(x, np.float64), axis=0),
     # comparators: (pair,), (pair,) -> float
     "compare:spearman": lambda a, b: float(ss.spearmanr(a, b)[0]),
     "compare:pearson": lambda a, b: float(ss.pearsonr(a, b)[0]),

@@ -240,3 +240,21 @@ def test_permutation_p_matches_loops():
                 assert res["cluster_mass"][g, run[0], layer] == pytest.approx(mass)
                 assert res["p_cluster"][g, run[0], layer] == pytest.approx((np.sum(np.array(null_max) >= mass) + 1) / 41)
     assert res["p_cluster"][1, 2, 0] == pytest.approx(1 / 41)
+
+
+def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 12, 5)).astype(np.float32)
+    out = np.empty((2, 3, B.n_pairs(12)), np.float32)
+    B.rdm_into(x, "correlation", out)
+    for i in range(2):
+        for t in range(3):
+            np.testing.assert_allclose(out[i, t], REFERENCE["rdm:correlation"](x[i, t].astype(np.float64)), atol=2e-6)
+    v = np.round(out, 2)  # ties
+    expected = [REFERENCE["rank"](row) for row in v.reshape(-1, v.shape[-1])]
+    prepared, norm = B.spearman_prepare(v, out=v)  # ranked in place
+    assert np.shares_memory(prepared, v)
+    for row, norm_r, ranks in zip(prepared.reshape(-1, v.shape[-1]), norm.ravel(), expected, strict=True):
+        c = ranks - ranks.mean()
+        assert norm_r == pytest.approx(np.linalg.norm(c), rel=1e-9)
+        np.testing.assert_allclose(row, c / np.linalg.norm(c), atol=1e-6)

@@ -50,3 +50,30 @@ def test_rsa_block_permutation_p_matches_brute_force():
         np.testing.assert_allclose(out["p"][t], ((null >= obs - 1e-6).sum(0) + 1) / 51, atol=1e-6)
         np.testing.assert_allclose(out["p_fwe_layer"][t], ((null.max(1)[:, None] >= obs - 1e-6).sum(0) + 1) / 51,
                                    atol=1e-6)
+
+
+def test_rsa_block_scratch_reuse_across_shapes_and_threads():
+    """Reused per-thread buffers: calls of different sizes, also from two threads at once, stay exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    pdist, rho = REFERENCE["rdm:correlation"], REFERENCE["compare:spearman"]
+    cases = []
+    for n_sub, n_time, n in [(3, 5, 14), (2, 3, 9), (4, 2, 14)]:
+        x = rng.standard_normal((n_sub, n_time, n, 4)).astype(np.float32)
+        model = rng.random((2, n_pairs(n)))
+        cases.append((x, model))
+
+    def run(case):
+        x, model = case
+        return rsa_block(x, prepare_block(model.astype(np.float32), "spearman"), time_batch=2)["r"]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, cases * 2))
+    for (x, model), r in zip(cases * 2, results, strict=True):
+        for t in range(x.shape[1]):
+            rdms = np.stack([pdist(x[s, t].astype(np.float64)) for s in range(x.shape[0])])
+            for layer in range(model.shape[0]):
+                for s in range(x.shape[0]):
+                    assert r[s, t, layer] == pytest.approx(rho(rdms[s], model[layer]), abs=2e-5)
+                assert r[-1, t, layer] == pytest.approx(rho(rdms.mean(0), model[layer]), abs=2e-5)

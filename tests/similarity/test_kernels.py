@@ -88,3 +88,11 @@ def test_gather_relabelled_matches_pair_index_gather():
         for b in range(3):
             sq = squareform(v[b])
             np.testing.assert_array_equal(out[k * 3 + b], squareform(sq[np.ix_(perms[k], perms[k])], checks=False))
+
+
+def test_mean_first_axis_matches_float64_mean():
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((7, 3, 1001)) * 1e3 + 1e4).astype(np.float32)
+    out = np.empty((3, 1001), np.float32)
+    K.mean_first_axis(x, out)
+    np.testing.assert_allclose(out, REFERENCE["mean:first_axis"](x), rtol=1e-7)
