@@ -190,17 +190,26 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
 
     from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
     from mfrs.errors import StoreError
+    from mfrs.pipeline import stage_outputs
     from mfrs.stage import Plan, format_bytes
+    from mfrs.store import ZarrStore
 
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
     plans = []
     for name in select_stages(pipe, _split(stages)):
         module = stage_module(name)
+        cfg = stage_config(module, pipe)
         try:
-            p = module.plan(config=stage_config(module, pipe), catalog=catalog)
+            p = module.plan(config=cfg, catalog=catalog)
         except StoreError as exc:  # an input written by an earlier stage that has not run yet
             p = Plan(stage=name, notes=[f"cannot be sized before its inputs exist: {exc}"])
+        outs = [catalog.entry(o) for o in stage_outputs(module, cfg, catalog)]
+        existing = [o for o in outs if o.kind == "zarr" and (Path(o.uri) / "zarr.json").exists()]
+        if len(outs) == 1 and existing:  # finished units are not work left to do
+            store = ZarrStore.open(existing[0].uri, entry_name=existing[0].name)
+            if len(store.units()) == p.n_units:
+                p.n_tasks = len(store.missing_units())
         if worker_memory:
             p.check_fits(parse_bytes(worker_memory))
         plans.append(p)
@@ -208,6 +217,11 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
         return
     for p in plans:
+        if not p.n_units:
+            click.echo(f"{p.stage}: not sized yet")
+            for note in p.notes:
+                click.echo(f"  note: {note}")
+            continue
         click.echo(f"{p.stage}: {p.n_tasks} of {p.n_units} task(s) to run, "
                    f"{format_bytes(p.memory_per_task)} per task, ~{p.seconds:.0f} s on one core"
                    + (f", {p.flops:.3g} FLOP" if p.flops else ""))

@@ -89,3 +89,9 @@ def test_import_mfrs_loads_no_heavy_dependency():
             "'distributed', 'xarray', 'zarr'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_plan_before_any_run_sizes_what_it_can(tmp_path):
+    out = _mfrs("plan", "demo", root=tmp_path).stdout
+    assert "stimuli: 3 of 3 task(s) to run" in out
+    assert "similarity: not sized yet" in out and "run the 'meg' stage first" in out

@@ -148,7 +148,16 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
 
 
 def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
-    return xr.open_zarr(catalog.path("sources")), xr.open_zarr(catalog.path("model_rdms"))
+    from mfrs.errors import StoreError
+
+    opened = []
+    for name, writer in (("sources", "meg"), ("model_rdms", "model_rdms")):
+        path = catalog.path(name)
+        if not path.exists():
+            raise StoreError(f"similarity: input {name!r} (catalog entry) does not exist at {path}; "
+                             f"run the {writer!r} stage first.")
+        opened.append(xr.open_zarr(path))
+    return opened[0], opened[1]
 
 
 def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_vertices: int, n_time: int,
