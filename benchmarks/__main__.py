@@ -23,8 +23,9 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {', '.join(available)}", file=sys.stderr)
         return 2
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    from mfrs.cluster import WORKER_ENV
+
+    env = {**os.environ, **WORKER_ENV, "PYTHONUNBUFFERED": "1"}
     status = 0
     for name in chosen:
         print(f"=== benchmark {name} ({available[name].name}) ===", flush=True)

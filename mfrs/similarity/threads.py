@@ -15,17 +15,10 @@ import os
 import threading
 from collections.abc import Iterator
 
-__all__ = ["single_threaded", "in_dask_worker", "BLAS_ENV"]
+__all__ = ["single_threaded", "in_dask_worker"]
 
 log = logging.getLogger("mfrs.similarity")
 
-#: Environment variables that cap BLAS/OpenMP pools of processes started later (benchmarks, workers).
-BLAS_ENV: dict[str, str] = {
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
 
 _logged = threading.Event()
 
