@@ -134,8 +134,13 @@ class ZarrStore:
     """
 
     def __init__(self, path: str | Path, *, unit_dims: tuple[str, ...], unit_chunks: dict[str, list[int]],
-                 coords: dict[str, list], fingerprint: str, entry_name: str | None = None):
+                 coords: dict[str, list], fingerprint: str, structure: dict[str, Any],
+                 entry_name: str | None = None):
         self.path = Path(path)
+        # Layout read once at open: write_unit checks against it without touching the store.
+        self._sizes: dict[str, int] = dict(structure["dims"])
+        self._variables: dict[str, tuple[tuple[str, ...], np.dtype]] = {
+            name: (tuple(dims), np.dtype(dtype)) for name, (dims, dtype) in structure["variables"].items()}
         self.unit_dims = tuple(unit_dims)
         self.unit_chunks = {k: list(v) for k, v in unit_chunks.items()}
         self._coords = coords
@@ -271,7 +276,8 @@ class ZarrStore:
         coords = {d: np.asarray(ds[d].values).tolist() if d in ds.coords else list(range(ds.sizes[d]))
                   for d in unit_dims}
         return cls(path, unit_dims=unit_dims, unit_chunks=meta["unit_chunks"], coords=coords,
-                   fingerprint=ds.attrs.get("provenance", {}).get("fingerprint", ""), entry_name=entry_name)
+                   fingerprint=ds.attrs.get("provenance", {}).get("fingerprint", ""),
+                   structure=meta["structure"], entry_name=entry_name)
 
     def _attrs(self) -> dict[str, Any]:
         return json.loads((self.path / "zarr.json").read_text()).get("attributes", {})
@@ -341,9 +347,8 @@ class ZarrStore:
         StoreError
             Missing variables, a wrong shape, or coordinates that do not match.
         """
-        template = xr.open_zarr(self.path, chunks=None, consolidated=True)
-        missing = sorted(set(template.data_vars) - set(data.data_vars))
-        extra = sorted(set(data.data_vars) - set(template.data_vars))
+        missing = sorted(set(self._variables) - set(data.data_vars))
+        extra = sorted(set(data.data_vars) - set(self._variables))
         if missing or extra:
             raise StoreError(
                 f"{self._label}, unit {unit.key}: data variables do not match the store "
@@ -360,20 +365,20 @@ class ZarrStore:
                                  f"do not match the store's {expected[:5]}...; never rely on positional order, "
                                  f"select with .sel({dim}=...) first.")
         for name, var in data.data_vars.items():
-            want = tuple(template[name].dims)
+            want = self._variables[name][0]
             if tuple(var.dims) != want:
                 if set(var.dims) != set(want):
                     raise StoreError(f"{self._label}, unit {unit.key}: variable {name!r} has dims {var.dims}, "
                                      f"the store has {want}.")
                 data[name] = var.transpose(*want)
             for dim in want:
-                if dim not in unit.region and data.sizes[dim] != template.sizes[dim]:
+                if dim not in unit.region and data.sizes[dim] != self._sizes[dim]:
                     raise StoreError(f"{self._label}, unit {unit.key}: variable {name!r} has {dim}="
-                                     f"{data.sizes[dim]}, the store has {template.sizes[dim]}.")
+                                     f"{data.sizes[dim]}, the store has {self._sizes[dim]}.")
         payload = data.drop_vars(list(data.coords)).drop_attrs()
-        region = {d: unit.region.get(d, slice(0, template.sizes[d])) for d in payload.dims}
+        region = {d: unit.region.get(d, slice(0, self._sizes[d])) for d in payload.dims}
         for name in payload.data_vars:
-            payload[name] = payload[name].astype(template[name].dtype, copy=False)
+            payload[name] = payload[name].astype(self._variables[name][1], copy=False)
         payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
         self._mark_complete(unit)
 
