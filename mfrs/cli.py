@@ -209,7 +209,7 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
         if len(outs) == 1 and existing:  # finished units are not work left to do
             store = ZarrStore.open(existing[0].uri, entry_name=existing[0].name)
             if len(store.units()) == p.n_units:
-                p.n_tasks = len(store.missing_units())
+                p.n_tasks = len(store.missing_units()) + (not store.is_final_complete())
         if worker_memory:
             p.check_fits(parse_bytes(worker_memory))
         plans.append(p)

@@ -36,6 +36,7 @@ __all__ = ["ZarrStore", "Unit", "MARKER_DIR"]
 log = logging.getLogger("mfrs.store")
 
 MARKER_DIR = ".mfrs-complete"
+_FINAL_MARKER = "_final.json"
 _STORE_ATTR = "mfrs_store"
 
 # Zarr v3 warns on fixed-width string coords and consolidated metadata, both of which
@@ -117,10 +118,12 @@ def _structure(ds: xr.Dataset) -> dict[str, Any]:
 
 
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    if old.get("final_variables", []) != new.get("final_variables", []):
+        return f"final variables differ ({old.get('final_variables', [])} vs {new.get('final_variables', [])})"
     for part in ("dims", "variables", "coords"):
-        if old[part] != new[part]:
-            keys = sorted(set(old[part]) | set(new[part]))
-            diffs = [k for k in keys if old[part].get(k) != new[part].get(k)]
+        if old.get(part) != new.get(part):
+            keys = sorted(set(old.get(part, {})) | set(new.get(part, {})))
+            diffs = [k for k in keys if old.get(part, {}).get(k) != new.get(part, {}).get(k)]
             return f"{part} differ ({', '.join(diffs[:5])})"
     return "structure differs"
 
@@ -135,7 +138,7 @@ class ZarrStore:
 
     def __init__(self, path: str | Path, *, unit_dims: tuple[str, ...], unit_chunks: dict[str, list[int]],
                  coords: dict[str, list], fingerprint: str, structure: dict[str, Any],
-                 entry_name: str | None = None):
+                 entry_name: str | None = None, final_variables: tuple[str, ...] = ()):
         self.path = Path(path)
         # Layout read once at open: write_unit checks against it without touching the store.
         self._sizes: dict[str, int] = dict(structure["dims"])
@@ -146,6 +149,7 @@ class ZarrStore:
         self._coords = coords
         self.fingerprint = fingerprint
         self.entry_name = entry_name
+        self.final_variables = tuple(final_variables)
 
     def __repr__(self) -> str:
         return f"ZarrStore({str(self.path)!r}, unit_dims={self.unit_dims})"
@@ -158,7 +162,7 @@ class ZarrStore:
     @classmethod
     def create(cls, path: str | Path, template: xr.Dataset, *, unit_dims: tuple[str, ...],
                provenance: dict[str, Any], overwrite: bool = False,
-               entry_name: str | None = None) -> ZarrStore:
+               entry_name: str | None = None, final_variables: tuple[str, ...] = ()) -> ZarrStore:
         """Create the store from ``template``, or reopen it to resume.
 
         Parameters
@@ -177,6 +181,9 @@ class ZarrStore:
             Delete an existing store first (finished units included).
         entry_name : str, optional
             Catalog entry name, for messages.
+        final_variables : tuple of str
+            Variables that units do not write; :meth:`write_final` fills them once
+            every unit is complete.
 
         Returns
         -------
@@ -191,6 +198,11 @@ class ZarrStore:
         path = Path(path)
         unit_chunks = _unit_chunks(template, tuple(unit_dims))
         structure = _structure(template)
+        unknown = sorted(set(final_variables) - set(template.data_vars))
+        if unknown:
+            raise StoreError(f"final variables {unknown} are not data variables of the template.")
+        if final_variables:  # absent otherwise, so stores made before final variables existed still resume
+            structure["final_variables"] = sorted(final_variables)
         fp = provenance["fingerprint"]
         label = f"store {path}" + (f" (catalog entry {entry_name!r})" if entry_name else "")
         if path.exists() and overwrite:
@@ -277,7 +289,8 @@ class ZarrStore:
                   for d in unit_dims}
         return cls(path, unit_dims=unit_dims, unit_chunks=meta["unit_chunks"], coords=coords,
                    fingerprint=ds.attrs.get("provenance", {}).get("fingerprint", ""),
-                   structure=meta["structure"], entry_name=entry_name)
+                   structure=meta["structure"], entry_name=entry_name,
+                   final_variables=tuple(meta["structure"].get("final_variables", ())))
 
     def _attrs(self) -> dict[str, Any]:
         return json.loads((self.path / "zarr.json").read_text()).get("attributes", {})
@@ -323,10 +336,22 @@ class ZarrStore:
         """Units without a valid completion mark."""
         return [u for u in self.units() if not self.is_complete(u)]
 
+    def is_final_complete(self) -> bool:
+        """True when the final variables are written (always True for a store without any)."""
+        if not self.final_variables:
+            return True
+        try:
+            return json.loads((self.path / MARKER_DIR / _FINAL_MARKER).read_text()).get(
+                "fingerprint") == self.fingerprint
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+
     def status(self) -> dict[str, Any]:
-        """Counts and keys of complete and missing units."""
+        """Counts and keys of complete and missing units (``final`` is listed as missing until written)."""
         units = self.units()
         missing = [u.key for u in units if not self.is_complete(u)]
+        if not self.is_final_complete():
+            missing.append("final:" + ",".join(self.final_variables))
         return {"path": str(self.path), "units": len(units), "complete": len(units) - len(missing),
                 "missing": missing}
 
@@ -339,16 +364,43 @@ class ZarrStore:
         unit : Unit
             From :meth:`units` or :meth:`missing_units`.
         data : xarray.Dataset
-            Every data variable of the store, covering exactly ``unit.region``; its
-            coordinates along the unit dims must equal the store's.
+            Every data variable of the store but the final ones, covering exactly
+            ``unit.region``; its coordinates along the unit dims must equal the store's.
 
         Raises
         ------
         StoreError
             Missing variables, a wrong shape, or coordinates that do not match.
         """
-        missing = sorted(set(self._variables) - set(data.data_vars))
-        extra = sorted(set(data.data_vars) - set(self._variables))
+        self._write_region(unit, data, set(self._variables) - set(self.final_variables))
+        self._mark(self._marker(unit), unit.key)
+
+    def write_final(self, unit: Unit, data: xr.Dataset) -> None:
+        """Write the final variables of ``unit``'s region; every unit must be complete.
+
+        Call :meth:`mark_final` once every unit's final variables are written.
+
+        Raises
+        ------
+        StoreError
+            Units are still missing, or ``data`` does not hold exactly the final variables.
+        """
+        if not self.final_variables:
+            raise StoreError(f"{self._label} declares no final variables; write units with write_unit.")
+        missing = self.missing_units()
+        if missing:
+            raise StoreError(f"{self._label}: final variables {list(self.final_variables)} need every unit, but "
+                             f"{len(missing)} are missing ({', '.join(u.key for u in missing[:3])}); rerun the "
+                             "stage to compute them first.")
+        self._write_region(unit, data, set(self.final_variables))
+
+    def mark_final(self) -> None:
+        """Mark the final variables written (after :meth:`write_final` for every unit)."""
+        self._mark(self.path / MARKER_DIR / _FINAL_MARKER, "final")
+
+    def _write_region(self, unit: Unit, data: xr.Dataset, expected_vars: set[str]) -> None:
+        missing = sorted(expected_vars - set(data.data_vars))
+        extra = sorted(set(data.data_vars) - expected_vars)
         if missing or extra:
             raise StoreError(
                 f"{self._label}, unit {unit.key}: data variables do not match the store "
@@ -380,13 +432,11 @@ class ZarrStore:
         for name in payload.data_vars:
             payload[name] = payload[name].astype(self._variables[name][1], copy=False)
         payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
-        self._mark_complete(unit)
 
-    def _mark_complete(self, unit: Unit) -> None:
-        marker = self._marker(unit)
+    def _mark(self, marker: Path, key: str) -> None:
         marker.parent.mkdir(exist_ok=True)
         tmp = marker.with_suffix(f".tmp-{os.getpid()}")
-        record = {"unit": unit.key, "fingerprint": self.fingerprint, "host": socket.gethostname(),
+        record = {"unit": key, "fingerprint": self.fingerprint, "host": socket.gethostname(),
                   "pid": os.getpid(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with open(tmp, "w") as fh:
             json.dump(record, fh)
@@ -417,4 +467,7 @@ class ZarrStore:
                 log.warning("%s: %d of %d units are not complete (%s%s); they read as fill values",
                             self._label, len(missing), len(self.units()),
                             ", ".join(u.key for u in missing[:3]), "..." if len(missing) > 3 else "")
+            elif not self.is_final_complete():
+                log.warning("%s: final variables %s are not written yet; they read as fill values",
+                            self._label, list(self.final_variables))
         return xr.open_zarr(self.path, chunks={}, consolidated=True)

@@ -182,3 +182,37 @@ def test_lazy_coordinates_of_the_template_are_stored(tmp_path):
     ds = store.dataset(warn_incomplete=False)
     assert list(ds.category.values) == ["famous", "famous", "unfamiliar", "scrambled"]
     np.testing.assert_array_equal(ds.depth.values, [0.0, 0.5, 0.75, 1.0])
+
+
+def _template_with_final() -> xr.Dataset:
+    t = _template()
+    return t.assign(total=(("subject", "stimulus", "time"), da.zeros((3, 4, 6), chunks=(1, 4, 3), dtype="float32")))
+
+
+def test_final_variables_are_written_after_every_unit(tmp_path):
+    store = ZarrStore.create(tmp_path / "s.zarr", _template_with_final(), unit_dims=("subject",), provenance=_prov(),
+                             final_variables=("total",))
+    units = store.units()
+    store.write_unit(units[0], _part(units[0], 1.0))  # units hold every variable but the final one
+    with pytest.raises(StoreError, match=r"need every unit, but 2 are missing \(subject=sub-02"):
+        store.write_final(units[0], _part(units[0], 0.0).rename(activity="total"))
+    for u in units[1:]:
+        store.write_unit(u, _part(u, float(units.index(u) + 1)))
+    assert store.status()["missing"] == ["final:total"] and not store.is_final_complete()
+    with pytest.raises(StoreError, match=r"missing \['total'\], unexpected \['activity'\]"):
+        store.write_final(units[0], _part(units[0], 0.0))
+    for i, u in enumerate(units):
+        store.write_final(u, _part(u, 10.0 * (i + 1)).rename(activity="total"))
+    store.mark_final()
+    reopened = ZarrStore.open(store.path)
+    assert reopened.is_final_complete() and reopened.status()["missing"] == []
+    ds = reopened.dataset().load()
+    np.testing.assert_array_equal(ds.total.sel(subject="sub-03"), 30.0)
+    np.testing.assert_array_equal(ds.activity.sel(subject="sub-02"), 2.0)
+
+
+def test_other_final_variables_are_refused_on_resume(tmp_path):
+    ZarrStore.create(tmp_path / "s.zarr", _template_with_final(), unit_dims=("subject",), provenance=_prov())
+    with pytest.raises(StoreError, match=r"final variables differ \(\[\] vs \['total'\]\)"):
+        ZarrStore.create(tmp_path / "s.zarr", _template_with_final(), unit_dims=("subject",), provenance=_prov(),
+                         final_variables=("total",))

@@ -6,9 +6,11 @@ vertex)``, vertex coord ``region``, stimulus coord ``category``) and ``model_rdm
 time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RDM,
 ``noise_ceiling_lower``/``_upper (signal, category, region, time)`` (and
 ``noise_ceiling_split_half`` with ``split_half``) and, with permutations,
-``p``/``p_fwe`` (max statistic over ``fwe_dims`` within the task's block) and, with
-``cluster``, ``p_cluster``/``cluster_mass`` (cluster mass over time within the block)
-``(signal, category, region, time, layer)`` of the group RDM. With ``store_rdms`` it
+``p``/``p_fwe`` (max statistic over ``fwe_dims``) and, with ``cluster``,
+``p_cluster``/``cluster_mass``/``cluster_threshold`` (cluster mass over the whole
+time axis) ``(signal, category, region, time, layer)`` of the group RDM; families
+that span several blocks are completed by one final task
+(:mod:`mfrs.similarity.families`). With ``store_rdms`` it
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
 RDMs are selections of its pairs). One task = one block of regions x one block of
 time for all subjects, reduced at once by :func:`mfrs.similarity.fused.rsa_block`.
@@ -28,6 +30,7 @@ from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.stage import Plan, StageConfig
+from mfrs.similarity.families import Families, families
 from mfrs.similarity.types import Alternative, BrainMode, Comparator, Pooling
 
 FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
@@ -38,11 +41,10 @@ NAME = "similarity"
 log = logging.getLogger("mfrs.similarity")
 
 StageCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
-#: Dims of the group r over which ``p_fwe`` takes the max statistic (within one block).
+#: Dims of the group r over which ``p_fwe`` takes the max statistic.
 FweDim = Literal["region", "time", "layer"]
 #: How stored brain RDMs are encoded.
 RdmStorage = Literal["none", "float32", "float16"]
-_FWE_AXIS = {"region": 0, "time": 1, "layer": 2}
 
 
 class Config(StageConfig):
@@ -64,8 +66,8 @@ class Config(StageConfig):
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
-                                   description="p_fwe: max statistic over these dims, within a block")
-    cluster: bool = Field(False, description="cluster-mass p over time (within a block's time range)")
+                                   description="p_fwe: max statistic over these dims (of the selected regions)")
+    cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
     cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
     split_half: int = Field(0, ge=0, description="random subject splits for the split-half noise ceiling")
     store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
@@ -250,8 +252,11 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     units = math.ceil(n_reg / config.region_block) * math.ceil(n_time / config.time_block)
     n_out = (n_sub + 1) * n_layer + 2 + (1 if config.split_half else 0)
     if config.n_permutations:
-        n_out += n_layer * (2 + 2 * config.cluster)
+        n_out += n_layer * (2 + 3 * config.cluster)
     out_bytes = 4 * n_sig * n_cat * n_reg * n_time * n_out + rdm_bytes * (n_sub + 1) * n_sig * n_reg * n_time * p
+    fam = families(config, n_reg, n_time)
+    summary_bytes = _summary_bytes(fam, config, n_sig=n_sig, n_cat=n_cat, n_reg=n_reg, n_time=n_time,
+                                   n_layer=n_layer)
     seconds = 0.0
     notes = [f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
              f"{config.n_permutations} permutations"]
@@ -263,15 +268,28 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
-    if config.n_permutations and (config.cluster or "time" in config.fwe_dims) and config.time_block < n_time:
-        notes.append(f"p_fwe/p_cluster families span one block ({config.time_block} of {n_time} times); "
-                     "set time_block to the number of times for whole-epoch families")
+    if fam.final_variables:
+        notes.append(f"{', '.join(fam.final_variables)}: families span several blocks; blocks store null "
+                     f"summaries ({summary_bytes / 2**20:.1f} MiB) and one final task merges them")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
-                  writes={"rsa": int(out_bytes)}, n_tasks=units, n_units=units, memory_per_task=memory,
+                  writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(fam.final_variables),
+                  n_units=units, memory_per_task=memory,
                   flops=float(flops + flops_perm), seconds=float(seconds), notes=notes)
     if config.worker_memory is not None:
         result.check_fits(parse_bytes(config.worker_memory))
     return result
+
+
+def _summary_bytes(fam: Families, cfg: Config, *, n_sig: int, n_cat: int, n_reg: int, n_time: int,
+                   n_layer: int) -> int:
+    """Bytes of the null summaries that blocks keep for family statistics spanning blocks."""
+    size = {"region": n_reg, "time": n_time, "layer": n_layer,
+            "region_block": math.ceil(n_reg / cfg.region_block), "time_block": math.ceil(n_time / cfg.time_block)}
+    per = 4 * n_sig * n_cat * cfg.n_permutations
+    total = per * math.prod(size[d] for d in fam.fwe_summary_dims[3:]) if fam.fwe_split else 0
+    if fam.cluster_split:
+        total += 4 * per * n_reg * size["time_block"] * n_layer
+    return int(total)
 
 
 @dataclass
@@ -286,13 +304,15 @@ class _Job:
 def _compute(job: _Job) -> None:
     from mfrs.similarity.blocks import prepare_block
     from mfrs.similarity.fused import model_matrix, rsa_block
-    from mfrs.similarity.nulls import draw_stimulus_permutations, permutation_p
+    from mfrs.similarity.families import block_statistics
+    from mfrs.similarity.nulls import draw_stimulus_permutations
     from mfrs.similarity.seeds import unit_rng
     from mfrs.similarity.threads import single_threaded
 
     cfg, unit = job.config, job.unit
     sources, models = xr.open_zarr(job.sources_path), xr.open_zarr(job.models_path)
     lay = layout(sources, cfg)
+    fam = families(cfg, len(lay.regions), lay.times.size)
     regions = unit.labels["region"]
     t_sl = unit.region["time"]
     starts = lay.starts[t_sl]
@@ -306,7 +326,8 @@ def _compute(job: _Job) -> None:
     r = np.full((n_sub + 1, *shape, n_layer), np.nan, np.float32)
     lower, upper = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
     split = np.full(shape, np.nan, np.float32)
-    stats = {k: np.full((*shape, n_layer), np.nan, np.float32) for k in ("p", "p_fwe", "p_cluster", "cluster_mass")}
+    stats = {k: np.full((*shape, n_layer), np.nan, np.float32) for k in _stat_names(cfg)}
+    deferred: dict[str, np.ndarray] = {}
     n_all = act.sizes["stimulus"]
     rdm_dtype = {"none": None, "float32": np.float32, "float16": np.float16}[cfg.store_rdms]
     rdms_out = None
@@ -361,12 +382,14 @@ def _compute(job: _Job) -> None:
                     if null is not None:
                         null[:, g] = out["null"]
                 if null is not None:
-                    res = permutation_p(r[-1, s, c], null, fwe_axes=tuple(_FWE_AXIS[d] for d in cfg.fwe_dims),
-                                        cluster_axis=1 if cfg.cluster else None, cluster_alpha=cfg.cluster_alpha,
-                                        two_sided=cfg.alternative == "two-sided")
+                    res, summaries = block_statistics(r[-1, s, c], null, fam)
                     for k, v in res.items():
                         stats[k][s, c] = v
+                    for k, v in summaries.items():
+                        deferred.setdefault(k, np.full((n_sig, n_cat, *v.shape), np.nan, np.float32))[s, c] = v
                     del null
+    if deferred:
+        _write_summaries(job, fam, unit, deferred)
     dims = ("signal", "category", "region", "time")
     data = xr.Dataset(
         {"r": (("subject", *dims, "layer"), r), "noise_ceiling_lower": (dims, lower),
@@ -375,7 +398,8 @@ def _compute(job: _Job) -> None:
     if cfg.split_half:
         data["noise_ceiling_split_half"] = (dims, split)
     for name in _stat_names(cfg):
-        data[name] = ((*dims, "layer"), stats[name])
+        if name not in fam.final_variables:
+            data[name] = ((*dims, "layer"), stats[name])
     if rdms_out is not None:
         data["rdm"] = (("subject", "signal", "region", "time", "pair"), rdms_out)
     job.store.write_unit(unit, data)
@@ -384,7 +408,25 @@ def _compute(job: _Job) -> None:
 def _stat_names(cfg: Config) -> list[str]:
     if not cfg.n_permutations:
         return []
-    return ["p"] + (["p_fwe"] if cfg.fwe_dims else []) + (["p_cluster", "cluster_mass"] if cfg.cluster else [])
+    return (["p"] + (["p_fwe"] if cfg.fwe_dims else [])
+            + (["p_cluster", "cluster_mass", "cluster_threshold"] if cfg.cluster else []))
+
+
+def _write_summaries(job: _Job, fam: Families, unit: Any, deferred: dict[str, np.ndarray]) -> None:
+    """Write a block's null summaries into the side stores (before the block's own completion mark)."""
+    from mfrs.similarity.families import CLUSTER_STORE, FWE_STORE, side_store_path
+    from mfrs.store import ZarrStore
+
+    for name, variables in ((FWE_STORE, ["fwe_null_max"]), (CLUSTER_STORE, [f"cluster_{k}" for k in
+                                                                           ("inner", "left", "right", "full")])):
+        if variables[0] not in deferred:
+            continue
+        side = ZarrStore.open(side_store_path(job.store.path, name), entry_name=f"rsa/{name}")
+        side_unit = next(u for u in side.units() if u.index == unit.index)
+        dims = fam.fwe_summary_dims if name == FWE_STORE else (
+            "signal", "category", "perm", "region", "time_block", "layer")
+        coords = {d: side_unit.labels[d] for d in dims if d in ("region", "time")}
+        side.write_unit(side_unit, xr.Dataset({v: (dims, deferred[v]) for v in variables}, coords=coords))
 
 
 def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config) -> xr.Dataset:
@@ -433,6 +475,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     """Create or resume ``rsa`` and compute every missing region x time block (one task each)."""
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
+    from mfrs.similarity.families import FinalizeJob, finalize, side_store_path, summary_templates
     from mfrs.store import ZarrStore
 
     from dask.utils import parse_bytes
@@ -450,8 +493,16 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     fps = {name: str(ds.attrs.get("provenance", {}).get("fingerprint", "")) for name, ds in
            (("sources", sources), ("model_rdms", models))}
     provenance = make_provenance(stage=NAME, config=config, inputs=fps, seed=config.seed, client=client)
-    store = ZarrStore.create(catalog.path("rsa"), _template(sources, models, lay, config), unit_dims=("region", "time"),
-                             provenance=provenance, overwrite=overwrite, entry_name="rsa")
+    fam = families(config, len(lay.regions), lay.times.size)
+    template = _template(sources, models, lay, config)
+    store = ZarrStore.create(catalog.path("rsa"), template, unit_dims=("region", "time"), provenance=provenance,
+                             overwrite=overwrite, entry_name="rsa", final_variables=fam.final_variables)
+    labels = {d: template[d].values for d in ("signal", "category", "region", "time", "layer")}
+    for name, (side, unit_dims) in summary_templates(fam, coords=labels, n_perm=config.n_permutations,
+                                                      region_block=config.region_block,
+                                                      time_block=config.time_block).items():
+        ZarrStore.create(side_store_path(store.path, name), side, unit_dims=unit_dims, provenance=provenance,
+                         entry_name=f"rsa/{name}")
     jobs = []
     for unit in store.units():
         if store.is_complete(unit):
@@ -461,3 +512,11 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
         jobs.append(_Job(store, unit, str(catalog.path("sources")), str(catalog.path("model_rdms")), config))
     if jobs:
         run_units(client, _compute, jobs, key=lambda j: j.unit.key, description=NAME, stage=NAME)
+    if store.is_final_complete():
+        if fam.final_variables:
+            log.info("similarity: final variables %s complete in %s, skipping", fam.final_variables, store.path)
+        return
+    log.info("similarity: merging the null summaries of %d blocks into %s", len(store.units()),
+             ", ".join(fam.final_variables))
+    run_units(client, finalize, [FinalizeJob(str(store.path), fam, config.n_permutations)], key=lambda j: j.key,
+              description=f"{NAME} (final)", stage=NAME)

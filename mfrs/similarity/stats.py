@@ -10,7 +10,7 @@ import xarray as xr
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.blocks import compare_block, n_stimuli_of_pairs, prepare_block
 from mfrs.similarity.compare import check_same_pairs
-from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
+from mfrs.similarity.nulls import draw_pair_permutations, null_block, permutation_p
 from mfrs.similarity.seeds import unit_rng
 from mfrs.similarity.threads import single_threaded
 from mfrs.similarity.types import COMPARATORS, Alternative, BootstrapOver, Comparator, PermutationScheme
@@ -97,31 +97,12 @@ def permutation_test(
         null = null_block(pa, pb, perms, method)
     shape = (*a_shape, *b_shape)
     r = r.reshape(shape)
-    null = null.reshape(n_permutations, *shape)
-    stat, null_stat = (np.abs(r), np.abs(null)) if alternative == "two-sided" else (r, null)
-
-    def _p(null_s: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        k = (null_s >= obs[None]).sum(axis=0)
-        return np.where(np.isnan(obs), np.nan, (k + 1.0) / (n_permutations + 1.0))
-
+    res = permutation_p(r, null.reshape(n_permutations, *shape), fwe_axes=tuple(dims.index(d) for d in fwe_dims),
+                        cluster_axis=dims.index(cluster_dim) if cluster_dim else None, cluster_alpha=cluster_alpha,
+                        two_sided=alternative == "two-sided")
     coords = {**{k: v for k, v in brain.coords.items() if pair_dim not in v.dims},
               **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
-    ds = xr.Dataset({"r": (dims, r), "p": (dims, _p(null_stat, stat))}, coords=coords)
-    if fwe_dims:
-        axes = tuple(1 + dims.index(d) for d in fwe_dims)
-        max_null = np.nanmax(null_stat, axis=axes, keepdims=True)[:, ...]
-        k = (max_null >= stat[None]).sum(axis=0)
-        ds["p_fwe"] = (dims, np.where(np.isnan(stat), np.nan, (k + 1.0) / (n_permutations + 1.0)))
-    if cluster_dim:
-        ax = dims.index(cluster_dim)
-        thr = np.quantile(null_stat, 1.0 - cluster_alpha, axis=0)
-        obs_t, null_t, thr_t = (np.moveaxis(x, ax + off, -1) for x, off in ((stat, 0), (null_stat, 1), (thr, 0)))
-        mass_at, _ = cluster_masses(np.nan_to_num(obs_t), obs_t > thr_t)
-        _, null_max = cluster_masses(np.nan_to_num(null_t), null_t > thr_t[None])
-        k = (null_max[..., None] >= mass_at[None]).sum(axis=0)
-        p_cl = np.where(mass_at > 0, (k + 1.0) / (n_permutations + 1.0), 1.0)
-        ds["cluster_mass"] = (dims, np.moveaxis(mass_at, -1, ax))
-        ds["p_cluster"] = (dims, np.moveaxis(p_cl, -1, ax))
+    ds = xr.Dataset({"r": (dims, r), **{k: (dims, v) for k, v in res.items()}}, coords=coords)
     ds.attrs = {"method": method, "n_permutations": n_permutations, "seed": seed, "scheme": scheme,
                 "alternative": alternative, "fwe_dims": ",".join(fwe_dims), "cluster_dim": cluster_dim or ""}
     return ds

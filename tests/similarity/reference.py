@@ -122,3 +122,14 @@ REFERENCE: dict[str, Callable] = {
                            "rho_a": "rho-a", "cosine": "cosine"},
     "noise_ceiling:rsatoolbox": rsatoolbox_noise_ceiling,
 }
+
+
+def max_run_mass_brute(values, supra) -> float:
+    """The largest sum over a run of consecutive supra-threshold points (0 if none), by a plain scan."""
+    best, run = 0.0, None
+    for v, s in zip(values, supra):
+        if s:
+            run = (run or 0.0) + v
+        elif run is not None:
+            best, run = max(best, run), None
+    return best if run is None else max(best, run)

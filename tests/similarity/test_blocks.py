@@ -9,7 +9,7 @@ from mfrs.errors import InputDataError
 from mfrs.similarity import blocks as B
 from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
 
-from .reference import REFERENCE, rsatoolbox_compare
+from .reference import REFERENCE, max_run_mass_brute, rsatoolbox_compare
 
 
 @pytest.mark.parametrize("metric", ["correlation", "abs_correlation", "euclidean", "sqeuclidean", "cosine"])
@@ -258,3 +258,20 @@ def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
         c = ranks - ranks.mean()
         assert norm_r == pytest.approx(np.linalg.norm(c), rel=1e-9)
         np.testing.assert_allclose(row, c / np.linalg.norm(c), atol=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.6, -0.5])
+def test_run_summaries_merged_across_blocks_match_a_brute_force_scan(threshold):
+    from mfrs.similarity.nulls import merge_run_summaries, run_summary
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((40, 23))  # negative masses too when the threshold is negative
+    supra = values > threshold
+    supra[:5] = True  # whole series supra-threshold
+    supra[5:8] = False
+    expect = np.array([max_run_mass_brute(v, s) for v, s in zip(values, supra)])
+    for edges in ([0, 23], [0, 1, 2, 3, 23], [0, 7, 8, 16, 23], list(range(24))):
+        parts = [run_summary(values[:, a:b], supra[:, a:b]) for a, b in zip(edges[:-1], edges[1:])]
+        got = merge_run_summaries(*(np.stack([p[k] for p in parts]) for k in ("inner", "left", "right", "full")),
+                                  axis=0)
+        np.testing.assert_allclose(got, expect, atol=1e-12, err_msg=f"blocks {edges}")

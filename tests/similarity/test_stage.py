@@ -10,7 +10,7 @@ from mfrs.errors import ConfigError
 from mfrs.similarity import stage
 from mfrs.similarity.blocks import n_pairs
 
-from .reference import REFERENCE
+from .reference import REFERENCE, max_run_mass_brute
 
 N_STIM, N_SUB, N_TIME = 18, 3, 10
 EFFECT = slice(3, 7)
@@ -146,3 +146,82 @@ def test_stage_region_selection_by_name_and_pattern(tmp_path, local_client):
     assert list(rsa.region.values) == ["r1", "r2"]
     with pytest.raises(ConfigError, match=r"regions \['FFA-\*'\] match no region of sources"):
         stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), stage.Config(regions=["FFA-*"]))
+
+
+def _brute_force_family_stats(sources, models, n_perm):
+    """r, p_fwe over every region x time x layer, and cluster stats over time, by scipy loops."""
+    from scipy.spatial.distance import squareform
+
+    from mfrs.similarity.nulls import draw_stimulus_permutations
+    from mfrs.similarity.seeds import unit_rng
+
+    perms = draw_stimulus_permutations(unit_rng(0, "permutation", "broadband", "all"), N_STIM, n_perm)
+    region_of = sources.region.values
+    act = sources.activity.sel(signal="broadband").values.astype(float)  # (subject, stimulus, time, vertex)
+    obs = np.empty((3, N_TIME, 3))
+    null = np.empty((n_perm, 3, N_TIME, 3))
+    for g, reg in enumerate(["r0", "r1", "r2"]):
+        v = region_of == reg
+        for t in range(N_TIME):
+            group = np.mean([REFERENCE["rdm:correlation"](act[s, :, t][:, v]) for s in range(N_SUB)], axis=0)
+            square = squareform(group)
+            for layer in range(3):
+                obs[g, t, layer] = REFERENCE["compare:spearman"](group, models.rdm.values[layer])
+                for k, perm in enumerate(perms):
+                    permuted = squareform(square[np.ix_(perm, perm)], checks=False)
+                    null[k, g, t, layer] = REFERENCE["compare:spearman"](permuted, models.rdm.values[layer])
+    p_fwe = ((null.max(axis=(1, 2, 3))[:, None, None, None] >= obs[None]).sum(0) + 1) / (n_perm + 1)
+    thr = np.quantile(null, 0.95, axis=0)
+    mass = np.zeros_like(obs)
+    p_cluster = np.ones_like(obs)
+    for g in range(3):
+        for layer in range(3):
+            supra = obs[g, :, layer] > thr[g, :, layer]
+            null_max = [max_run_mass_brute(null[k, g, :, layer], null[k, g, :, layer] > thr[g, :, layer])
+                        for k in range(n_perm)]
+            t = 0
+            while t < N_TIME:  # each observed run: its mass at every point, p against the null maxima
+                if supra[t]:
+                    end = t
+                    while end + 1 < N_TIME and supra[end + 1]:
+                        end += 1
+                    m = obs[g, t : end + 1, layer].sum()
+                    mass[g, t : end + 1, layer] = m
+                    p_cluster[g, t : end + 1, layer] = (np.sum(np.array(null_max) >= m) + 1) / (n_perm + 1)
+                    t = end + 1
+                else:
+                    t += 1
+    return obs, p_fwe, mass, p_cluster
+
+
+def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, caplog):
+    """p_fwe over every region x time x layer and clusters over time, with 1 region x 3 times per block."""
+    from mfrs.store import ZarrStore
+
+    sources, models = _write_inputs(tmp_path)
+    cat = _Catalog(tmp_path)
+    n_perm = 19
+    cfg = stage.Config(categories=["all"], region_block=1, time_block=3, n_permutations=n_perm,
+                       fwe_dims=["region", "time", "layer"], cluster=True)
+    plan = stage.plan(config=cfg, catalog=cat, calibrated=False)
+    assert plan.n_tasks == 3 * 4 + 1 and any("one final task merges them" in n for n in plan.notes)
+    stage.run(config=cfg, catalog=cat, client=local_client)
+    rsa = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
+    obs, p_fwe, mass, p_cluster = _brute_force_family_stats(sources, models, n_perm)
+    order = ("region", "time", "layer")
+    np.testing.assert_allclose(rsa.r.sel(subject="group").transpose(*order), obs, atol=1e-4)
+    np.testing.assert_allclose(rsa.p_fwe.transpose(*order), p_fwe, atol=1e-6)  # p is stored as float32
+    assert (p_fwe[1, EFFECT, 1] == 1 / 20).all() and (p_fwe[[0, 2]] > 0.05).all()  # the planted effect survives
+    np.testing.assert_allclose(rsa.cluster_mass.transpose(*order), mass, atol=1e-4)
+    np.testing.assert_allclose(rsa.p_cluster.transpose(*order), p_cluster, atol=1e-6)
+    assert mass[1, EFFECT, 1].min() > 2.4  # one cluster across the block edges at times 3 and 6
+    # resume: only the final task runs again when its mark is gone, with the same numbers
+    store = ZarrStore.open(tmp_path / "rsa.zarr")
+    (store.path / ".mfrs-complete" / "_final.json").unlink()
+    assert store.status()["missing"] == ["final:cluster_mass,p_cluster,p_fwe"]
+    caplog.set_level("INFO", logger="mfrs.similarity")
+    stage.run(config=cfg, catalog=cat, client=local_client)
+    assert sum("skipping" in m for m in caplog.messages) == 12 and any("merging" in m for m in caplog.messages)
+    again = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
+    np.testing.assert_array_equal(again.p_fwe, rsa.p_fwe)
+    assert ZarrStore.open(tmp_path / "rsa.zarr").is_final_complete()
