@@ -68,15 +68,31 @@ def main() -> None:
     # ---- ranking
     v = rdm_block(x[:16], "correlation")
     old = np.empty_like(v)
+    words = np.empty(v.shape, np.uint64)
+    K.pack_rank_keys(v, words, np.empty(16, np.bool_))
+    sorted_words, sorted_f32 = words.copy(), v.copy()
+
+    def sort_words() -> None:  # the floor of the packed-key method: numpy's SIMD sort alone
+        sorted_words[...] = words
+        sorted_words.sort(axis=-1)
+
+    def sort_f32() -> None:  # values only (no ranks): the floor of any sort of 32-bit keys
+        sorted_f32[...] = v
+        sorted_f32.sort(axis=-1)
+
     t = race({"mfrs": lambda: spearman_prepare(v), "radix": lambda: K.rank_rows_f32(v, old),
-              "scipy": lambda: [REFERENCE["rank"](r) for r in v[:2]]})
+              "scipy": lambda: [REFERENCE["rank"](r) for r in v[:2]], "words": sort_words, "f32": sort_f32})
     rows += [("Spearman ranking", "mfrs spearman_prepare (sort)", t["mfrs"] / 16, 0.5e-3),
-             ("Spearman ranking", "previous radix kernel", t["radix"] / 16, None),
+             ("Spearman ranking", "LSD radix kernel (3 x 11 bits)", t["radix"] / 16, None),
+             ("Spearman ranking", "floor: np.sort of packed words", t["words"] / 16, None),
+             ("Spearman ranking", "floor: np.sort of float32 values", t["f32"] / 16, None),
              ("Spearman ranking", "scipy rankdata", t["scipy"] / 2, None)]
 
-    # ---- fused: 8 subjects x 8 times (+ the group RDM), no ceiling / with ceiling
-    xs = x.reshape(4, 8, N_STIM, N_FEAT)[:, :8]
-    n_rdm = 4 * 8
+    # ---- fused: the study's 16 subjects x 4 times (+ the group RDM), no ceiling / with ceiling
+    n_sub_study = 16
+    xs = x[: n_sub_study * 2].reshape(n_sub_study, 2, N_STIM, N_FEAT)
+    xs = np.concatenate([xs, xs[:, ::-1] * np.float32(1.5)], axis=1)  # 4 times (scaled copies: other RDM values)
+    n_rdm = n_sub_study * 4
     t = race({"fused": lambda: rsa_block(xs, model, ceiling=False),
               "ceiling": lambda: rsa_block(xs, model, ceiling=True)}, rounds=3)
     rows += [("fused RDM->rank->r", "mfrs rsa_block, per subject RDM", t["fused"] / n_rdm, 1.0e-3),
