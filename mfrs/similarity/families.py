@@ -154,12 +154,33 @@ class FinalizeJob:
     key: str = "final"
 
 
+def _clusters_of_regions(group: xr.DataArray, threshold: xr.DataArray, runs: xr.Dataset,
+                         regions: slice) -> dict[str, np.ndarray]:
+    """``cluster_mass``/``p_cluster (signal, category, region, time, layer)`` of a block of regions.
+
+    One region at a time: the run summaries of one region over every time block and
+    permutation are what is held at once.
+    """
+    from mfrs.similarity.nulls import cluster_p, merge_run_summaries
+
+    out: dict[str, np.ndarray] = {}
+    for g in range(regions.start, regions.stop):
+        stat = group.isel(region=[g]).values
+        parts = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
+                                                                 "region", "layer").values for k in _RUN_PARTS]
+        res = cluster_p(stat, threshold.isel(region=[g]).values, merge_run_summaries(*parts, axis=0), axis=3)
+        for name, values in res.items():
+            out.setdefault(name, np.empty((*values.shape[:2], regions.stop - regions.start, *values.shape[3:]),
+                                          values.dtype))[:, :, g - regions.start] = values[:, :, 0]
+    return out
+
+
 def finalize(job: FinalizeJob) -> None:
     """Merge the block summaries and write ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` into ``rsa``.
 
-    Works one region block at a time, so memory stays near one block's null.
+    Works one region block at a time (clusters one region at a time), so memory stays
+    near one block's null.
     """
-    from mfrs.similarity.nulls import cluster_p, merge_run_summaries
     from mfrs.store import ZarrStore
 
     fam, n_perm = job.fam, job.n_permutations
@@ -178,11 +199,7 @@ def finalize(job: FinalizeJob) -> None:
         reg = units[0].region["region"]
         clusters = None
         if runs is not None:
-            stat = group.isel(region=reg).values
-            thr = ds["cluster_threshold"].transpose(*order).isel(region=reg).values
-            parts = [runs[f"cluster_{k}"].isel(region=reg).transpose("time_block", "perm", "signal", "category",
-                                                                     "region", "layer").values for k in _RUN_PARTS]
-            clusters = cluster_p(stat, thr, merge_run_summaries(*parts, axis=0), axis=3)
+            clusters = _clusters_of_regions(group, ds["cluster_threshold"].transpose(*order), runs, reg)
         for unit in units:
             tim = unit.region["time"]
             data = {}
