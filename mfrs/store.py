@@ -350,10 +350,10 @@ class ZarrStore:
         """Counts and keys of complete and missing units (``final`` is listed as missing until written)."""
         units = self.units()
         missing = [u.key for u in units if not self.is_complete(u)]
+        complete = len(units) - len(missing)
         if not self.is_final_complete():
             missing.append("final:" + ",".join(self.final_variables))
-        return {"path": str(self.path), "units": len(units), "complete": len(units) - len(missing),
-                "missing": missing}
+        return {"path": str(self.path), "units": len(units), "complete": complete, "missing": missing}
 
     # ----------------------------------------------------------------- writing
     def write_unit(self, unit: Unit, data: xr.Dataset) -> None:

@@ -198,7 +198,8 @@ def test_final_variables_are_written_after_every_unit(tmp_path):
         store.write_final(units[0], _part(units[0], 0.0).rename(activity="total"))
     for u in units[1:]:
         store.write_unit(u, _part(u, float(units.index(u) + 1)))
-    assert store.status()["missing"] == ["final:total"] and not store.is_final_complete()
+    status = store.status()
+    assert status["missing"] == ["final:total"] and status["complete"] == 3 and not store.is_final_complete()
     with pytest.raises(StoreError, match=r"missing \['total'\], unexpected \['activity'\]"):
         store.write_final(units[0], _part(units[0], 0.0))
     for i, u in enumerate(units):
