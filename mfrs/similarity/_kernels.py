@@ -340,8 +340,8 @@ def pack_rank_keys(x, packed, has_nan):
 
 
 @njit(cache=True, nogil=True)
-def ranks_from_sorted(packed, center, out, ties):
-    """Average ranks minus ``center`` from sorted packed words: ``(rows, n) -> out (rows, n)``.
+def ranks_from_sorted(packed, center, scale, out, ties):
+    """``(average rank - center) * scale`` from sorted packed words: ``(rows, n) -> out (rows, n)``.
 
     ``ties[r]`` receives ``sum(t^3 - t)`` over the tie groups of row ``r``, so that the
     sum of squared centred ranks is ``(n^3 - n - ties) / 12``.
@@ -358,16 +358,41 @@ def ranks_from_sorted(packed, center, out, ties):
                 j = i + 1
                 while j + 1 < n and (srt[j + 1] >> _TOP) == key:
                     j += 1
-                rank = 0.5 * (i + j) + 1.0 - center
+                rank = (0.5 * (i + j) + 1.0 - center) * scale
                 for q in range(i, j + 1):
                     o[srt[q] & _LOW32] = rank
                 t = float(j - i + 1)
                 tsum += t * t * t - t
                 i = j + 1
             else:
-                o[srt[i] & _LOW32] = i + 1.0 - center
+                o[srt[i] & _LOW32] = (i + 1.0 - center) * scale
                 i += 1
         ties[r] = tsum
+
+
+# reassociation lets LLVM vectorise the float64 sums (NaN/inf semantics are kept)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def unit_rows(x, center, out):
+    """Rows of ``x`` (R, F) scaled to unit norm, after removing their mean if ``center``: ``-> out (R, F)``.
+
+    Sums in float64; a row without direction (constant, or zero when not centring) becomes NaN.
+    """
+    f = x.shape[1]
+    for r in range(x.shape[0]):
+        row = x[r]
+        dst = out[r]
+        mean = 0.0
+        if center:
+            for j in range(f):
+                mean += row[j]
+            mean /= f
+        ss = 0.0
+        for j in range(f):
+            d = row[j] - mean
+            ss += d * d
+        inv = 1.0 / np.sqrt(ss) if ss > 0.0 else np.nan
+        for j in range(f):
+            dst[j] = (row[j] - mean) * inv
 
 
 @njit(cache=True, nogil=True)

@@ -61,39 +61,41 @@ def as_float(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-def normalize_patterns(x: np.ndarray, *, center: bool) -> np.ndarray:
+def normalize_patterns(x: np.ndarray, *, center: bool, out: np.ndarray | None = None) -> np.ndarray:
     """Scale each pattern to unit norm (after removing its mean if ``center``).
 
     ``(..., stimulus, feature) -> (..., stimulus, feature)``. A constant (or, with
     ``center=False``, all-zero) pattern has no direction: its row becomes NaN, so every
     dissimilarity involving it is NaN.
+
+    Parameters
+    ----------
+    out : ndarray, optional
+        C-contiguous array of ``x``'s shape and float dtype to write into.
     """
     x = as_float(x)
-    z = x - x.mean(axis=-1, keepdims=True) if center else x.copy()
-    norm = np.sqrt(np.einsum("...f,...f->...", z, z, dtype=np.float64))[..., None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z /= np.where(norm > 0, norm, np.nan).astype(z.dtype)
-    return z
+    res = np.empty_like(x) if out is None else out
+    f = x.shape[-1]
+    K.unit_rows(x.reshape(-1, f), center, res.reshape(-1, f))
+    return res
 
 
 def _gram_upper(z: np.ndarray, offset: float, scale: float, absolute: bool, out: np.ndarray) -> None:
     """``out[b] = offset + scale * f(z_b z_b^T)`` above the diagonal, one BLAS ``syrk`` per matrix.
 
     ``z (batch, stimulus, feature) -> out (batch, pair)``: ``syrk`` computes only one triangle
-    (half the FLOPs of a GEMM) straight into a reused scratch buffer, and one Numba pass
-    turns the triangles of the whole batch into pair vectors.
+    (half the FLOPs of a GEMM) into a reused square buffer, which one Numba pass turns into
+    the pair vector while it is still in cache.
     """
     from scipy.linalg import blas
 
     syrk = blas.ssyrk if z.dtype == np.float32 else blas.dsyrk
     n = z.shape[1]
-    square = scratch("gram", (min(_GRAM_BATCH, z.shape[0]), n, n), z.dtype)
-    for start in range(0, z.shape[0], _GRAM_BATCH):
-        chunk = z[start : start + _GRAM_BATCH]
-        for b in range(chunk.shape[0]):
-            # square[b].T is Fortran-ordered: its lower triangle is square[b]'s upper one, row by row
-            syrk(1.0, chunk[b].T, trans=1, lower=1, c=square[b].T, overwrite_c=1)
-        K.upper_rows(square[: chunk.shape[0]], offset, scale, absolute, out[start : start + chunk.shape[0]])
+    square = scratch("gram", (1, n, n), z.dtype)
+    for b in range(z.shape[0]):
+        # square[0].T is Fortran-ordered: its lower triangle is square[0]'s upper one, row by row
+        syrk(1.0, z[b].T, trans=1, lower=1, c=square[0].T, overwrite_c=1)
+        K.upper_rows(square, offset, scale, absolute, out[b : b + 1])
 
 
 def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
@@ -123,7 +125,7 @@ def rdm_into(x: np.ndarray, metric: Dissimilarity, out: np.ndarray) -> None:
     flat = x.reshape(-1, n, f)
     out = out.reshape(flat.shape[0], n_pairs(n))
     if metric in ("correlation", "abs_correlation", "cosine"):
-        z = normalize_patterns(flat, center=metric != "cosine")
+        z = normalize_patterns(flat, center=metric != "cosine", out=scratch("patterns", flat.shape, flat.dtype))
         _gram_upper(z, 1.0, -1.0, metric == "abs_correlation", out)
     elif metric in ("euclidean", "sqeuclidean"):
         for start in range(0, flat.shape[0], _GRAM_BATCH):
@@ -159,11 +161,11 @@ def crossnobis_block(x: np.ndarray, precision: np.ndarray | None) -> np.ndarray:
 
 
 #: Rows ranked per numpy sort call (bounds the packed-key scratch: rows x pairs x 8 bytes).
-_RANK_ROWS = 32
+_RANK_ROWS = 8
 
 
-def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray) -> np.ndarray:
-    """Ranks minus ``center`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
+def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``(rank - center) * scale`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
     rows, n = flat.shape
     ties = np.empty(rows)
     packed = scratch("rank_keys", (min(rows, _RANK_ROWS), n), np.uint64)
@@ -173,7 +175,7 @@ def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray) -> np.ndarray:
         buf = packed[: stop - start]
         K.pack_rank_keys(flat[start:stop], buf, nan[start:stop])
         buf.sort(axis=-1)  # numpy's vectorised (AVX-512 where present) sort of 64-bit words
-        K.ranks_from_sorted(buf, center, out[start:stop], ties[start:stop])
+        K.ranks_from_sorted(buf, center, scale, out[start:stop], ties[start:stop])
     out[nan] = np.nan
     ties[nan] = np.nan
     return ties
@@ -213,6 +215,7 @@ def spearman_prepare(v: np.ndarray, *, out: np.ndarray | None = None) -> tuple[n
     n = flat.shape[1]
     res = np.empty_like(flat) if out is None else out.reshape(flat.shape)
     if v.dtype == np.float32:
+        # float32 RDMs of 10^5 values nearly always hold ties, so the norm is known only after ranking
         ties = _rank_f32(flat, (n + 1) / 2.0, res)
         norm = np.sqrt(np.maximum((float(n) ** 3 - n - ties) / 12.0, 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
