@@ -488,3 +488,41 @@ def mean_first_axis(x, out):
         dst = out[r]
         for p in range(acc.shape[0]):
             dst[p] = acc[p] / ns
+
+
+@njit(cache=True, nogil=True)
+def leave_one_out_pools(v, w, center, integer_ranks, loo, total):
+    """Pools of subjects' RDM vectors: ``total[t] = sum_s b[s, t]`` and ``loo[s, t] = total[t] - b[s, t]``.
+
+    ``v (S, T, P)``, ``w (S, T)`` -> ``loo (S, T, P)``, ``total (T, P)``. With
+    ``integer_ranks`` the pooled vectors are ``b = rint(2 * (v * w + center))``: twice the
+    raw ranks recovered exactly from prepared (centred, unit-norm) Spearman vectors, so
+    that ties in sums of ranks stay exact ties; otherwise ``b = v``. Sums in float64.
+    Pools are correlation-compared, so their scale (a sum, not a mean) does not matter.
+    """
+    n_sub, n_t, p = v.shape
+    acc = np.empty(p, np.float64)
+    for t in range(n_t):
+        acc[:] = 0.0
+        for s in range(n_sub):
+            src = v[s, t]
+            if integer_ranks:
+                ws = w[s, t]
+                for q in range(p):
+                    acc[q] += np.floor(2.0 * (src[q] * ws + center) + 0.5)
+            else:
+                for q in range(p):
+                    acc[q] += src[q]
+        dst = total[t]
+        for q in range(p):
+            dst[q] = acc[q]
+        for s in range(n_sub):
+            src = v[s, t]
+            out = loo[s, t]
+            if integer_ranks:
+                ws = w[s, t]
+                for q in range(p):
+                    out[q] = acc[q] - np.floor(2.0 * (src[q] * ws + center) + 0.5)
+            else:
+                for q in range(p):
+                    out[q] = acc[q] - src[q]

@@ -79,20 +79,28 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).reshape(shape)
 
 
-def _ceiling(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, group_u: np.ndarray, method: Comparator,
+def _ceiling(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, method: Comparator,
              pooling: Pooling) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out lower/upper per subject ``(subject, time)`` from prepared vectors ``u (subject, time, pair)``."""
-    n_sub = rdms.shape[0]
-    if pooling == "mean":
-        pool_all_u = group_u  # the group RDM is the mean of the raw RDMs
-        loo = (rdms.sum(axis=0, dtype=np.float64)[None] - rdms) / (n_sub - 1)
-        loo_u = _prepare(loo.astype(rdms.dtype), method)[0]
-    else:
-        wu = _pool_base(u, w, method)
-        total = wu.sum(axis=0, dtype=np.float64)
-        pool_all_u = _prepare(total.astype(u.dtype), method)[0]
-        loo_u = _prepare((total[None] - wu).astype(u.dtype), method)[0]
-    return _rowdot(u, loo_u), _rowdot(u, pool_all_u[None])
+    """Leave-one-out lower/upper per subject ``(subject, time)`` from prepared vectors ``u (subject, time, pair)``.
+
+    The pools (of raw RDMs for ``mean``, of normalised ones otherwise) are formed by one
+    Numba pass into reused buffers and prepared in place.
+    """
+    n_sub, tb, p = u.shape
+    base, weights = (rdms, np.ones((n_sub, tb))) if pooling == "mean" else (u, w)
+    loo = scratch("ceiling_loo", u.shape, u.dtype)
+    total = scratch("ceiling_total", (tb, p), u.dtype)
+    K.leave_one_out_pools(base, np.ascontiguousarray(weights, dtype=np.float64), (p + 1) / 2.0,
+                          pooling != "mean" and method == "spearman", loo, total)
+    loo_u, all_u = _prepare_in_place(loo, method), _prepare_in_place(total, method)
+    return _rowdot(u, loo_u), _rowdot(u, all_u[None])
+
+
+def _prepare_in_place(v: np.ndarray, method: Comparator) -> np.ndarray:
+    """Prepared vectors of ``v``, written over it where the comparator allows."""
+    if method == "spearman":
+        return spearman_prepare(v, out=v)[0]
+    return _prepare(v, method)[0]
 
 
 def _split_half(rdms: np.ndarray, u: np.ndarray, w: np.ndarray, method: Comparator, pooling: Pooling,
@@ -197,7 +205,7 @@ def rsa_block(
             if rdm_sink is not None:
                 rdm_sink(t0, rdms)
             if ceiling and n_sub >= 2:
-                lo, up = _ceiling(rdms, u[:-1], w[:-1], group_u, method, pooling)
+                lo, up = _ceiling(rdms, u[:-1], w[:-1], method, pooling)
                 lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
             if split_half is not None and n_sub >= 2:
                 split_half[tb] = _split_half(rdms, u[:-1], w[:-1], method, pooling, splits).mean(axis=0)

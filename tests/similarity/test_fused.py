@@ -77,3 +77,36 @@ def test_rsa_block_scratch_reuse_across_shapes_and_threads():
                 for s in range(x.shape[0]):
                     assert r[s, t, layer] == pytest.approx(rho(rdms[s], model[layer]), abs=2e-5)
                 assert r[-1, t, layer] == pytest.approx(rho(rdms.mean(0), model[layer]), abs=2e-5)
+
+
+@pytest.mark.parametrize(("method", "rsatoolbox_method"), [("pearson", "corr"), ("cosine", "cosine")])
+def test_rsa_block_noise_ceiling_of_other_comparators_matches_rsatoolbox(method, rsatoolbox_method):
+    rng = np.random.default_rng(4)
+    n_sub, n_time, n, f = 4, 3, 14, 5
+    x = rng.standard_normal((n_sub, n_time, n, f)).astype(np.float32)
+    model = prepare_block(rng.random((2, n_pairs(n))).astype(np.float32), method)
+    out = rsa_block(x, model, method=method, time_batch=2)
+    for t in range(n_time):
+        rdms = np.stack([REFERENCE["rdm:correlation"](x[s, t].astype(np.float64)) for s in range(n_sub)])
+        lo, up = REFERENCE["noise_ceiling:rsatoolbox"](rdms, rsatoolbox_method)
+        assert out["noise_ceiling_lower"][t] == pytest.approx(lo, abs=2e-5)
+        assert out["noise_ceiling_upper"][t] == pytest.approx(up, abs=2e-5)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson"])
+def test_rsa_block_noise_ceiling_with_mean_pooling_matches_scipy(method):
+    """pooling='mean': each subject against the plain mean of the others' (or all) raw RDMs."""
+    import scipy.stats as ss
+
+    rng = np.random.default_rng(6)
+    n_sub, n, f = 5, 12, 4
+    x = rng.standard_normal((n_sub, 2, n, f)).astype(np.float32)
+    model = prepare_block(rng.random((1, n_pairs(n))).astype(np.float32), method)
+    out = rsa_block(x, model, method=method, pooling="mean")
+    corr = (lambda a, b: ss.spearmanr(a, b)[0]) if method == "spearman" else (lambda a, b: ss.pearsonr(a, b)[0])
+    for t in range(2):
+        rdms = np.stack([REFERENCE["rdm:correlation"](x[s, t].astype(np.float64)) for s in range(n_sub)])
+        lower = np.mean([corr(rdms[s], np.delete(rdms, s, axis=0).mean(0)) for s in range(n_sub)])
+        upper = np.mean([corr(rdms[s], rdms.mean(0)) for s in range(n_sub)])
+        assert out["noise_ceiling_lower"][t] == pytest.approx(lower, abs=2e-5)
+        assert out["noise_ceiling_upper"][t] == pytest.approx(upper, abs=2e-5)
