@@ -188,9 +188,8 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     """Say what PIPELINE would read, write and compute, with sizes, before running it."""
     from dask.utils import parse_bytes
 
-    from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
     from mfrs.errors import StoreError
-    from mfrs.pipeline import stage_outputs
+    from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module, stage_outputs
     from mfrs.stage import Plan, format_bytes
     from mfrs.store import ZarrStore
 

@@ -6,7 +6,6 @@ import datetime as _dt
 import hashlib
 import json
 import platform
-import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path

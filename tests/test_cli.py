@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tests_support import REPO
 
 MFRS = [sys.executable, "-m", "mfrs.cli"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests_support import REPO
 
 from mfrs.pipeline import STAGES, load_pipeline, stage_config, stage_module
-from tests_support import REPO
 
 PIPELINES = sorted(p.stem for p in (REPO / "pipelines").glob("*.yaml"))
 

@@ -42,9 +42,10 @@ def test_gpu_task_runs_on_the_gres_job(slurm_client):
 
 
 def test_stimuli_stage_on_slurm_equals_local(tmp_path, slurm_client, local_client):
+    from tests_support import REPO
+
     from mfrs.catalog import load_catalog
     from mfrs.images.stimuli import Config
-    from tests_support import REPO
 
     cfg = Config(size=24, n_per_category=8, chunk_size=6)
     on_slurm = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "slurm")

@@ -64,8 +64,9 @@ def test_phase_scramble_preserves_the_amplitude_spectrum_exactly():
 
 
 def test_chunking_does_not_change_the_result(tmp_path, local_client):
-    from mfrs.catalog import load_catalog
     from tests_support import REPO
+
+    from mfrs.catalog import load_catalog
 
     a = _run(load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "a"), local_client,
              size=24, n_per_category=6, chunk_size=18)

@@ -201,8 +201,7 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
     """
     import mne
 
-    from mfrs.meg.anatomy import (cached_bem_solution, cached_source_space, resolve_anatomy,
-                                  stage_subjects_dir)
+    from mfrs.meg.anatomy import cached_bem_solution, cached_source_space, resolve_anatomy, stage_subjects_dir
     from mfrs.meg.sources import InverseModel, make_forward, make_inverse, make_morph, noise_covariance
     from mfrs.provenance import fingerprint
 

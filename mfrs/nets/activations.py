@@ -24,11 +24,11 @@ from pydantic import Field, field_validator, model_validator
 
 from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, StoreError
+from mfrs.nets.types import LAYER_KINDS, Device, LayerKind, Network
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, StageConfig, format_bytes
 from mfrs.store import Unit, ZarrStore
-from mfrs.nets.types import LAYER_KINDS, Device, LayerKind, Network
 
 __all__ = ["NAME", "NetworkSpec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
            "layer_table", "build_template", "choose_device", "extract_activations"]

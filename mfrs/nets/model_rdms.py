@@ -21,12 +21,12 @@ from pydantic import Field
 
 from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, StoreError
+from mfrs.nets.rdm_moments import Moments, rdm_from_moments
+from mfrs.nets.types import LayerKind, Network, RdmMetric
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, StageConfig
 from mfrs.store import Unit, ZarrStore
-from mfrs.nets.rdm_moments import Moments, rdm_from_moments
-from mfrs.nets.types import LayerKind, Network, RdmMetric
 
 __all__ = ["NAME", "NetworkRef", "Config", "stage_config", "inputs", "outputs", "plan", "run",
            "layer_rdm", "square_rdm"]

@@ -26,11 +26,11 @@ from pydantic import Field, model_validator
 
 from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, InputDataError, StoreError
+from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
+from mfrs.nets.types import Device, LossName, Network, OptimizerName
 from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, StageConfig
-from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
-from mfrs.nets.types import Device, LossName, Network, OptimizerName
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics",
            "last_checkpoint", "batches"]

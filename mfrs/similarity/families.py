@@ -114,8 +114,14 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
     :attr:`Families.fwe_summary_dims` after ``perm``, block dims of size 1) and
     ``cluster_{inner,left,right,full} (perm, region, 1, layer)``.
     """
-    from mfrs.similarity.nulls import (cluster_p, cluster_threshold, family_max, merge_run_summaries, p_against,
-                                       run_summary)
+    from mfrs.similarity.nulls import (
+        cluster_p,
+        cluster_threshold,
+        family_max,
+        merge_run_summaries,
+        p_against,
+        run_summary,
+    )
 
     stat, null = (np.abs(stat), np.abs(null)) if fam.two_sided else (stat, null)
     out = {"p": p_against(null, stat)}

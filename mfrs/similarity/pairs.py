@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from mfrs.errors import InputDataError
-from mfrs.similarity.blocks import n_pairs, n_stimuli_of_pairs
+from mfrs.similarity.blocks import n_stimuli_of_pairs
 
 __all__ = ["pair_coords", "stimuli_of", "to_square", "to_pairs", "subset_pairs", "category_pairs"]
 

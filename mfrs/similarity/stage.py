@@ -29,9 +29,9 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
-from mfrs.stage import Plan, StageConfig
 from mfrs.similarity.families import Families, families
 from mfrs.similarity.types import Alternative, BrainMode, Comparator, Pooling
+from mfrs.stage import Plan, StageConfig
 
 FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
 
@@ -303,8 +303,8 @@ class _Job:
 
 def _compute(job: _Job) -> None:
     from mfrs.similarity.blocks import prepare_block
-    from mfrs.similarity.fused import model_matrix, rsa_block
     from mfrs.similarity.families import block_statistics
+    from mfrs.similarity.fused import model_matrix, rsa_block
     from mfrs.similarity.nulls import draw_stimulus_permutations
     from mfrs.similarity.seeds import unit_rng
     from mfrs.similarity.threads import single_threaded
@@ -473,14 +473,13 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
 
 def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
     """Create or resume ``rsa`` and compute every missing region x time block (one task each)."""
+    from dask.utils import parse_bytes
+
+    from mfrs.cluster import worker_memory_limit
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
     from mfrs.similarity.families import FinalizeJob, finalize, side_store_path, summary_templates
     from mfrs.store import ZarrStore
-
-    from dask.utils import parse_bytes
-
-    from mfrs.cluster import worker_memory_limit
 
     # refuse plans that cannot fit before anything is written
     limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)

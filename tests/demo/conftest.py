@@ -23,7 +23,7 @@ def make_stimuli(n_per_category: int = N_PER_CATEGORY, size: int = 32, seed: int
     faces = lfw_subset()[:100]
     rng = np.random.default_rng(seed)
     images, ids, cats, conds, files = [], [], [], [], []
-    for c, (cat, prefix, offset) in enumerate(
+    for _c, (cat, prefix, offset) in enumerate(
             (("famous", "f", 0), ("unfamiliar", "u", 150), ("scrambled", "s", 300))):
         for k in range(n_per_category):
             face = faces[k if cat != "unfamiliar" else 50 + k]

@@ -85,7 +85,7 @@ def test_named_regions_where_they_lie_anatomically(subjects_dir: Path) -> None:
     labels = {lab.name: lab for lab in _labels(subjects_dir)}
     for hemi, sign in (("lh", -1.0), ("rh", 1.0)):
         centre = {n: labels[f"{n}-{hemi}"].pos.mean(axis=0) * 1000.0 for n in NAMED_REGIONS}
-        for name, (x, y, z) in centre.items():
+        for name, (x, _y, _z) in centre.items():
             assert np.sign(x) == sign, (name, hemi)
         assert centre["V1"][1] < -75  # occipital pole
         assert centre["OFA"][1] < centre["FFA"][1] < centre["STS"][1] + 20  # posterior -> anterior

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
 from image_trees import write_catalog, write_identity_tree
+
 from mfrs.catalog import load_catalog
 from mfrs.errors import InputDataError
 from mfrs.images import datasets_stage as stage

@@ -13,14 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_trees import (
+    CELEBA_ATTRS,
+    lfw_faces,
+    truncate,
+    write_catalog,
+    write_celeba_tree,
+    write_class_tree,
+    write_identity_tree,
+    write_imagenet_tree,
+)
 from PIL import Image
 
-from image_trees import (CELEBA_ATTRS, lfw_faces, truncate, write_catalog, write_celeba_tree,
-                         write_class_tree, write_identity_tree, write_imagenet_tree)
 from mfrs.catalog import load_catalog
 from mfrs.errors import ConfigError, StoreError
 from mfrs.images import datasets_stage as stage
 from mfrs.store import MARKER_DIR, ZarrStore
+
 
 def _catalog(tmp_path: Path, **sources: Path):
     entries = {name: ("images", path) for name, path in sources.items()}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_trees import face_on_canvas, lfw_nonfaces, truncate
 from PIL import Image
 
-from image_trees import face_on_canvas, lfw_nonfaces, truncate
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.images.convert import convert_items
 from mfrs.images.faces import CropSpec, cascade_path, crop_square, detect_face, find_eyes, prepare_image, read_image

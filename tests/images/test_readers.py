@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_trees import CELEBA_ATTRS, write_celeba_tree, write_class_tree, write_identity_tree, write_imagenet_tree
 
-from image_trees import (CELEBA_ATTRS, write_celeba_tree, write_class_tree, write_identity_tree,
-                         write_imagenet_tree)
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.images.readers import list_images
 

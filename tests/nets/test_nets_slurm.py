@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from nets_helpers import STIMULUS_SIZE, make_catalog, write_stimuli
 
 from mfrs.nets import activations
-from nets_helpers import STIMULUS_SIZE, make_catalog, write_stimuli
 
 
 @pytest.mark.slurm

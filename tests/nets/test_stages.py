@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256, STIMULUS_SIZE, write_stimuli
 from scipy.spatial.distance import pdist
 
 from mfrs.errors import ConfigError, StoreError
 from mfrs.nets import activations, model_rdms
 from mfrs.store import ZarrStore
-from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256, STIMULUS_SIZE, write_stimuli
 
 SPECS = [
     {"network": "mobilenet_v2", "weights": "weights_mobilenet_v2_imagenet", "input_size": STIMULUS_SIZE},

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from nets_helpers import write_faces
 
 from mfrs.errors import StoreError
 from mfrs.nets import training
 from mfrs.nets.losses import MarginLoss, margin_logits
 from mfrs.nets.weights import load_network, sha256_file
-from nets_helpers import write_faces
 
 BASE = dict(network="mobilenet_v2", images="faces", output="trained", input_size=32, optimizer="adam",
             lr=2e-3, weight_decay=0.0, epochs=2, batch_size=5, step_size=1, gamma=0.5, seed=3)
@@ -133,10 +133,10 @@ def test_block_shuffle_batches_cover_each_item_once() -> None:
 def test_trained_weights_feed_the_activations_stage(nets_catalog, tmp_path, local_client) -> None:
     """Weights written by training, added to the catalog as training says, run in the activations stage."""
     import yaml
+    from nets_helpers import write_stimuli
 
     from mfrs.catalog import load_catalog
     from mfrs.nets import activations
-    from nets_helpers import write_stimuli
 
     images = write_faces(nets_catalog, n_per_class=2, n_valid=0)
     cfg = training.Config(**{**BASE, "network": "sphereface20", "epochs": 1, "batch_size": 4})

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256
 
 from mfrs.errors import CatalogError, ConfigError, InputDataError
 from mfrs.nets.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare_images
 from mfrs.nets.weights import load_network, read_state_dict, resolve_weights, sum_colour_channels
-
-from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256
 
 PARAMS = {"network": "mobilenet_v2", "dataset": "imagenet", "num_classes": 1000, "in_channels": 3,
           "sha256": MOBILENET_SHA256}

@@ -8,6 +8,7 @@ import scipy.stats as ss
 from scipy.spatial.distance import squareform
 
 from mfrs.similarity import _kernels as K
+
 from .reference import REFERENCE
 
 

@@ -18,8 +18,9 @@ EFFECT = slice(3, 7)
 
 def _Catalog(root):
     """The repository's real catalog, rooted where the inputs are written."""
-    from mfrs.catalog import load_catalog
     from tests_support import REPO
+
+    from mfrs.catalog import load_catalog
 
     return load_catalog(REPO / "data_catalog.yaml", root=root)
 
