@@ -261,7 +261,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     notes = [f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
              f"{config.n_permutations} permutations"]
     if calibrated:
-        cal = calibrate(n_stim, feat, n_layer, config.metric, config.method)
+        # the group RDM and the ceiling pools weigh less per subject RDM with more subjects
+        cal = calibrate(n_stim, feat, n_layer, config.metric, config.method, n_sub=max(2, min(n_sub, 8)))
         # category RDMs hold fewer pairs; the calibration is for all stimuli (an upper bound)
         seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
                    + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"])
