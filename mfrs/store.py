@@ -150,6 +150,7 @@ class ZarrStore:
         self.fingerprint = fingerprint
         self.entry_name = entry_name
         self.final_variables = tuple(final_variables)
+        self._all_units_seen_complete = False  # marks are never removed while final variables are written
 
     def __repr__(self) -> str:
         return f"ZarrStore({str(self.path)!r}, unit_dims={self.unit_dims})"
@@ -387,11 +388,13 @@ class ZarrStore:
         """
         if not self.final_variables:
             raise StoreError(f"{self._label} declares no final variables; write units with write_unit.")
-        missing = self.missing_units()
-        if missing:
-            raise StoreError(f"{self._label}: final variables {list(self.final_variables)} need every unit, but "
-                             f"{len(missing)} are missing ({', '.join(u.key for u in missing[:3])}); rerun the "
-                             "stage to compute them first.")
+        if not self._all_units_seen_complete:  # checked once, not once per unit (one file read per mark)
+            missing = self.missing_units()
+            if missing:
+                raise StoreError(f"{self._label}: final variables {list(self.final_variables)} need every unit, "
+                                 f"but {len(missing)} are missing ({', '.join(u.key for u in missing[:3])}); rerun "
+                                 "the stage to compute them first.")
+            self._all_units_seen_complete = True
         self._write_region(unit, data, set(self.final_variables))
 
     def mark_final(self) -> None:

@@ -160,21 +160,23 @@ class FinalizeJob:
     key: str = "final"
 
 
-def _clusters_of_regions(group: xr.DataArray, threshold: xr.DataArray, runs: xr.Dataset,
+def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Dataset,
                          regions: slice) -> dict[str, np.ndarray]:
     """``cluster_mass``/``p_cluster (signal, category, region, time, layer)`` of a block of regions.
 
-    One region at a time: the run summaries of one region over every time block and
-    permutation are what is held at once.
+    ``stat`` and ``threshold`` hold the block's regions (same order of dims). One region
+    at a time: the run summaries of one region over every time block and permutation
+    are what is held at once.
     """
     from mfrs.similarity.nulls import cluster_p, merge_run_summaries
 
     out: dict[str, np.ndarray] = {}
     for g in range(regions.start, regions.stop):
-        stat = group.isel(region=[g]).values
+        i = g - regions.start
         parts = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
                                                                  "region", "layer").values for k in _RUN_PARTS]
-        res = cluster_p(stat, threshold.isel(region=[g]).values, merge_run_summaries(*parts, axis=0), axis=3)
+        res = cluster_p(stat[:, :, i : i + 1], threshold[:, :, i : i + 1], merge_run_summaries(*parts, axis=0),
+                        axis=3)
         for name, values in res.items():
             out.setdefault(name, np.empty((*values.shape[:2], regions.stop - regions.start, *values.shape[3:]),
                                           values.dtype))[:, :, g - regions.start] = values[:, :, 0]
@@ -203,14 +205,16 @@ def finalize(job: FinalizeJob) -> None:
         by_block.setdefault(unit.index[0], []).append(unit)
     for units in by_block.values():
         reg = units[0].region["region"]
+        stat_block = group.isel(region=reg).load()  # read once per region block, for both statistics
         clusters = None
         if runs is not None:
-            clusters = _clusters_of_regions(group, ds["cluster_threshold"].transpose(*order), runs, reg)
+            threshold = ds["cluster_threshold"].transpose(*order).isel(region=reg).values
+            clusters = _clusters_of_regions(stat_block.values, threshold, runs, reg)
         for unit in units:
             tim = unit.region["time"]
             data = {}
             if fwe is not None:
-                stat = group.isel(region=reg, time=tim).load()
+                stat = stat_block.isel(time=tim)
                 part = fwe.isel({d: s for d, s in (("region", reg), ("time", tim)) if d in fwe.dims})
                 fmax = part.max([d for d in ("region_block", "time_block") if d in part.dims]).load()
                 with xr.set_options(arithmetic_join="exact"):
