@@ -113,17 +113,20 @@ def rank_rows_f32(x, out):
 
 
 @njit(cache=True, nogil=True)
+def _has_nan(v):
+    for i in range(v.shape[0]):
+        if v[i] != v[i]:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def rank_rows_sorted(x, out):
     """Average ranks of each row of ``x`` (rows, n) by a stable comparison sort; NaN rows -> NaN."""
     n = x.shape[1]
     for r in range(x.shape[0]):
         row = x[r]
-        nan = False
-        for i in range(n):
-            if row[i] != row[i]:
-                nan = True
-                break
-        if nan:
+        if _has_nan(row):
             out[r, :] = np.nan
             continue
         order = np.argsort(row, kind="mergesort")
@@ -275,17 +278,10 @@ def kendall_tau_a(a, b, out):
     ys = np.empty(n, np.float64)
     for ia in range(a.shape[0]):
         x = a[ia]
-        x_nan = False
-        for m in range(n):
-            if x[m] != x[m]:
-                x_nan = True
+        x_nan = _has_nan(x)
         for ib in range(b.shape[0]):
             y = b[ib]
-            y_nan = x_nan
-            for m in range(n):
-                if y[m] != y[m]:
-                    y_nan = True
-            if y_nan:
+            if x_nan or _has_nan(y):
                 out[ia, ib] = np.nan
                 continue
             perm = np.argsort(y, kind="mergesort")
@@ -340,8 +336,8 @@ def pack_rank_keys(x, packed, has_nan):
 
 
 @njit(cache=True, nogil=True)
-def ranks_from_sorted(packed, center, scale, out, ties):
-    """``(average rank - center) * scale`` from sorted packed words: ``(rows, n) -> out (rows, n)``.
+def ranks_from_sorted(packed, center, out, ties):
+    """Average ranks minus ``center`` from sorted packed words: ``(rows, n) -> out (rows, n)``.
 
     ``ties[r]`` receives ``sum(t^3 - t)`` over the tie groups of row ``r``, so that the
     sum of squared centred ranks is ``(n^3 - n - ties) / 12``.
@@ -358,14 +354,14 @@ def ranks_from_sorted(packed, center, scale, out, ties):
                 j = i + 1
                 while j + 1 < n and (srt[j + 1] >> _TOP) == key:
                     j += 1
-                rank = (0.5 * (i + j) + 1.0 - center) * scale
+                rank = 0.5 * (i + j) + 1.0 - center
                 for q in range(i, j + 1):
                     o[srt[q] & _LOW32] = rank
                 t = float(j - i + 1)
                 tsum += t * t * t - t
                 i = j + 1
             else:
-                o[srt[i] & _LOW32] = (i + 1.0 - center) * scale
+                o[srt[i] & _LOW32] = i + 1.0 - center
                 i += 1
         ties[r] = tsum
 

@@ -164,8 +164,8 @@ def crossnobis_block(x: np.ndarray, precision: np.ndarray | None) -> np.ndarray:
 _RANK_ROWS = 8
 
 
-def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """``(rank - center) * scale`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
+def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray) -> np.ndarray:
+    """Ranks minus ``center`` of float32 rows into ``out``; returns tie sums ``sum(t^3 - t)`` (NaN rows: NaN)."""
     rows, n = flat.shape
     ties = np.empty(rows)
     packed = scratch("rank_keys", (min(rows, _RANK_ROWS), n), np.uint64)
@@ -175,7 +175,7 @@ def _rank_f32(flat: np.ndarray, center: float, out: np.ndarray, scale: float = 1
         buf = packed[: stop - start]
         K.pack_rank_keys(flat[start:stop], buf, nan[start:stop])
         buf.sort(axis=-1)  # numpy's vectorised (AVX-512 where present) sort of 64-bit words
-        K.ranks_from_sorted(buf, center, scale, out[start:stop], ties[start:stop])
+        K.ranks_from_sorted(buf, center, out[start:stop], ties[start:stop])
     out[nan] = np.nan
     ties[nan] = np.nan
     return ties
