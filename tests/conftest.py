@@ -67,6 +67,19 @@ def slurm_client(slurm_profile) -> Iterator[object]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """One finished ``mfrs demo`` for the whole session: ``(data_root, completed_process)``.
+
+    Shared read-only: a test that changes or damages stores copies the root first
+    (``shutil.copytree(root, tmp_path / "data")``).
+    """
+    from tests_support import run_mfrs
+
+    root = tmp_path_factory.mktemp("demo")
+    return root, run_mfrs("demo", root=root)
+
+
 @pytest.fixture(autouse=True)
 def _mfrs_logging(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="mfrs")

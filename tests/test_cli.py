@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
-from tests_support import REPO
-
-MFRS = [sys.executable, "-m", "mfrs.cli"]
-
-
-def _mfrs(*args, root, check=True):
-    env = {**os.environ, "MFRS_DATA_ROOT": str(root), "COLUMNS": "200"}
-    proc = subprocess.run([*MFRS, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mfrs {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests_support import MFRS, REPO
+from tests_support import run_mfrs as _mfrs
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    first = _mfrs("demo", root=root)
-    return root, first
+def demo_root(demo_run):
+    return demo_run
 
 
 def test_demo_builds_the_stimuli_store_and_says_where(demo_root):
