@@ -1,9 +1,11 @@
 """The ``mfrs`` command line: demo, run, plan, status, catalog.
 
 Exit codes (for cron and sbatch): 0 success; 1 internal error (a bug: rerun with
-``--debug`` and report the traceback); 2 bad configuration or input; 3 cluster
-could not start; 4 some units failed while the others completed (rerun to
-resume); 130 interrupted.
+``--debug`` and report the traceback); 2 bad configuration or input (damaged or
+incomplete input stores included); 3 cluster could not start, or lost every
+worker for longer than ``no_worker_timeout``; 4 some units failed while the
+others completed (rerun to resume); 5 another run holds the data root's lock;
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM: ``scancel``, walltime).
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ _overwrite_opt = click.option("--overwrite", is_flag=True,
                               help="Recompute and replace finished work (default: resume, skipping it).")
 
 
+def _settings_changes(stage: str, cfg: Any, store: Any) -> list[str]:
+    """Parameters of ``cfg`` that differ from those ``store`` was made with (``key: old → new``)."""
+    from mfrs.provenance import parameter_changes, science_parameters
+
+    prov = store.provenance
+    old = prov.get("parameters")
+    if prov.get("stage") != stage or not isinstance(old, dict):
+        return []
+    current, _ = science_parameters(cfg)
+    if not isinstance(current, dict):
+        return []
+    return parameter_changes({k: v for k, v in old.items() if k in current}, current)
+
+
 def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str, Any]]:
     from mfrs.pipeline import stage_config, stage_module, stage_outputs
     from mfrs.store import ZarrStore
@@ -89,8 +105,12 @@ def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str,
             entry = catalog.entry(out)
             row = {"stage": name, "entry": out, "path": entry.uri, "units": 0, "complete": 0, "missing": []}
             if entry.kind == "zarr" and (Path(entry.uri) / "zarr.json").exists():
-                row.update(ZarrStore.open(entry.uri, entry_name=out).status())
-                row["state"] = "complete" if not row["missing"] else "incomplete"
+                store = ZarrStore.open(entry.uri, entry_name=out)
+                row.update(store.status())
+                row["changed"] = _settings_changes(name, cfg, store)
+                stale = any(why.startswith("stale") for why in row.get("problems", {}).values())
+                row["state"] = ("other parameters" if row["changed"] else "complete" if not row["missing"]
+                                else "stale" if stale else "incomplete")
             else:
                 row["state"] = "not started" if entry.kind == "zarr" else ("present" if Path(entry.uri).exists() else "not started")
             rows.append(row)
@@ -109,9 +129,14 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         table.add_row(r["stage"], r["entry"], r["state"], units, str(r["path"]))
     Console(width=160).print(table)
     for r in rows:
+        if r.get("changed"):
+            click.echo(f"  {r['entry']}: made with other parameters ({'; '.join(r['changed'])}); "
+                       "`run` refuses it without --overwrite")
         if r.get("missing"):
             shown = ", ".join(r["missing"][:8]) + (" ..." if len(r["missing"]) > 8 else "")
             click.echo(f"  {r['entry']}: missing {shown}")
+        for key, why in list(r.get("problems", {}).items())[:8]:
+            click.echo(f"  {r['entry']}: {key}: {why}")
 
 
 def _run(obj: _Ctx, pipeline: str, stages: list[str] | None, subjects: list[str] | None, cluster: str,
@@ -124,7 +149,9 @@ def _run(obj: _Ctx, pipeline: str, stages: list[str] | None, subjects: list[str]
     selected = select_stages(pipe, stages)
     before = _output_status(pipe, catalog, selected)
     nothing_to_do = not overwrite and all(r["state"] in ("complete", "present") for r in before)
-    with get_client(cluster) as client:
+    from mfrs.lock import data_root_lock
+
+    with data_root_lock(catalog.root, command=" ".join(sys.argv[1:]) or "mfrs run"), get_client(cluster) as client:
         timings = run_pipeline(pipe, catalog=catalog, client=client, stages=selected, overwrite=overwrite)
     return catalog, pipe, selected, timings, nothing_to_do
 
@@ -189,9 +216,8 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from dask.utils import parse_bytes
 
     from mfrs.errors import StoreError
-    from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module, stage_outputs
+    from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
     from mfrs.stage import Plan, format_bytes
-    from mfrs.store import ZarrStore
 
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
@@ -203,12 +229,18 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
             p = module.plan(config=cfg, catalog=catalog)
         except StoreError as exc:  # an input written by an earlier stage that has not run yet
             p = Plan(stage=name, notes=[f"cannot be sized before its inputs exist: {exc}"])
-        outs = [catalog.entry(o) for o in stage_outputs(module, cfg, catalog)]
-        existing = [o for o in outs if o.kind == "zarr" and (Path(o.uri) / "zarr.json").exists()]
-        if len(outs) == 1 and existing:  # finished units are not work left to do
-            store = ZarrStore.open(existing[0].uri, entry_name=existing[0].name)
-            if len(store.units()) == p.n_units:
-                p.n_tasks = len(store.missing_units()) + (not store.is_final_complete())
+        rows = _output_status(pipe, catalog, [name])
+        if rows and all(r["state"] != "not started" for r in rows):
+            # what is left, counted per output and unit as `status` does
+            p.n_units = sum(max(r["units"], 1) for r in rows)
+            p.n_tasks = sum(r["units"] if r.get("changed") else len(r["missing"]) for r in rows)
+            p.notes += [f"{r['entry']}: {r['complete']}/{r['units']} units complete" for r in rows if r["units"]]
+        for r in rows:
+            if r.get("changed"):
+                p.notes.append(f"{r['entry']} was made with other parameters ({'; '.join(r['changed'])}): "
+                               "`run` refuses it without --overwrite")
+            for key, why in list(r.get("problems", {}).items())[:4]:
+                p.notes.append(f"{r['entry']} {key}: {why}")
         if worker_memory:
             p.check_fits(parse_bytes(worker_memory))
         plans.append(p)
@@ -236,18 +268,52 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
 @click.argument("pipeline", default="demo")
 @_stages_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--verify", is_flag=True, help="Also read every chunk of every complete unit and check its digest.")
+@click.option("--repair", is_flag=True, help="With --verify: unmark damaged units so that `run` recomputes them.")
 @click.pass_obj
-def status(obj: _Ctx, pipeline: str, stages: tuple[str, ...], as_json: bool) -> None:
+def status(obj: _Ctx, pipeline: str, stages: tuple[str, ...], as_json: bool, verify: bool, repair: bool) -> None:
     """Show what is complete, per stage and unit."""
     from mfrs.pipeline import load_pipeline, select_stages
 
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline)
-    rows = _output_status(pipe, catalog, select_stages(pipe, _split(stages)))
+    selected = select_stages(pipe, _split(stages))
+    damaged = _verify(pipe, catalog, selected, repair=repair) if verify or repair else {}
+    rows = _output_status(pipe, catalog, selected)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
         _print_status(rows)
+    if damaged and not repair:
+        from mfrs.errors import StoreError
+
+        raise StoreError(f"{len(damaged)} damaged unit(s) ({', '.join(list(damaged)[:4])}); rerun with "
+                         "`mfrs status --verify --repair` to unmark them, then `mfrs run` to recompute them.")
+
+
+def _verify(pipe: Any, catalog: Any, stages: list[str], *, repair: bool) -> dict[str, str]:
+    """Read and check every chunk of the stages' complete units; print and (``repair``) unmark the damaged."""
+    from mfrs.pipeline import stage_config, stage_module, stage_outputs
+    from mfrs.store import ZarrStore
+
+    damaged = {}
+    for name in stages:
+        module = stage_module(name)
+        for out in stage_outputs(module, stage_config(module, pipe), catalog):
+            entry = catalog.entry(out)
+            if entry.kind != "zarr" or not (Path(entry.uri) / "zarr.json").exists():
+                continue
+            store = ZarrStore.open(entry.uri, entry_name=out)
+            by_key = {u.key: u for u in store.units()}
+            for key, why in store.verify().items():
+                damaged[f"{out} {key}"] = why
+                click.echo(f"damaged: {out} ({store.path}) unit {key}: {why}"
+                           + ("; unmarked, `mfrs run` recomputes it" if repair else ""))
+                if repair:
+                    store.unmark(by_key[key])
+    if not damaged:
+        click.echo("verify: every chunk of every complete unit matches its digest")
+    return damaged
 
 
 @cli.command("catalog")
@@ -261,11 +327,28 @@ def catalog_cmd(obj: _Ctx) -> None:
         click.echo(f"  {name:32s} {e.kind:10s} {e.uri}")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (``scancel``, a walltime): unwinds like Ctrl-C, closing the cluster and the lock."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and an exit code."""
+    import signal
+    import threading
+
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="mfrs", standalone_mode=False)
+    except Terminated:
+        click.echo("terminated (SIGTERM): units finished before it are complete and marked, nothing else; "
+                   "rerun the same command to resume", err=True)
+        return 143
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return 130

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mfrs.errors import ClusterError, ConfigError
 
-__all__ = ["LocalProfile", "SlurmProfile", "AddressProfile", "load_profile", "get_client",
+__all__ = ["LocalProfile", "SlurmProfile", "AddressProfile", "SecuritySpec", "LOOPBACK", "load_profile", "get_client",
            "gpu_workers", "worker_memory_limit", "render_job_scripts", "WORKER_ENV"]
 
 log = logging.getLogger("mfrs.cluster")
@@ -37,8 +37,42 @@ class _Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Where the local cluster listens: loopback only, so no other machine can reach it.
+LOOPBACK = "127.0.0.1"
+
+
+class SecuritySpec(_Profile):
+    """TLS between client, scheduler and workers (``distributed.security.Security``).
+
+    ``temporary: true`` creates a self-signed certificate at start (SLURM jobs get it
+    through ``shared_temp_directory``, a folder every node sees); otherwise name PEM files.
+    """
+
+    temporary: bool = Field(True, description="self-signed certificates made at start")
+    ca_file: str | None = None
+    cert: str | None = Field(None, description="PEM certificate of client, scheduler and workers")
+    key: str | None = Field(None, description="its private key (may be inside cert)")
+    shared_temp_directory: str | None = Field(None, description="SLURM: where workers read temporary certificates")
+
+    def build(self) -> Any:
+        """The ``distributed.security.Security`` object (ConfigError for missing files)."""
+        from distributed.security import Security
+
+        if self.temporary:
+            return Security.temporary()
+        missing = [f for f in (self.ca_file, self.cert) if not f or not Path(f).is_file()]
+        if missing:
+            raise ConfigError(f"cluster profile security: files {missing} do not exist; set ca_file and cert "
+                              "(and key) to PEM files, or temporary: true.")
+        files = {"tls_ca_file": self.ca_file, "require_encryption": True}
+        for role in ("client", "scheduler", "worker"):
+            files[f"tls_{role}_cert"] = self.cert
+            files[f"tls_{role}_key"] = self.key
+        return Security(**files)
+
+
 class LocalProfile(_Profile):
-    """A distributed cluster on this machine."""
+    """A distributed cluster on this machine (listening on loopback only)."""
 
     kind: Literal["local"] = "local"
     n_workers: int | None = Field(None, ge=1, description="CPU worker processes; None: one per core")
@@ -46,6 +80,7 @@ class LocalProfile(_Profile):
     memory_limit: str = Field("auto", description="per worker, e.g. '4GB'; auto: machine memory / workers")
     gpu_workers: int | Literal["auto"] = "auto"
     dashboard_address: str | None = None
+    no_worker_timeout: str | None = Field(None, description="fail (exit 3) after this long without a worker")
 
 
 class GpuJobSpec(_Profile):
@@ -79,6 +114,9 @@ class SlurmProfile(_Profile):
     gpu: GpuJobSpec | None = None
     death_timeout: int = 60
     wait_for_workers_s: float = Field(120, ge=0)
+    no_worker_timeout: str | None = Field(None, description="fail (exit 3) after this long without a worker")
+    max_resubmits: int = Field(3, ge=0, description="jobs that end or vanish early are submitted again this often")
+    security: SecuritySpec | None = None
 
 
 class AddressProfile(_Profile):
@@ -86,6 +124,8 @@ class AddressProfile(_Profile):
 
     kind: Literal["address"] = "address"
     address: str
+    no_worker_timeout: str | None = None
+    security: SecuritySpec | None = None
 
 
 Profile = Annotated[LocalProfile | SlurmProfile | AddressProfile, Field(discriminator="kind")]
@@ -149,7 +189,7 @@ def _local_cluster(profile: LocalProfile) -> Any:
     total = n_cpu + n_gpu
     memory = profile.memory_limit if profile.memory_limit != "auto" else int(MEMORY_LIMIT / total)
     base = {"nthreads": profile.threads_per_worker, "memory_limit": memory, "env": WORKER_ENV,
-            "silence_logs": logging.WARNING, "dashboard": bool(profile.dashboard_address)}
+            "silence_logs": logging.WARNING, "dashboard": bool(profile.dashboard_address), "host": LOOPBACK}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n_cpu)}
     for i in range(n_gpu):
         # CUDA_VISIBLE_DEVICES pins one device per GPU worker.
@@ -157,6 +197,7 @@ def _local_cluster(profile: LocalProfile) -> Any:
         workers[f"gpu-{i}"] = {"cls": Nanny, "options": {**base, "env": env, "resources": {"GPU": 1}}}
     scheduler_options = ({"dashboard_address": profile.dashboard_address} if profile.dashboard_address
                          else {"dashboard": False, "dashboard_address": ":0"})
+    scheduler_options["host"] = LOOPBACK
     scheduler = {"cls": Scheduler, "options": scheduler_options}
     log.info("local cluster: %d CPU worker(s), %d GPU worker(s), %s memory each", n_cpu, n_gpu,
              memory if isinstance(memory, str) else f"{memory / 2**30:.1f} GiB")
@@ -203,6 +244,11 @@ def render_job_scripts(profile: SlurmProfile, *, scheduler_address: str = "tcp:/
     return scripts
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + " ..."
+
+
 def _keep_gpu_adaptive() -> type:
     from distributed.deploy.adaptive import Adaptive
 
@@ -238,8 +284,13 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
                            "local SLURM with `bash cluster/slurm-local-start.sh` (as root).")
     if profile.log_directory:
         Path(profile.log_directory).mkdir(parents=True, exist_ok=True)
-    cluster = SLURMCluster(job_name="mfrs-cpu", **_slurm_job_kwargs(profile),
-                           scheduler_options={"dashboard": False, "dashboard_address": ":0"})
+    security = profile.security.build() if profile.security else None
+    extra = {"security": security, "shared_temp_directory": profile.security.shared_temp_directory} if security else {}
+    try:
+        cluster = SLURMCluster(job_name="mfrs-cpu", **_slurm_job_kwargs(profile), **extra,
+                               scheduler_options={"dashboard": False, "dashboard_address": ":0"})
+    except Exception as exc:  # noqa: BLE001 - sbatch/squeue errors come as many types
+        raise ClusterError(f"the SLURM cluster could not start: {_one_line(exc)}. Is SLURM up (`sinfo`)?") from exc
     gpu_jobs: list[Any] = []
     try:
         if profile.adaptive:
@@ -248,8 +299,12 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
             cluster.scale(jobs=profile.jobs)
         for i in range(profile.gpu.jobs if profile.gpu else 0):
             job = SLURMJob(scheduler=cluster.scheduler_address, name=f"gpu-{i}", job_name="mfrs-gpu",
-                           **_gpu_job_kwargs(profile))
-            cluster.sync(job.start)
+                           **_gpu_job_kwargs(profile),
+                           **({"security": cluster._job_kwargs["security"]} if security else {}))
+            try:
+                cluster.sync(job.start)
+            except Exception as exc:  # noqa: BLE001 - sbatch failed: the controller is down or refuses
+                raise ClusterError(f"SLURM refused the GPU job: {_one_line(exc)}. Is SLURM up (`sinfo`)?") from exc
             gpu_jobs.append(job)
         yield cluster
     finally:
@@ -274,12 +329,21 @@ def get_client(profile: str | LocalProfile | SlurmProfile | AddressProfile | Non
     ------
     distributed.Client
     """
-    from distributed import Client
+    import dask
 
     prof = load_profile(profile) if profile is None or isinstance(profile, str) else profile
+    settings = {"mfrs.no-worker-timeout": prof.no_worker_timeout} if prof.no_worker_timeout else {}
+    with dask.config.set(settings):
+        yield from _connected(prof)
+
+
+def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[Any]:
+    from distributed import Client
+
     if isinstance(prof, AddressProfile):
+        security = prof.security.build() if prof.security else None
         try:
-            client = Client(prof.address, timeout="20s")
+            client = Client(prof.address, timeout="20s", security=security)
         except OSError as exc:
             raise ClusterError(f"cannot reach the scheduler at {prof.address}: {exc}. Is it running?") from exc
         with client:

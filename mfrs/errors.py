@@ -14,6 +14,7 @@ __all__ = [
     "InputDataError",
     "ClusterError",
     "StageFailures",
+    "RunLockedError",
 ]
 
 
@@ -69,3 +70,9 @@ class StageFailures(MfrsError):
             f"stage {stage!r}: {len(self.failures)} unit(s) failed; the others are complete "
             f"and marked so. Fix the inputs below and rerun the same command to resume:\n{lines}"
         )
+
+
+class RunLockedError(MfrsError):
+    """Another mfrs run holds the data root's lock (exit code 5)."""
+
+    exit_code = 5

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fingerprint", "make_provenance", "package_versions", "git_revision", "PROVENANCE_PACKAGES"]
+__all__ = ["fingerprint", "make_provenance", "package_versions", "git_revision", "PROVENANCE_PACKAGES",
+           "science_parameters", "parameter_changes"]
 
 PROVENANCE_PACKAGES = (
     "mfrs", "numpy", "scipy", "xarray", "zarr", "dask", "distributed", "dask-jobqueue",
@@ -105,6 +106,50 @@ def _cluster_layout(client: Any) -> dict[str, Any] | None:
     }
 
 
+def science_parameters(config: Any) -> tuple[Any, dict[str, Any]]:
+    """``(parameters, execution)``: the config's canonical form split into what can change numbers and not.
+
+    A stage config lists its execution settings (memory, batch sizes that do not change
+    any number) in ``execution_fields``; they are recorded but not fingerprinted.
+
+    Examples
+    --------
+    >>> science_parameters({"alpha": 1})
+    ({'alpha': 1}, {})
+    """
+    parameters = _canonical(config)
+    execution: dict[str, Any] = {}
+    if isinstance(parameters, dict):
+        for key in getattr(config, "execution_fields", ()):
+            if key in parameters:
+                execution[key] = parameters.pop(key)
+    return parameters, execution
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def parameter_changes(old: Any, new: Any) -> list[str]:
+    """``key: old -> new`` for every (dotted) parameter that differs.
+
+    Examples
+    --------
+    >>> parameter_changes({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}})
+    ['b.c: 2 → 3']
+    """
+    flat_old, flat_new = _flatten(old or {}), _flatten(new or {})
+    missing = "(unset)"
+    return [f"{k}: {json.dumps(flat_old.get(k, missing))} → {json.dumps(flat_new.get(k, missing))}"
+            .replace('"(unset)"', missing)
+            for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k, missing) != flat_new.get(k, missing)]
+
+
 def make_provenance(*, stage: str, config: Any, inputs: dict[str, str], seed: int | None,
                     client: Any = None) -> dict[str, Any]:
     """Build the ``attrs["provenance"]`` record of a store.
@@ -125,14 +170,16 @@ def make_provenance(*, stage: str, config: Any, inputs: dict[str, str], seed: in
     Returns
     -------
     dict
-        ``stage, parameters, fingerprint, inputs, seed, versions, git_revision, cluster, created``.
-        ``fingerprint`` covers stage, parameters, inputs and seed only, so that a rerun on
-        another cluster or with newer packages resumes the same store.
+        ``stage, parameters, execution, fingerprint, inputs, seed, versions, git_revision, cluster,
+        created``. ``fingerprint`` covers stage, parameters, inputs and seed only, so that a rerun
+        on another cluster, with other execution settings (``config.execution_fields``) or with
+        newer packages resumes the same store.
     """
-    parameters = _canonical(config)
+    parameters, execution = science_parameters(config)
     return {
         "stage": stage,
         "parameters": parameters,
+        "execution": execution,
         "inputs": dict(sorted(inputs.items())),
         "seed": seed,
         "fingerprint": fingerprint({"stage": stage, "parameters": parameters,

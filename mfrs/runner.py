@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mfrs.errors import MfrsError, StageFailures
+from mfrs.errors import ClusterError, MfrsError, StageFailures
 
-__all__ = ["run_units"]
+__all__ = ["run_units", "no_worker_timeout"]
 
 log = logging.getLogger("mfrs.runner")
 T = TypeVar("T")
@@ -56,7 +56,7 @@ def run_units(client: Any, func: Callable[[T], Any], items: Iterable[T], *, key:
     StageFailures
         When one or more units failed.
     """
-    from distributed import as_completed
+    from distributed import wait
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     items = list(items)
@@ -71,18 +71,70 @@ def run_units(client: Any, func: Callable[[T], Any], items: Iterable[T], *, key:
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     interactive = sys.stderr.isatty()
+    watchdog = _NoWorkerWatchdog(client, description)
+    pending = set(futures)
+    done = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), disable=not interactive, transient=False) as progress:
         task = progress.add_task(description, total=len(futures))
-        for done, fut in enumerate(as_completed(futures), start=1):
-            name = futures[fut]
+        while pending:
             try:
-                results[name] = fut.result()
-                log.info("%s: %s done (%d/%d)", description, name, done, len(futures))
-            except Exception as exc:  # each failure is reported after all units ran
-                failures[name] = _message(exc)
-                log.error("%s: %s failed (%d/%d): %s", description, name, done, len(futures), failures[name])
-            progress.advance(task)
+                wait(list(pending), timeout=watchdog.poll_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                watchdog.check(len(pending), pending)
+                continue
+            except Exception:  # noqa: BLE001 - cancelled futures: their result() below says why
+                pass
+            finished = {f for f in pending if f.done()}
+            pending -= finished
+            watchdog.seen_workers()
+            for fut in finished:
+                done += 1
+                name = futures[fut]
+                try:
+                    results[name] = fut.result()
+                    log.info("%s: %s done (%d/%d)", description, name, done, len(futures))
+                except Exception as exc:  # each failure is reported after all units ran
+                    failures[name] = _message(exc)
+                    log.error("%s: %s failed (%d/%d): %s", description, name, done, len(futures), failures[name])
+                progress.advance(task)
     if failures:
         raise StageFailures(stage or description, failures)
     return results
+
+
+def no_worker_timeout() -> float:
+    """Seconds a run waits with no worker before it fails: dask config ``mfrs.no-worker-timeout``
+    (env ``DASK_MFRS__NO_WORKER_TIMEOUT=60s``, or the cluster profile's ``no_worker_timeout``), default 300 s."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(dask.config.get("mfrs.no-worker-timeout", "300s"), default="s"))
+
+
+class _NoWorkerWatchdog:
+    """Fails a run (ClusterError, exit 3) once the cluster has had no worker for ``no_worker_timeout``."""
+
+    def __init__(self, client: Any, description: str):
+        self.client = client
+        self.description = description
+        self.limit = no_worker_timeout()
+        self.poll_s = max(0.5, min(5.0, self.limit / 4))
+        self.since: float | None = None
+
+    def seen_workers(self) -> None:
+        self.since = None
+
+    def check(self, n_pending: int, pending: set) -> None:
+        import time
+
+        if self.client.scheduler_info().get("workers"):
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since if self.since is not None else now
+        if now - self.since >= self.limit:
+            self.client.cancel(list(pending))
+            raise ClusterError(
+                f"{self.description}: no worker for {self.limit:.0f} s with {n_pending} unit(s) waiting; the "
+                "cluster lost its workers (jobs cancelled or ended?): finished units are marked, rerun to resume")

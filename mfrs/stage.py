@@ -12,7 +12,7 @@ globals (``seed``, ``subjects``) that its Config declares.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,6 +25,8 @@ class StageConfig(BaseModel):
     """Base of stage configs: unknown keys are errors, values are validated once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Fields that do not change any number (memory, batch sizes): recorded, not fingerprinted.
+    execution_fields: ClassVar[tuple[str, ...]] = ()
 
 
 def format_bytes(n: float) -> str:

@@ -8,12 +8,23 @@ only after the data are written, a completion mark
 ``<store>/.mfrs-complete/<unit>.json`` carrying the store's fingerprint. A unit
 without its mark is missing, whatever its chunks hold, so a killed worker never
 leaves a unit that looks complete, and a rerun writes exactly what is missing.
+
+Trust (issue 10): new stores carry a crc32c checksum on every chunk; a mark
+records the digest of every chunk the unit wrote and the content digests of the
+input stores the unit was computed from (:meth:`ZarrStore.depends_on`). A unit
+whose recorded chunk is gone, or whose inputs have changed since, counts as not
+complete; rewriting a unit first removes its mark. A stage reads its inputs
+with :func:`open_input`, which refuses incomplete or damaged inputs by name, and
+:meth:`ZarrStore.dataset` reads chunks so that a corrupt one is an error naming
+the store, the chunk and the unit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,7 +42,7 @@ import xarray as xr
 from mfrs.errors import StoreError
 from mfrs.provenance import fingerprint
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR"]
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "chunk_codecs"]
 
 log = logging.getLogger("mfrs.store")
 
@@ -71,6 +82,17 @@ class Unit:
     def marker_name(self) -> str:
         """File name of the unit's completion mark."""
         return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", self.key) + ".json"
+
+
+def chunk_codecs() -> tuple:
+    """Bytes-to-bytes codecs of new stores: zstd, then a crc32c checksum verified on every read."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(), Crc32cCodec())
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
 
 
 def _variable_chunks(template: xr.Dataset) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -117,6 +139,18 @@ def _structure(ds: xr.Dataset) -> dict[str, Any]:
     }
 
 
+def provenance_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two provenance records, as ``parameter: old → new`` lines."""
+    from mfrs.provenance import parameter_changes
+
+    changes = parameter_changes(old.get("parameters"), new.get("parameters"))
+    changes += [f"input {k}" for k in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {})))
+                if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k)]
+    if old.get("seed") != new.get("seed"):
+        changes.append(f"seed: {old.get('seed')} → {new.get('seed')}")
+    return changes
+
+
 def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("final_variables", []) != new.get("final_variables", []):
         return f"final variables differ ({old.get('final_variables', [])} vs {new.get('final_variables', [])})"
@@ -151,6 +185,9 @@ class ZarrStore:
         self.entry_name = entry_name
         self.final_variables = tuple(final_variables)
         self._all_units_seen_complete = False  # marks are never removed while final variables are written
+        self._inputs: dict[str, str] = {}  # input store (relative path) -> content digest read this run
+        self._input_cache: dict[str, str | None] = {}
+        self._chunk_layout: dict[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"ZarrStore({str(self.path)!r}, unit_dims={self.unit_dims})"
@@ -227,12 +264,11 @@ class ZarrStore:
                         "catalog entry at a new location."
                     )
                 if old_prov.get("fingerprint") != fp:
-                    changed = sorted(
-                        k for k in ("parameters", "inputs", "seed")
-                        if old_prov.get(k) != provenance.get(k)
-                    )
+                    changes = provenance_changes(old_prov, provenance)
+                    kinds = [k for k in ("parameters", "inputs", "seed") if old_prov.get(k) != provenance.get(k)]
                     raise StoreError(
-                        f"{label} was made with other {', '.join(changed) or 'settings'} "
+                        f"{label} was made with other {', '.join(kinds) or 'settings'}: "
+                        f"{'; '.join(changes) or 'see its provenance'} "
                         f"(fingerprint {old_prov.get('fingerprint')} vs {fp}). Its finished units are kept. "
                         "Rerun with --overwrite to recompute everything with the new settings, or point "
                         "the catalog entry at a new location."
@@ -247,7 +283,7 @@ class ZarrStore:
         attrs["provenance"] = provenance
         attrs[_STORE_ATTR] = {"unit_dims": list(unit_dims), "unit_chunks": unit_chunks,
                               "structure": structure, "format": 1}
-        encoding = {name: {"chunks": tuple(max(c) for c in var.chunks)}
+        encoding = {name: {"chunks": tuple(max(c) for c in var.chunks), "compressors": chunk_codecs()}
                     for name, var in template.data_vars.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         # Coordinates are written now, with the metadata: lazy ones (e.g. read from another
@@ -325,17 +361,133 @@ class ZarrStore:
     def _marker(self, unit: Unit) -> Path:
         return self.path / MARKER_DIR / unit.marker_name
 
-    def is_complete(self, unit: Unit) -> bool:
-        """True when ``unit`` has a completion mark of this store's fingerprint."""
-        marker = self._marker(unit)
+    def _read_mark(self, marker: Path) -> dict[str, Any] | None:
         try:
-            return json.loads(marker.read_text()).get("fingerprint") == self.fingerprint
+            record = json.loads(marker.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return False
+            return None
+        return record if isinstance(record, dict) else None
+
+    # ------------------------------------------------------------ chunks and inputs
+    def _layout(self) -> dict[str, dict[str, Any]]:
+        """Variable -> dims, shape, chunk shape and chunk key separator, from its zarr.json."""
+        if self._chunk_layout is None:
+            layout = {}
+            for name, (dims, _) in self._variables.items():
+                meta = json.loads((self.path / name / "zarr.json").read_text())
+                enc = meta.get("chunk_key_encoding", {})
+                layout[name] = {"dims": dims, "shape": tuple(meta["shape"]),
+                                "chunks": tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+                                "separator": enc.get("configuration", {}).get("separator", "/"),
+                                "prefix": enc.get("name", "default") == "default"}
+            self._chunk_layout = layout
+        return self._chunk_layout
+
+    def _chunk_key(self, name: str, index: tuple[int, ...]) -> str:
+        lay = self._layout()[name]
+        parts = (["c"] if lay["prefix"] else []) + [str(i) for i in index]
+        return f"{name}/" + (lay["separator"].join(parts) if parts else "0")
+
+    def unit_chunk_keys(self, unit: Unit, variables: set[str] | None = None) -> list[str]:
+        """Keys (relative to the store) of every chunk of ``unit`` in ``variables`` (default: the unit's)."""
+        names = sorted(variables if variables is not None else set(self._variables) - set(self.final_variables))
+        keys = []
+        for name in names:
+            lay = self._layout()[name]
+            ranges = []
+            for dim, size, chunk in zip(lay["dims"], lay["shape"], lay["chunks"]):
+                sl = unit.region.get(dim)
+                ranges.append(range(sl.start // chunk, math.ceil(sl.stop / chunk)) if sl is not None
+                              else range(math.ceil(size / chunk)))
+            keys += [self._chunk_key(name, idx) for idx in product(*ranges)]
+        return keys
+
+    def unit_of_chunk(self, key: str) -> Unit | None:
+        """The unit whose region holds chunk ``key`` (``variable/c/i/j...``)."""
+        name = key.split("/", 1)[0]
+        for unit in self.units():
+            if key in self.unit_chunk_keys(unit, {name}):
+                return unit
+        return None
+
+    def content_digest(self) -> str:
+        """Digest of what the store holds now: each complete unit's chunk digests (or write time)."""
+        parts = []
+        for unit in self.units():
+            record = self._read_mark(self._marker(unit))
+            if record and record.get("fingerprint") == self.fingerprint:
+                parts.append([unit.key, record.get("content") or record.get("written")])
+        final = self._read_mark(self.path / MARKER_DIR / _FINAL_MARKER)
+        if final and final.get("fingerprint") == self.fingerprint:
+            parts.append(["final", final.get("content") or final.get("written")])
+        return fingerprint({"fingerprint": self.fingerprint, "units": parts})
+
+    def depends_on(self, *inputs: ZarrStore) -> None:
+        """Record that the units written from now on are computed from ``inputs`` (as they are now).
+
+        Each later completion mark carries the inputs' content digests; when an
+        input changes (a unit of it recomputed), the units computed from it count
+        as stale, so ``status``/``plan`` show them and ``run`` recomputes them.
+        """
+        for store in inputs:
+            self._inputs[os.path.relpath(store.path, self.path)] = store.content_digest()
+
+    def _current_input(self, rel: str) -> str | None:
+        if rel in self._inputs:
+            return self._inputs[rel]
+        if rel not in self._input_cache:
+            try:
+                self._input_cache[rel] = ZarrStore.open(self.path / rel).content_digest()
+            except StoreError:  # the input is gone: results cannot be checked against it, keep them
+                self._input_cache[rel] = None
+        return self._input_cache[rel]
+
+    def unit_problem(self, unit: Unit, *, digests: bool = False) -> str | None:
+        """Why ``unit`` does not count as complete (None when it does).
+
+        Not marked, marked for other settings, a recorded chunk missing (or, with
+        ``digests``, changed on disk), or an input changed since it was computed.
+        """
+        record = self._read_mark(self._marker(unit))
+        if record is None:
+            return "not marked complete"
+        if record.get("fingerprint") != self.fingerprint:
+            return "marked for other settings"
+        for key, digest in record.get("chunks", {}).items():
+            chunk = self.path / key
+            if not chunk.exists():
+                return f"chunk {key} is missing"
+            if digests and _file_digest(chunk) != digest:
+                return f"chunk {key} is corrupt (its digest differs from the one written with the mark)"
+        for rel, digest in record.get("inputs", {}).items():
+            current = self._current_input(rel)
+            if current is not None and current != digest:
+                return f"stale: input {os.path.normpath(self.path / rel)} changed since it was computed"
+        return None
+
+    def is_complete(self, unit: Unit) -> bool:
+        """True when ``unit`` has a mark of this fingerprint, its chunks are there and its inputs unchanged."""
+        return self.unit_problem(unit) is None
 
     def missing_units(self) -> list[Unit]:
         """Units without a valid completion mark."""
         return [u for u in self.units() if not self.is_complete(u)]
+
+    def verify(self) -> dict[str, str]:
+        """Unit key -> problem for every marked unit whose chunks are missing or corrupt (reads every chunk)."""
+        problems = {}
+        for unit in self.units():
+            if self._read_mark(self._marker(unit)) is None:
+                continue
+            why = self.unit_problem(unit, digests=True)
+            if why and why.startswith("chunk"):
+                problems[unit.key] = why
+        return problems
+
+    def unmark(self, unit: Unit) -> None:
+        """Remove ``unit``'s mark (and the final one), so that the next run recomputes it."""
+        self._marker(unit).unlink(missing_ok=True)
+        (self.path / MARKER_DIR / _FINAL_MARKER).unlink(missing_ok=True)
 
     def is_final_complete(self) -> bool:
         """True when the final variables are written (always True for a store without any)."""
@@ -348,13 +500,39 @@ class ZarrStore:
             return False
 
     def status(self) -> dict[str, Any]:
-        """Counts and keys of complete and missing units (``final`` is listed as missing until written)."""
+        """Counts and keys of complete and missing units (``final`` is listed as missing until written).
+
+        ``problems`` maps each missing unit that has a mark to why it does not count
+        (a chunk missing, stale inputs, other settings).
+        """
         units = self.units()
-        missing = [u.key for u in units if not self.is_complete(u)]
+        problems = {u.key: self.unit_problem(u) for u in units}
+        missing = [k for k, why in problems.items() if why]
         complete = len(units) - len(missing)
         if not self.is_final_complete():
             missing.append("final:" + ",".join(self.final_variables))
-        return {"path": str(self.path), "units": len(units), "complete": complete, "missing": missing}
+        return {"path": str(self.path), "units": len(units), "complete": complete, "missing": missing,
+                "problems": {k: why for k, why in problems.items() if why and why != "not marked complete"}}
+
+    def check_complete(self, *, stage: str, writer: str) -> None:
+        """Refuse (StoreError) to serve as an input of ``stage`` unless every unit is complete and intact.
+
+        The message names the store, the units and why, and the command that completes them.
+        """
+        problems = {u.key: why for u in self.units() if (why := self.unit_problem(u))}
+        if not self.is_final_complete():
+            problems["final:" + ",".join(self.final_variables)] = "not written"
+        if not problems:
+            return
+        shown = "; ".join(f"{k}: {why}" for k, why in list(problems.items())[:6])
+        more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
+        damaged = any(why.startswith("chunk") for why in problems.values())
+        fix = "Run `mfrs status --verify --repair` to unmark the damaged units, then " if damaged else "Run "
+        raise StoreError(
+            f"stage {stage!r} cannot read {self._label}: {len(problems)} of {len(self.units())} unit(s) are "
+            f"not complete: {shown}{more}. {fix}`mfrs run <pipeline> --stages {writer}` to complete them, "
+            "then this stage again."
+        )
 
     # ----------------------------------------------------------------- writing
     def write_unit(self, unit: Unit, data: xr.Dataset) -> None:
@@ -373,8 +551,11 @@ class ZarrStore:
         StoreError
             Missing variables, a wrong shape, or coordinates that do not match.
         """
+        self.unmark(unit)  # a unit being rewritten is not complete until its new mark
         self._write_region(unit, data, set(self._variables) - set(self.final_variables))
-        self._mark(self._marker(unit), unit.key)
+        chunks = {key: _file_digest(self.path / key) for key in self.unit_chunk_keys(unit)
+                  if (self.path / key).exists()}  # chunks of fill values only are not written
+        self._mark(self._marker(unit), unit.key, chunks=chunks, inputs=self._inputs)
 
     def write_final(self, unit: Unit, data: xr.Dataset) -> None:
         """Write the final variables of ``unit``'s region; every unit must be complete.
@@ -436,11 +617,17 @@ class ZarrStore:
             payload[name] = payload[name].astype(self._variables[name][1], copy=False)
         payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
 
-    def _mark(self, marker: Path, key: str) -> None:
+    def _mark(self, marker: Path, key: str, *, chunks: dict[str, str] | None = None,
+              inputs: dict[str, str] | None = None) -> None:
         marker.parent.mkdir(exist_ok=True)
         tmp = marker.with_suffix(f".tmp-{os.getpid()}")
         record = {"unit": key, "fingerprint": self.fingerprint, "host": socket.gethostname(),
                   "pid": os.getpid(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if chunks is not None:
+            record["chunks"] = dict(sorted(chunks.items()))
+            record["content"] = fingerprint({"fingerprint": self.fingerprint, "chunks": record["chunks"]})
+        if inputs:
+            record["inputs"] = dict(sorted(inputs.items()))
         with open(tmp, "w") as fh:
             json.dump(record, fh)
             fh.flush()
@@ -473,4 +660,100 @@ class ZarrStore:
             elif not self.is_final_complete():
                 log.warning("%s: final variables %s are not written yet; they read as fill values",
                             self._label, list(self.final_variables))
-        return xr.open_zarr(self.path, chunks={}, consolidated=True)
+        ds = xr.open_zarr(self.path, chunks={}, consolidated=True)
+        for name, var in ds.data_vars.items():
+            # read chunk by chunk through _read_chunk (errors name store, chunk and unit); a variable
+            # that xarray decodes to another dtype keeps xarray's reading
+            if name in self._variables and var.dtype == self._variables[name][1]:
+                ds[name] = var.copy(data=self._lazy(name))
+        return ds
+
+    def _lazy(self, name: str) -> Any:
+        import dask.array as da
+        from dask.highlevelgraph import HighLevelGraph
+
+        lay = self._layout()[name]
+        chunks = tuple(tuple(min(c, size - i) for i in range(0, size, c)) or (0,)
+                       for size, c in zip(lay["shape"], lay["chunks"]))
+        token = fingerprint([str(self.path), name, self.fingerprint,
+                             (self.path / name / "zarr.json").stat().st_mtime_ns])
+        graph_name = f"mfrs-read-{name}-{token}"
+        dsk = {(graph_name, *idx): (_read_chunk, str(self.path), name, list(idx), self.entry_name)
+               for idx in product(*(range(len(c)) for c in chunks))}
+        graph = HighLevelGraph.from_collections(graph_name, dsk, dependencies=())
+        return da.Array(graph, graph_name, chunks, dtype=self._variables[name][1])
+
+
+def _zarr_array(path: str, name: str) -> Any:
+    import zarr
+
+    key = (path, name, (Path(path) / name / "zarr.json").stat().st_mtime_ns)
+    if key not in _ARRAYS:
+        if len(_ARRAYS) > 64:
+            _ARRAYS.clear()
+        _ARRAYS[key] = zarr.open_array(Path(path) / name, mode="r", zarr_format=3)
+    return _ARRAYS[key]
+
+
+_ARRAYS: dict[tuple[str, str, int], Any] = {}
+
+
+def _read_chunk(path: str, name: str, index: list[int], entry_name: str | None) -> np.ndarray:
+    """One chunk of a variable; a missing recorded chunk or a failed checksum is a StoreError naming both."""
+    arr = _zarr_array(path, name)
+    sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape))
+    store: ZarrStore | None = None
+    try:
+        store = ZarrStore.open(path, entry_name=entry_name) if not _chunk_exists(path, name, arr, index) else None
+        if store is not None:  # absent: fine for a chunk of fill values, damage for one recorded by its unit
+            key = store._chunk_key(name, tuple(index))
+            unit = store.unit_of_chunk(key)
+            record = store._read_mark(store._marker(unit)) if unit else None
+            if record and key in record.get("chunks", {}):
+                raise StoreError(f"{store._label}: chunk {key} of unit {unit.key} is missing (it was written "
+                                 "and marked complete). Run `mfrs status --verify --repair`, then rerun the "
+                                 "stage that writes the store.")
+        return arr[sl]
+    except StoreError:
+        raise
+    except Exception as exc:  # a checksum mismatch, a truncated chunk: name the chunk and unit
+        store = store or ZarrStore.open(path, entry_name=entry_name)
+        key = store._chunk_key(name, tuple(index))
+        unit = store.unit_of_chunk(key)
+        raise StoreError(f"{store._label}: chunk {key} of unit {unit.key if unit else '?'} is corrupt "
+                         f"({type(exc).__name__}: {exc}). Run `mfrs status --verify --repair`, then rerun the "
+                         "stage that writes the store.") from exc
+
+
+def _chunk_exists(path: str, name: str, arr: Any, index: list[int]) -> bool:
+    enc = arr.metadata.chunk_key_encoding
+    return (Path(path) / name / enc.encode_chunk_key(tuple(index))).exists()
+
+
+def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) -> ZarrStore:
+    """Open a store a stage reads, refusing it unless every unit is complete and intact.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store.
+    entry_name : str
+        Its catalog entry, for messages.
+    stage : str
+        The stage that reads it.
+    writer : str
+        The stage that writes it (named in the command of the message).
+
+    Raises
+    ------
+    StoreError
+        The store does not exist, or units are missing, damaged or stale; the message
+        names them and the command that completes them.
+    """
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"stage {stage!r}: its input store {path} (catalog entry {entry_name!r}) does not exist; "
+                         f"run `mfrs run <pipeline> --stages {writer}` first.")
+    store = ZarrStore.open(path, entry_name=entry_name)
+    store.check_complete(stage=stage, writer=writer)
+    return store

@@ -60,7 +60,9 @@ def _optional_file(entry, key: str) -> Path | None:
 
 
 def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
-    ds = catalog.open("stimuli")
+    from mfrs.store import open_input
+
+    ds = open_input(catalog.path("stimuli"), entry_name="stimuli", stage=NAME, writer="stimuli").dataset()
     return ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
 
 
@@ -281,6 +283,9 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
                                 overwrite=overwrite, entry_name="epochs")
     src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,
                                  overwrite=overwrite, entry_name="sources")
+    stim_store = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli")
+    ep_store.depends_on(stim_store)
+    src_store.depends_on(stim_store)
     ep_units = {u.labels["subject"][0]: u for u in ep_store.units()}
     src_units = {u.labels["subject"][0]: u for u in src_store.units()}
     todo = []

@@ -74,6 +74,8 @@ class Config(StageConfig):
     seed: int = 0
     worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
 
+    execution_fields = ("worker_memory", "time_batch")  # the same numbers whatever their values
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         if self.store_rdms != "none" and "all" not in self.categories:
@@ -149,17 +151,17 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
     return Layout(regions, vertices, times, starts, length, stim_index)
 
 
-def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
-    from mfrs.errors import StoreError
+def _input_stores(catalog: Any) -> tuple[Any, Any]:
+    """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
+    from mfrs.store import open_input
 
-    opened = []
-    for name, writer in (("sources", "meg"), ("model_rdms", "model_rdms")):
-        path = catalog.path(name)
-        if not path.exists():
-            raise StoreError(f"similarity: input {name!r} (catalog entry) does not exist at {path}; "
-                             f"run the {writer!r} stage first.")
-        opened.append(xr.open_zarr(path))
-    return opened[0], opened[1]
+    return (open_input(catalog.path("sources"), entry_name="sources", stage=NAME, writer="meg"),
+            open_input(catalog.path("model_rdms"), entry_name="model_rdms", stage=NAME, writer="model_rdms"))
+
+
+def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
+    sources, models = _input_stores(catalog)
+    return sources.dataset(warn_incomplete=False), models.dataset(warn_incomplete=False)
 
 
 def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_vertices: int, n_time: int,
@@ -311,7 +313,10 @@ def _compute(job: _Job) -> None:
     from mfrs.similarity.threads import single_threaded
 
     cfg, unit = job.config, job.unit
-    sources, models = xr.open_zarr(job.sources_path), xr.open_zarr(job.models_path)
+    from mfrs.store import ZarrStore
+
+    sources, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
+                       for path, name in ((job.sources_path, "sources"), (job.models_path, "model_rdms")))
     lay = layout(sources, cfg)
     fam = families(cfg, len(lay.regions), lay.times.size)
     regions = unit.labels["region"]
@@ -485,7 +490,8 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     # refuse plans that cannot fit before anything is written
     limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
-    sources, models = _open(catalog)
+    input_stores = _input_stores(catalog)
+    sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     if models.sizes["pair"] != sources.sizes["stimulus"] * (sources.sizes["stimulus"] - 1) // 2:
         raise InputDataError(f"similarity: model_rdms has {models.sizes['pair']} pairs but sources has "
                              f"{sources.sizes['stimulus']} stimuli; make both from the same stimulus list")
@@ -497,6 +503,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     template = _template(sources, models, lay, config)
     store = ZarrStore.create(catalog.path("rsa"), template, unit_dims=("region", "time"), provenance=provenance,
                              overwrite=overwrite, entry_name="rsa", final_variables=fam.final_variables)
+    store.depends_on(*input_stores)  # blocks computed from other inputs than these count as stale
     labels = {d: template[d].values for d in ("signal", "category", "region", "time", "layer")}
     for name, (side, unit_dims) in summary_templates(fam, coords=labels, n_perm=config.n_permutations,
                                                       region_block=config.region_block,
