@@ -3,8 +3,9 @@
 ``data_catalog.yaml`` (repository root) is loaded and validated here once;
 nothing else in mfrs reads it. Locations are paths relative to the catalog's
 ``root`` (itself relative to the catalog file) or fsspec URLs, and may use
-``${VAR}`` / ``${VAR:-default}`` environment expansion, so a user points mfrs at
-the real ds000117 by editing the file or setting ``MFRS_DATA_ROOT``.
+``${MFRS_VAR}`` / ``${MFRS_VAR:-default}`` environment expansion (only ``MFRS_*``
+variables; an empty one counts as unset), so a user points mfrs at the real
+ds000117 by editing the file or setting ``MFRS_DATA_ROOT``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,16 @@ _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^package:")
 
 
+#: Only variables with this prefix expand in catalog paths (HOME, PWD... never decide where data go).
+VAR_PREFIX = "MFRS_"
+
+
 def _expand(text: str, where: str) -> str:
     def repl(match: re.Match[str]) -> str:
-        value = os.environ.get(match["name"])
+        if not match["name"].startswith(VAR_PREFIX):
+            raise CatalogError(f"{where}: ${{{match['name']}}} is not allowed in catalog paths; only "
+                               f"{VAR_PREFIX}* variables expand (e.g. ${{MFRS_DATA_ROOT}}).")
+        value = os.environ.get(match["name"]) or None  # empty means unset
         if value is None:
             if match["default"] is None:
                 raise CatalogError(
@@ -168,6 +176,17 @@ class Catalog:
     def path(self, name: str) -> Path:
         """Local path of entry ``name``."""
         return self.entry(name).path
+
+    def relative(self, path: str | Path | None) -> str:
+        """``path`` relative to the data root when inside it (absolute otherwise), for fingerprints
+        that stay the same when a finished root is copied or moved."""
+        if path is None:
+            return "None"
+        path = Path(path)
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
 
     def open(self, name: str) -> xr.Dataset:
         """Open a ``zarr`` entry as a lazy, dask-backed Dataset.

@@ -36,10 +36,10 @@ def test_sub_entries_name_stores_below_a_folder_entry(catalog, tmp_path):
 
 def test_environment_variables_expand_with_defaults(tmp_path, monkeypatch):
     cat = tmp_path / "cat.yaml"
-    cat.write_text("root: ${MY_ROOT:-fallback}\nentries:\n  x: {kind: zarr, location: \"${MY_SUB}/x.zarr\"}\n")
-    monkeypatch.setenv("MY_SUB", "sub")
+    cat.write_text("root: ${MFRS_TEST_ROOT:-fallback}\nentries:\n  x: {kind: zarr, location: \"${MFRS_TEST_SUB}/x.zarr\"}\n")
+    monkeypatch.setenv("MFRS_TEST_SUB", "sub")
     assert load_catalog(cat).path("x") == tmp_path / "fallback" / "sub" / "x.zarr"
-    monkeypatch.setenv("MY_ROOT", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("MFRS_TEST_ROOT", str(tmp_path / "elsewhere"))
     assert load_catalog(cat).path("x") == tmp_path / "elsewhere" / "sub" / "x.zarr"
 
 

@@ -66,9 +66,10 @@ def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
     return ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
 
 
-def _files_fingerprint(paths: list[Path]) -> list:
-    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else [str(p), None]
-            for p in paths]
+def _files_fingerprint(paths: list[Path], catalog: "Catalog") -> list:
+    # relative to the data root: a finished root copied elsewhere keeps its caches and stores
+    return [[catalog.relative(p), p.stat().st_size, p.stat().st_mtime_ns] if p.exists()
+            else [catalog.relative(p), None] for p in paths]
 
 
 def subject_jobs(config: Config, catalog: "Catalog",
@@ -98,13 +99,13 @@ def subject_jobs(config: Config, catalog: "Catalog",
         cleaning = config.model_dump(mode="json", include={"seed", "maxwell", "filter", "ica", "events",
                                                            "epochs", "envelopes"})
         fp = fingerprint({"config": cleaning, "files": _files_fingerprint(
-            [p for r in runs for p in (r.raw, r.events)]), "stimuli": file_to_stimulus,
-            "calibration": str(calibration), "crosstalk": str(crosstalk)})
+            [p for r in runs for p in (r.raw, r.events)], catalog), "stimuli": file_to_stimulus,
+            "calibration": catalog.relative(calibration), "crosstalk": catalog.relative(crosstalk)})
         jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, dict(anat.params),
                                file_to_stimulus, calibration, crosstalk, fp))
-    inputs_fp = {"ds000117": fingerprint({"path": str(bids.path), "subjects": list(layout.subjects),
+    inputs_fp = {"ds000117": fingerprint({"path": catalog.relative(bids.path), "subjects": list(layout.subjects),
                                           "params": bids.params}),
-                 "anatomy": fingerprint({"path": str(anat.path), "params": anat.params}),
+                 "anatomy": fingerprint({"path": catalog.relative(anat.path), "params": anat.params}),
                  "stimuli": fingerprint(file_to_stimulus)}
     return jobs, inputs_fp
 

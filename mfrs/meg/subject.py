@@ -92,6 +92,22 @@ def _record_path(job: SubjectJob) -> Path:
     return job.folder / "prepared.json"
 
 
+def _cache_files(job: SubjectJob) -> list[Path]:
+    """The cached files ``localize`` reads back."""
+    return [epochs_path(job), *(_band_path(job, band) for band in job.config.envelopes)]
+
+
+def _cache_damage(job: SubjectJob, saved: dict) -> str | None:
+    """Why the cache of a complete record cannot be used (a file purged or truncated), or None."""
+    sizes = saved.get("files", {})
+    for path in _cache_files(job):
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.name in sizes and path.stat().st_size != sizes[path.name]:
+            return f"{path} has {path.stat().st_size} bytes, {sizes[path.name]} were written"
+    return None
+
+
 def prepare(job: SubjectJob) -> Prepared:
     """Read all runs, clean them and cut epochs; cache the result in ``job.folder``.
 
@@ -114,11 +130,19 @@ def prepare(job: SubjectJob) -> Prepared:
 
     record = _record_path(job)
     if record.exists():
-        saved = json.loads(record.read_text())
-        if saved.get("fingerprint") == job.fingerprint:
+        try:
+            saved = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            saved = {}
+        damage = _cache_damage(job, saved) if saved.get("fingerprint") == job.fingerprint else None
+        if saved.get("fingerprint") == job.fingerprint and damage is None:
             log.info("meg: sub-%s cleaning skipped: %s is complete for these settings", job.subject, record)
             return Prepared(**{**saved["prepared"], "fresh": False})
-        log.info("meg: sub-%s cleaning recomputed: %s was made with other settings", job.subject, record)
+        if damage:
+            log.warning("meg: sub-%s cache discarded and rebuilt: %s", job.subject, damage)
+            record.unlink(missing_ok=True)
+        else:
+            log.info("meg: sub-%s cleaning recomputed: %s was made with other settings", job.subject, record)
     cfg = job.config
     sub = job.subject
     with _timed(sub, "reading"):
@@ -177,7 +201,8 @@ def prepare(job: SubjectJob) -> Prepared:
     prepared = Prepared(job.subject, kept, list(epochs.ch_names), list(epochs.get_channel_types()),
                         [float(t) for t in epochs.times], report, fresh=True)
     tmp = record.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"fingerprint": job.fingerprint, "prepared": prepared.__dict__}))
+    files = {p.name: p.stat().st_size for p in _cache_files(job)}
+    tmp.write_text(json.dumps({"fingerprint": job.fingerprint, "prepared": prepared.__dict__, "files": files}))
     os.replace(tmp, record)  # written last: the cache is complete only with it
     return prepared
 
@@ -219,9 +244,15 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
                        "chs": info["ch_names"]})
     fwd_file = cache / f"{anat.fs_subject}-{key}-fwd.fif"
     with _timed(job.subject, "forward"):
+        fwd = None
         if fwd_file.exists():
-            fwd = mne.read_forward_solution(fwd_file, verbose="error")
-        else:
+            try:
+                fwd = mne.read_forward_solution(fwd_file, verbose="error")
+            except Exception as exc:  # noqa: BLE001 - a truncated cache file fails in many ways
+                log.warning("meg: sub-%s forward cache %s unreadable (%s): discarded and rebuilt",
+                            job.subject, fwd_file, exc)
+                fwd_file.unlink(missing_ok=True)
+        if fwd is None:
             fwd = make_forward(info, trans=anat.trans, src=src, bem=bem, mindist=cfg.mindist)
             tmp = fwd_file.with_name(f".{key}.{os.getpid()}-fwd.fif")
             mne.write_forward_solution(tmp, fwd, overwrite=True, verbose="error")

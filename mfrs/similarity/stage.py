@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import xarray as xr
@@ -74,7 +74,7 @@ class Config(StageConfig):
     seed: int = 0
     worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
 
-    execution_fields = ("worker_memory", "time_batch")  # the same numbers whatever their values
+    execution_fields: ClassVar[tuple[str, ...]] = ("worker_memory", "time_batch")  # same numbers whatever their values
 
     @model_validator(mode="after")
     def _check(self) -> Config:
