@@ -32,7 +32,7 @@ from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, StageConfig
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics",
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
            "last_checkpoint", "batches"]
 
 NAME = "train"
@@ -141,6 +141,20 @@ def last_checkpoint(folder: Path) -> Path | None:
     """The checkpoint of the highest epoch in ``folder/checkpoints`` (None when there is none)."""
     found = sorted((folder / "checkpoints").glob("epoch-*.pt"))
     return found[-1] if found else None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, read with ``torch.load(weights_only=True)`` (a file that would run
+    code is refused: :func:`mfrs.nets.weights.load_torch_file`)."""
+    from mfrs.nets.weights import load_torch_file
+
+    state = load_torch_file(path)
+    missing = [k for k in ("epoch", "fingerprint", "model", "optimizer", "scheduler", "torch_rng")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputDataError(f"training checkpoint {path} lacks {missing}; it was not written by this stage. "
+                             f"Move it away, or rerun with --overwrite to start afresh.")
+    return state
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -252,7 +266,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     start_epoch = 0
     ckpt = last_checkpoint(output_dir)
     if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = read_checkpoint(ckpt)
         if state["fingerprint"] != run_fp:
             raise StoreError(
                 f"train: {output_dir} holds checkpoints of other settings or data ({ckpt.name}, fingerprint "
