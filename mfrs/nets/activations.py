@@ -8,7 +8,7 @@ index of design.md (coords ``network``, ``name``, ``depth``, ``kind``, ``weights
 ``units``). A unit of the store is one stimulus batch, marked complete after its
 write, so a rerun continues where a killed task stopped. Tasks ask for
 ``resources={"GPU": 1}`` when the cluster has GPU workers; the device is chosen
-inside the task.
+inside the task (CUDA when visible, else the CPU with a log line saying so).
 """
 
 from __future__ import annotations
@@ -197,15 +197,27 @@ def build_template(stimuli: xr.Dataset, layers: list[Any], *, network: str, weig
 
 
 # ----------------------------------------------------------------------------- the task
-def choose_device(setting: Device) -> Any:
-    """The torch device for ``setting`` on this worker (``auto``: CUDA when visible)."""
+def choose_device(setting: Device, *, stage: str = NAME) -> Any:
+    """The torch device for ``setting`` on this worker (``auto``: CUDA when visible).
+
+    With ``auto`` and no CUDA device the task runs on the CPU, and the log says so
+    (naming the worker), so a GPU task that fell back is never silent.
+    """
     import torch
 
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ConfigError("stage activations: device 'cuda' was asked for, but this worker sees no "
+            raise ConfigError(f"stage {stage}: device 'cuda' was asked for, but this worker sees no "
                               "CUDA device; use device: auto, or run on GPU workers.")
         return torch.device("cuda")
+    if setting == "auto":
+        try:
+            from distributed import get_worker
+
+            where = f"worker {get_worker().address}"
+        except ValueError:
+            where = "this process"
+        log.info("%s: no CUDA device visible in %s, running on the CPU", stage, where)
     return torch.device("cpu")
 
 

@@ -5,10 +5,16 @@ Stage ``train``. Reads a Zarr image dataset (``image (item, y, x[, channel])`` u
 its ``output`` catalog entry: ``checkpoints/epoch-NNN.pt`` after every epoch,
 ``metrics.jsonl`` (one line per epoch), and at the end ``weights.pth`` (a plain state
 dict that ``mfrs.nets.weights`` loads) with ``weights.json`` (the catalog entry to add).
-Optimisers SGD, momentum, Adam, AdamW; step learning-rate schedule; cross-entropy,
-ArcFace or CosFace loss. A rerun resumes from the last checkpoint of the same
-settings (raising ``epochs`` continues a finished run); ``overwrite`` starts afresh.
-The whole run is one task, on a GPU worker when the cluster has one.
+Optimisers SGD, momentum, Adam, AdamW; step learning-rate schedule; every face loss of
+the study (``mfrs.nets.losses``: cross-entropy, center, SphereFace, ArcFace, CosFace, the
+class-level and pair-wise circle losses, contrastive, triplet). Pair-wise losses train on
+identity batches (P identities x K images of the training split only, so pairs and
+triplets never cross into the validation or test identities). A rerun resumes from the
+last checkpoint of the same settings (raising ``epochs`` continues a finished run);
+``overwrite`` starts afresh. Checkpoints hold tensors and plain values only, and are read
+back with ``torch.load(weights_only=True)``. The whole run is one task, with
+``resources={"GPU": 1}`` when the cluster has GPU workers; without CUDA it runs on the
+CPU and says so in the log.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ from pydantic import Field, model_validator
 from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, InputDataError, StoreError
 from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
-from mfrs.nets.types import Device, LossName, Network, OptimizerName
+from mfrs.nets.types import Device, LossName, Network, OptimizerName, PairMiner, TripletMiner
 from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, StageConfig
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics",
-           "last_checkpoint", "batches"]
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
+           "last_checkpoint", "batches", "identity_batches", "build_loss"]
 
 NAME = "train"
 log = logging.getLogger("mfrs.train")
@@ -60,8 +66,16 @@ class Config(StageConfig):
     step_size: int = Field(10, ge=1, description="epochs between learning-rate steps")
     gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor at each step")
     loss: LossName = "cross_entropy"
-    margin: float | None = Field(None, ge=0, description="default: ArcFace 0.5 rad, CosFace 0.35")
-    scale: float = Field(30.0, gt=0, description="logit scale s of the margin losses")
+    margin: float | None = Field(None, ge=0, description="default per loss: ArcFace 0.5 rad, CosFace 0.35, "
+                                 "SphereFace m=4, circle 0.25, contrastive 1.0, triplet 0.2")
+    scale: float | None = Field(None, gt=0, description="ArcFace/CosFace scale s (30), circle gamma (256)")
+    center_weight: float = Field(0.003, ge=0, description="center loss lambda")
+    center_alpha: float = Field(0.5, gt=0, le=1, description="center loss: learning rate of the centres")
+    sphereface_lambda_min: float = Field(5.0, ge=0, description="SphereFace annealing floor")
+    sphereface_lambda_max: float = Field(1000.0, ge=0, description="SphereFace annealing start")
+    pair_miner: PairMiner = Field("all", description="pairs of circle_pair / contrastive")
+    triplet_miner: TripletMiner = Field("semihard", description="triplets of the triplet loss")
+    images_per_identity: int = Field(4, ge=2, description="K of the P x K batches of the pair-wise losses")
     aux_weight: float = Field(0.4, ge=0, description="Inception-v3 auxiliary-head loss weight")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -77,7 +91,18 @@ class Config(StageConfig):
         for what in ("mean", "std"):
             if len(getattr(self, what)) not in (1, self.in_channels):
                 raise ValueError(f"{what} has {len(getattr(self, what))} values for in_channels={self.in_channels}")
+        if self.pairwise and self.batch_size < 2 * self.images_per_identity:
+            raise ValueError(f"loss {self.loss} compares identities within a batch: batch_size "
+                             f"{self.batch_size} must hold at least 2 identities x images_per_identity "
+                             f"{self.images_per_identity}")
+        if self.loss == "sphereface" and self.margin is not None and self.margin not in (1, 2, 3, 4):
+            raise ValueError(f"SphereFace's margin is the integer angle multiplier m (1-4), not {self.margin}")
         return self
+
+    @property
+    def pairwise(self) -> bool:
+        """Whether the loss compares items of a batch (identity batches, no classifier trained)."""
+        return self.loss in ("circle_pair", "contrastive", "triplet")
 
     @property
     def size(self) -> int:
@@ -136,11 +161,57 @@ def batches(item_index: np.ndarray, chunk: int, *, batch_size: int, shuffle_chun
         yield carry
 
 
+def identity_batches(item_index: np.ndarray, labels: np.ndarray, *, batch_size: int, per_identity: int,
+                     rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Batches of P identities x K images (``K = per_identity``, ``P = batch_size // K``).
+
+    ``item_index``: store positions of one split (the training split: pairs and triplets
+    stay inside it); ``labels``: the label of every store position. Each identity's items
+    are shuffled and cut into groups of K (a last group of 2 <= n < K is kept, a single
+    item is left out this epoch: it has no positive); the groups are shuffled and dealt
+    into batches of P groups. Identities with one item never appear.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.repeat(np.arange(3), 4)
+    >>> [len(b) for b in identity_batches(np.arange(12), labels, batch_size=4, per_identity=2,
+    ...                                   rng=np.random.default_rng(0))]
+    [4, 4, 4]
+    """
+    groups = []
+    for label in np.unique(labels[item_index]):
+        members = item_index[labels[item_index] == label]
+        members = members[rng.permutation(members.size)]
+        groups += [g for g in np.array_split(members, range(per_identity, members.size, per_identity))
+                   if g.size >= 2]
+    order = rng.permutation(len(groups))
+    per_batch = max(batch_size // per_identity, 2)
+    for start in range(0, len(order), per_batch):
+        chosen = [groups[k] for k in order[start:start + per_batch]]
+        if len(chosen) >= 2:
+            yield np.concatenate(chosen)
+
+
 # ----------------------------------------------------------------------------- checkpoints and metrics
 def last_checkpoint(folder: Path) -> Path | None:
     """The checkpoint of the highest epoch in ``folder/checkpoints`` (None when there is none)."""
     found = sorted((folder / "checkpoints").glob("epoch-*.pt"))
     return found[-1] if found else None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, read with ``torch.load(weights_only=True)`` (a file that would run
+    code is refused: :func:`mfrs.nets.weights.load_torch_file`)."""
+    from mfrs.nets.weights import load_torch_file
+
+    state = load_torch_file(path)
+    missing = [k for k in ("epoch", "fingerprint", "model", "optimizer", "scheduler", "torch_rng")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputDataError(f"training checkpoint {path} lacks {missing}; it was not written by this stage. "
+                             f"Move it away, or rerun with --overwrite to start afresh.")
+    return state
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -167,6 +238,16 @@ def _optimizer(cfg: Config, params: Any) -> Any:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_loss(cfg: Config, classifier: Any) -> Any:
+    """The :class:`mfrs.nets.losses.FaceLoss` of ``cfg`` on the network's ``classifier``."""
+    from mfrs.nets.losses import FaceLoss
+
+    return FaceLoss(cfg.loss, classifier, margin=cfg.margin, scale=cfg.scale, center_weight=cfg.center_weight,
+                    center_alpha=cfg.center_alpha, lambda_min=cfg.sphereface_lambda_min,
+                    lambda_max=cfg.sphereface_lambda_max, pair_miner=cfg.pair_miner,
+                    triplet_miner=cfg.triplet_miner)
 
 
 def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str = "images",
@@ -205,7 +286,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     import torch
 
     from mfrs.nets.activations import choose_device
-    from mfrs.nets.losses import MarginLoss, final_linear
+    from mfrs.nets.losses import final_linear
     from mfrs.nets.preprocess import prepare_images
     from mfrs.nets.weights import load_network, sha256_file
 
@@ -238,12 +319,12 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     if provenance is not None:
         (output_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
-    device = choose_device(cfg.device)
+    device = choose_device(cfg.device, stage=NAME)
     loaded = load_network(cfg.network, cfg.init, in_channels=cfg.in_channels, num_classes=num_classes,
                           entry_params=init_params, location=init_location, seed=cfg.seed)
     model = loaded.model.to(device)
     _, classifier = final_linear(model)
-    criterion = MarginLoss(cfg.loss, classifier, margin=cfg.margin, scale=cfg.scale)
+    criterion = build_loss(cfg, classifier).to(device)
     optimizer = _optimizer(cfg, model.parameters())
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     features: dict[str, torch.Tensor] = {}
@@ -252,7 +333,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     start_epoch = 0
     ckpt = last_checkpoint(output_dir)
     if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = read_checkpoint(ckpt)
         if state["fingerprint"] != run_fp:
             raise StoreError(
                 f"train: {output_dir} holds checkpoints of other settings or data ({ckpt.name}, fingerprint "
@@ -260,6 +341,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
                 f"the {cfg.output!r} catalog entry at a new folder."
             )
         model.load_state_dict(state["model"])
+        criterion.load_state_dict(state.get("loss", {}))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -281,9 +363,16 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
         if isinstance(out, tuple):  # Inception-v3 in training mode: (logits, aux_logits)
             out, aux = out[0], out[1]
         loss = criterion(out, features["x"], y)
-        if aux is not None and cfg.aux_weight:
+        if aux is not None and cfg.aux_weight and not criterion.pairwise:
             loss = loss + cfg.aux_weight * torch.nn.functional.cross_entropy(aux, y)
         return loss, criterion.predict(out, features["x"])
+
+    def epoch_batches(idx: np.ndarray, rng: np.random.Generator | None, training: bool) -> Iterator[np.ndarray]:
+        if cfg.pairwise:  # identities x images, from this split only
+            return identity_batches(idx, labels_all, batch_size=cfg.batch_size, per_identity=cfg.images_per_identity,
+                                    rng=rng if rng is not None else np.random.default_rng(cfg.seed))
+        return batches(idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=cfg.shuffle_chunks if training else 1,
+                       rng=rng, drop_last=training)
 
     epochs_run = 0
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -292,40 +381,46 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
         tic = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch]))
         model.train()
+        criterion.train()
         total, correct, seen = 0.0, 0, 0
-        for idx in batches(train_idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=cfg.shuffle_chunks,
-                           rng=rng, drop_last=True):
+        for idx in epoch_batches(train_idx, rng, True):
             x, y = load(idx)
             optimizer.zero_grad(set_to_none=True)
             loss, pred = step(x, y)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
-            correct += int((pred == y).sum())
+            correct += int((pred == y).sum()) if pred is not None else 0
             seen += len(idx)
+        if not seen:
+            raise InputDataError(f"catalog entry {images_entry!r}: no training batch could be formed (loss "
+                                 f"{cfg.loss} needs identities with 2 or more training images).")
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total / seen,
-                  "train_accuracy": correct / seen}
+                  "train_accuracy": None if criterion.pairwise else correct / seen}
         scheduler.step()
         if valid_idx.size:
             model.eval()
-            v_total, v_correct = 0.0, 0
+            criterion.eval()
+            v_total, v_correct, v_seen = 0.0, 0, 0
             with torch.no_grad():
-                for idx in batches(valid_idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=1, rng=None,
-                                   drop_last=False):
+                for idx in epoch_batches(valid_idx, None, False):
                     x, y = load(idx)
                     loss, pred = step(x, y)
                     v_total += float(loss) * len(idx)
-                    v_correct += int((pred == y).sum())
-            record.update(valid_loss=v_total / valid_idx.size, valid_accuracy=v_correct / valid_idx.size)
+                    v_correct += int((pred == y).sum()) if pred is not None else 0
+                    v_seen += len(idx)
+            if v_seen:
+                record.update(valid_loss=v_total / v_seen,
+                              valid_accuracy=None if criterion.pairwise else v_correct / v_seen)
         record["seconds"] = time.perf_counter() - tic
         torch.save({"epoch": epoch, "fingerprint": run_fp, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "loss": criterion.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(mode="json")},
                    output_dir / "checkpoints" / f"epoch-{epoch:03d}.pt")
         with open(output_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         log.info("train: epoch %d/%d %s", epoch, cfg.epochs,
-                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch" and v is not None))
         epochs_run += 1
 
     last = start_epoch + epochs_run

@@ -6,7 +6,7 @@ from typing import Literal
 
 __all__ = [
     "Network", "NETWORKS", "LayerKind", "LAYER_KINDS", "Device", "RdmMetric", "RDM_METRICS",
-    "OptimizerName", "LossName", "Split",
+    "OptimizerName", "LossName", "PairMiner", "TripletMiner", "Split",
 ]
 
 #: The seven architectures of reference.md §3 (torchvision names where torchvision has them).
@@ -33,7 +33,12 @@ RDM_METRICS: tuple[RdmMetric, ...] = ("correlation", "abs_correlation", "cosine"
 
 #: Optimisers and losses of the training stage (reference.md §3).
 OptimizerName = Literal["sgd", "momentum", "adam", "adamw"]
-LossName = Literal["cross_entropy", "arcface", "cosface"]
+LossName = Literal["cross_entropy", "center", "sphereface", "arcface", "cosface", "circle_class", "circle_pair",
+                   "contrastive", "triplet"]
+
+#: Miners of the pair-wise losses: which pairs / triplets of a batch the loss sees.
+PairMiner = Literal["all", "hard"]
+TripletMiner = Literal["all", "semihard", "hard"]
 
 #: Image dataset splits.
 Split = Literal["train", "valid", "test"]

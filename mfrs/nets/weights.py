@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from torch import nn
 from mfrs.catalog import package_file
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.nets.architectures import build_network, first_conv
+from mfrs.nets.checkpoints import LoadReport, fit_checkpoint, sum_colour_channels
 from mfrs.nets.specs import UNTRAINED, parse_untrained
 from mfrs.nets.types import Network
 
 __all__ = [
     "UNTRAINED", "parse_untrained", "resolve_weights", "sha256_file", "sum_colour_channels",
-    "adapt_state_dict", "read_state_dict", "LoadedNetwork", "load_network",
+    "load_torch_file", "read_state_dict", "LoadedNetwork", "load_network",
 ]
 
 log = logging.getLogger("mfrs.nets")
@@ -101,86 +103,51 @@ def resolve_weights(entry_params: Mapping[str, Any], location: str | Path, *,
     return path
 
 
-def sum_colour_channels(kernel: torch.Tensor) -> torch.Tensor:
-    """Grayscale adaptation of an RGB first-layer kernel.
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
 
-    ``(out, 3, kh, kw) -> (out, 1, kh, kw)``: the sum over colour channels, so a gray
-    image g gives the response the RGB network gives to the image (g, g, g).
-    """
-    return kernel.sum(dim=1, keepdim=True)
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weight file or a training checkpoint (``state_dict``/``model`` key),
-    without a ``module.`` (DataParallel) prefix."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files
-        raise InputDataError(f"weight file {path} cannot be read by torch.load: {exc}") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise InputDataError(f"weight file {path} holds a {type(obj).__name__}, not a state dict.")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def adapt_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, *,
-                     source: str = "weights") -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Fit a state dict to ``model``: grayscale first conv, new classifier.
-
-    Parameters
-    ----------
-    state : Mapping
-        Tensors by parameter name.
-    model : torch.nn.Module
-        The freshly built network (its initial tensors fill the classifier when the
-        number of classes differs).
-    source : str
-        Where ``state`` came from, for messages.
-
-    Returns
-    -------
-    state : dict
-        Ready for ``model.load_state_dict(state, strict=True)``.
-    reinitialised : list of str
-        Keys kept from ``model`` because their class dimension differs.
+    Only tensors and plain Python containers and numbers are unpickled: a file that would
+    run code when loaded is refused, never executed.
 
     Raises
     ------
     InputDataError
-        Missing or unexpected keys, or shapes that neither adaptation explains.
+        The file holds other Python objects, or is not a readable torch file.
     """
-    target = model.state_dict()
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    if missing or unexpected:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise InputDataError(
-            f"{source}: keys do not match the {type(model).__name__} definition; missing "
-            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
-            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. Check the entry's "
-            f"params.network."
-        )
-    conv_name, _ = first_conv(model)
-    out: dict[str, torch.Tensor] = {}
-    reinitialised: list[str] = []
-    for key, want in target.items():
-        have = state[key]
-        if have.shape == want.shape:
-            out[key] = have
-        elif (key == f"{conv_name}.weight" and have.ndim == 4 and have.shape[1] == 3
-              and want.shape[1] == 1 and have.shape[0] == want.shape[0]):
-            out[key] = sum_colour_channels(have)
-        elif have.ndim >= 1 and have.shape[1:] == want.shape[1:] and have.shape[0] != want.shape[0]:
-            # only a classifier's output dimension differs: keep the model's (seeded) init
-            out[key] = want
-            reinitialised.append(key)
-        else:
-            raise InputDataError(
-                f"{source}: tensor {key!r} has shape {tuple(have.shape)}, the network expects "
-                f"{tuple(want.shape)}; check the entry's params (network, in_channels, num_classes)."
-            )
-    return out, reinitialised
+            f"{path} holds Python objects that torch.load(weights_only=True) refuses to unpickle "
+            f"(loading them could run code), so mfrs does not read it: {exc}. Save tensors only "
+            f"(torch.save(model.state_dict(), path)), from a source you trust."
+        ) from exc
+    except Exception as exc:  # truncated or not a torch file
+        raise InputDataError(f"{path} cannot be read by torch.load: {exc}") from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file or a training checkpoint, as stored.
+
+    Read with ``torch.load(weights_only=True)``: a file that would run code when unpickled
+    is refused, never executed. A checkpoint's tensors are found under ``state_dict``,
+    ``model_state_dict``, ``model``, ``net`` or ``network``; keys are kept as stored
+    (wrapper prefixes and other names are :func:`mfrs.nets.checkpoints.fit_checkpoint`'s job).
+
+    Raises
+    ------
+    InputDataError
+        The file cannot be read safely, or holds no state dict.
+    """
+    obj = load_torch_file(path)
+    for key in ("state_dict", "model_state_dict", "model", "net", "network"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputDataError(f"weight file {path} holds a {type(obj).__name__} without tensors, not a state "
+                             f"dict; point the entry at the network's weights.")
+    return dict(obj)
 
 
 @dataclass
@@ -196,12 +163,14 @@ class LoadedNetwork:
     sha256: str | None = None
     seed: int | None = None
     reinitialised: list[str] = field(default_factory=list)
+    report: LoadReport | None = None
 
     def record(self) -> dict[str, Any]:
         """Provenance of the weights (JSON-able)."""
         return {"network": self.network, "weights": self.weights, "in_channels": self.in_channels,
                 "num_classes": self.num_classes, "file": self.file, "sha256": self.sha256,
-                "seed": self.seed, "reinitialised": self.reinitialised}
+                "seed": self.seed, "reinitialised": self.reinitialised,
+                "fit": self.report.summary() if self.report is not None else None}
 
 
 def load_network(network: Network, weights: str, *, in_channels: int, num_classes: int | None = None,
@@ -222,7 +191,10 @@ def load_network(network: Network, weights: str, *, in_channels: int, num_classe
         Classifier outputs; default: the entry's ``num_classes`` (1000 when untrained).
         A different number re-initialises the classifier from ``seed``.
     entry_params, location
-        The weights entry's params and location.
+        The weights entry's params and location. Optional params steer the fit of a file
+        in a foreign layout (:func:`mfrs.nets.checkpoints.fit_checkpoint`): ``match``
+        (``auto``: names, aliases, then position; ``names``), ``rename`` (regex ->
+        replacement) and ``ignore`` (regexes of file keys to leave out).
     seed : int
         Seed of the initialisation that trained weights overwrite (classifier only).
 
@@ -252,10 +224,15 @@ def load_network(network: Network, weights: str, *, in_channels: int, num_classe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_network(network, in_channels=in_channels, num_classes=classes)
-    state, reinit = adapt_state_dict(read_state_dict(path), model, source=f"weights {weights!r} ({path})")
-    model.load_state_dict(state, strict=True)
+    from mfrs.nets.losses import final_linear
+
+    report = fit_checkpoint(model, read_state_dict(path), network=network,
+                            source=f"weights {weights!r} ({path})", first_conv=first_conv(model)[0],
+                            classifier=final_linear(model)[0], match=entry_params.get("match", "auto"),
+                            rename=entry_params.get("rename"), ignore=entry_params.get("ignore") or ())
+    reinit = list(report.kept_init)
     if reinit:
         log.info("weights %r: %s re-initialised for %d classes (seed %d)", weights, reinit, classes, seed)
     return LoadedNetwork(model.eval(), network, weights, in_channels, classes, file=str(path),
                          sha256=str(entry_params["sha256"]).lower(), seed=seed if reinit else None,
-                         reinitialised=reinit)
+                         reinitialised=reinit, report=report)

@@ -50,3 +50,19 @@ def test_inputs_and_outputs_name_catalog_entries(nets_catalog) -> None:
     assert model_rdms.outputs(model_rdms.Config()) == ["model_rdms"]
     t = training.Config(images="faces", init="weights_mobilenet_v2_imagenet")
     assert training.inputs(t) == ["faces", "weights_mobilenet_v2_imagenet"] and training.outputs(t) == ["trained"]
+
+
+def test_every_face_loss_is_selectable_in_the_train_section() -> None:
+    from mfrs.nets.types import LossName
+
+    for loss in LossName.__args__:
+        cfg = stage_config(training, _pipeline({"train": {"loss": loss, "batch_size": 16}}))
+        assert cfg.loss == loss
+    cfg = stage_config(training, _pipeline({"train": {"loss": "triplet", "triplet_miner": "hard", "margin": 0.3}}))
+    assert (cfg.triplet_miner, cfg.margin, cfg.pairwise) == ("hard", 0.3, True)
+    with pytest.raises(ConfigError, match=r"config.train.loss.*'circle_pair'"):
+        stage_config(training, _pipeline({"train": {"loss": "circle"}}))
+    with pytest.raises(ConfigError, match=r"batch_size 6 must hold at least 2 identities x images_per_identity 4"):
+        stage_config(training, _pipeline({"train": {"loss": "contrastive", "batch_size": 6}}))
+    with pytest.raises(ConfigError, match=r"SphereFace's margin is the integer angle multiplier"):
+        stage_config(training, _pipeline({"train": {"loss": "sphereface", "margin": 0.5}}))

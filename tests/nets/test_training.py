@@ -12,7 +12,7 @@ from nets_helpers import write_faces
 
 from mfrs.errors import StoreError
 from mfrs.nets import training
-from mfrs.nets.losses import MarginLoss, margin_logits
+from mfrs.nets.losses import FaceLoss, margin_logits
 from mfrs.nets.weights import load_network, sha256_file
 
 BASE = dict(network="mobilenet_v2", images="faces", output="trained", input_size=32, optimizer="adam",
@@ -41,7 +41,7 @@ def test_margin_loss_uses_cosines_of_the_classifier() -> None:
     torch.manual_seed(0)
     fc = torch.nn.Linear(6, 3)
     feats, labels = torch.randn(4, 6), torch.tensor([0, 1, 2, 1])
-    loss = MarginLoss("cosface", fc, margin=0.2, scale=10.0)
+    loss = FaceLoss("cosface", fc, margin=0.2, scale=10.0)
     cos = (feats / feats.norm(dim=1, keepdim=True)) @ (fc.weight / fc.weight.norm(dim=1, keepdim=True)).T
     logits = 10.0 * cos.clone()
     logits[torch.arange(4), labels] -= 10.0 * 0.2
@@ -117,6 +117,45 @@ def test_stage_trains_with_arcface_on_the_gpu_worker(nets_catalog, local_client)
     # a second run finds every epoch done and trains nothing
     again = training.run(config=cfg, catalog=nets_catalog, client=local_client)
     assert again["sphereface20->trained"]["epochs_run"] == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback needs a machine without CUDA")
+def test_pairwise_loss_trains_on_identity_batches_and_center_loss_resumes(nets_catalog, tmp_path, caplog) -> None:
+    """Triplet loss on P x K batches of the training split; the center loss's centres live in the
+    checkpoint, so an interrupted run resumes bit for bit. Without CUDA the log says CPU."""
+    import logging
+
+    images = write_faces(nets_catalog, n_per_class=6, n_valid=2)
+    cfg = training.Config(**{**BASE, "loss": "triplet", "batch_size": 8, "images_per_identity": 2})
+    with caplog.at_level(logging.INFO, logger="mfrs"):
+        training.train(cfg, images_path=images, output_dir=tmp_path / "triplet", images_entry="faces")
+    assert "train: no CUDA device visible in this process, running on the CPU" in caplog.text
+    metrics = training.read_metrics(tmp_path / "triplet")
+    assert [m["train_accuracy"] for m in metrics] == [None, None]  # no classifier is trained
+    assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["valid_loss"]) for m in metrics)
+
+    center = training.Config(**{**BASE, "loss": "center", "center_weight": 0.1})
+    full = training.train(center, images_path=images, output_dir=tmp_path / "c1", images_entry="faces")
+    training.train(center, images_path=images, output_dir=tmp_path / "c2", images_entry="faces", stop_after=1)
+    rest = training.train(center, images_path=images, output_dir=tmp_path / "c2", images_entry="faces")
+    last = [training.read_checkpoint(p / "checkpoints" / "epoch-002.pt") for p in (tmp_path / "c1", tmp_path / "c2")]
+    assert last[0]["loss"]["centers"].abs().sum() > 0
+    assert torch.equal(last[0]["loss"]["centers"], last[1]["loss"]["centers"])
+    a, b = (torch.load(r["weights"], weights_only=True) for r in (full, rest))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_identity_batches_stay_in_their_split() -> None:
+    labels = np.repeat(np.arange(6), 5)
+    split = np.tile(["train", "train", "train", "valid", "test"], 6)
+    train_idx = np.flatnonzero(split == "train")
+    got = list(training.identity_batches(train_idx, labels, batch_size=6, per_identity=3,
+                                         rng=np.random.default_rng(1)))
+    flat = np.concatenate(got)
+    assert sorted(flat.tolist()) == train_idx.tolist()  # every training item once, nothing else
+    for b in got:
+        counts = np.bincount(labels[b])
+        assert (counts[counts > 0] >= 2).all() and (counts > 0).sum() >= 2  # positives and negatives
 
 
 def test_block_shuffle_batches_cover_each_item_once() -> None:

@@ -124,5 +124,7 @@ def test_keys_of_another_architecture_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "r18.pth"
     torch.save(resnet18().state_dict(), path)
     params = {"network": "resnet50", "sha256": sha256_file(path)}
-    with pytest.raises(InputDataError, match="keys do not match the ResNet definition"):
+    with pytest.raises(InputDataError, match=r"(?s)r18.pth\): the file does not fit resnet50 .*"
+                       r"'layer1.0.conv1.weight' of the file has shape \(64, 64, 3, 3\), network tensor "
+                       r"'layer1.0.conv1.weight' expects \(64, 64, 1, 1\)"):
         load_network("resnet50", "r18", in_channels=3, entry_params=params, location=path)
