@@ -28,6 +28,7 @@ from mfrs.similarity.blocks import (
     rdm_into,
     spearman_prepare,
 )
+from mfrs.similarity.inference import family_max, p_against
 from mfrs.similarity.nulls import null_block, null_block_labels
 from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
@@ -234,10 +235,8 @@ def rsa_block(
         out["noise_ceiling_split_half"] = split_half
     if null_all is not None:
         obs = r[-1]
-        k = (null_all >= obs[None]).sum(axis=0)
-        k_max = (null_all.max(axis=2, keepdims=True) >= obs[None]).sum(axis=0)
-        out["p"] = np.where(np.isnan(obs), np.nan, (k + 1.0) / (n_perm + 1.0)).astype(np.float32)
-        out["p_fwe_layer"] = np.where(np.isnan(obs), np.nan, (k_max + 1.0) / (n_perm + 1.0)).astype(np.float32)
+        out["p"] = p_against(null_all, obs).astype(np.float32)
+        out["p_fwe_layer"] = p_against(family_max(null_all, (1,)), obs).astype(np.float32)
         if return_null:
             out["null"] = null_all
     return out

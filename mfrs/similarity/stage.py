@@ -8,7 +8,8 @@ time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RD
 ``noise_ceiling_split_half`` with ``split_half``) and, with permutations,
 ``p``/``p_fwe`` (max statistic over ``fwe_dims``) and, with ``cluster``,
 ``p_cluster``/``cluster_mass``/``cluster_threshold`` (cluster mass over the whole
-time axis) ``(signal, category, region, time, layer)`` of the group RDM; families
+time axis, its null the largest cluster mass over the same family as ``p_fwe``)
+``(signal, category, region, time, layer)`` of the group RDM; families
 that span several blocks are completed by one final task
 (:mod:`mfrs.similarity.families`). With ``store_rdms`` it
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
@@ -30,7 +31,7 @@ from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
-from mfrs.similarity.types import Alternative, BrainMode, Comparator, Pooling
+from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
 from mfrs.stage import Plan, StageConfig
 
 FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
@@ -69,6 +70,9 @@ class Config(StageConfig):
                                    description="p_fwe: max statistic over these dims (of the selected regions)")
     cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
     cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
+    cluster_family: ClusterFamily = Field(
+        "fwe_dims", description="p_cluster: largest null cluster mass over every time course of the fwe_dims family "
+        "('fwe_dims'), or per (region, layer) time course ('per_layer', controls one layer's error only)")
     split_half: int = Field(0, ge=0, description="random subject splits for the split-half noise ceiling")
     store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
     seed: int = 0
@@ -450,6 +454,9 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
         variables["noise_ceiling_split_half"] = zeros(dims)
     for name in _stat_names(cfg):
         variables[name] = zeros((*dims, "layer"))
+    fam = families(cfg, len(lay.regions), lay.times.size)
+    attrs = {**_ATTRS, **fam.attrs(cfg.n_permutations)}
+    attrs["r"] = {**attrs["r"], "description": attrs["r"]["description"].format(method=cfg.method)}
     coords: dict[str, Any] = {"subject": subjects, "signal": act["signal"].values, "category": list(cfg.categories),
                               "region": lay.regions, "time": lay.times}
     if cfg.store_rdms != "none":
@@ -469,7 +476,25 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     layer = models["layer"]
     coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)
-    return xr.Dataset(variables, coords=coords)
+    out = xr.Dataset(variables, coords=coords)
+    for name in out.data_vars:
+        out[name].attrs = dict(attrs.get(str(name), {}))
+    return out
+
+
+#: attrs of the variables that do not depend on the family settings (those come from Families.attrs).
+_ATTRS = {
+    "r": {"description": "{method} r between the brain RDM and the layer RDM; subject 'group' is the "
+          "subject-mean RDM", "units": "1"},
+    "noise_ceiling_lower": {"description": "leave-one-out noise ceiling: each subject vs the pool of the others, "
+                            "mean over subjects", "units": "1"},
+    "noise_ceiling_upper": {"description": "noise ceiling: each subject vs the pool of all, mean over subjects",
+                            "units": "1"},
+    "noise_ceiling_split_half": {"description": "split-half noise ceiling: pool of one half of the subjects vs the "
+                                 "other half, mean over random splits", "units": "1"},
+    "rdm": {"description": "brain RDM (config 'metric') of all stimuli; subject 'group' is the subject mean",
+            "units": "1"},
+}
 
 
 def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:

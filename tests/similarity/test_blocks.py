@@ -7,7 +7,8 @@ import pytest
 
 from mfrs.errors import InputDataError
 from mfrs.similarity import blocks as B
-from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
+from mfrs.similarity.inference import cluster_masses
+from mfrs.similarity.nulls import draw_pair_permutations, null_block
 
 from .reference import REFERENCE, max_run_mass_brute, rsatoolbox_compare
 
@@ -206,14 +207,16 @@ def test_null_block_labels_equals_brute_force_relabelling(n_brain):
                 assert null[k, i, m] == pytest.approx(REFERENCE["compare:spearman"](relabelled, model[m]), abs=2e-6)
 
 
-def test_permutation_p_matches_loops():
-    from mfrs.similarity.nulls import permutation_p
+@pytest.mark.parametrize("per_series", [False, True])
+def test_permutation_p_matches_loops(per_series):
+    """p, p_fwe over (time, layer), and clusters over time whose null max spans every layer (or one series)."""
+    from mfrs.similarity.inference import permutation_p
 
     rng = np.random.default_rng(12)
     obs = rng.normal(0, 1, (2, 6, 3))
     obs[1, 2:4, 0] = 4.0  # a planted run
     null = rng.normal(0, 1, (40, 2, 6, 3))
-    res = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1)
+    res = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1, cluster_per_series=per_series)
     for idx in np.ndindex(obs.shape):
         g = idx[0]
         assert res["p"][idx] == pytest.approx((np.sum(null[(slice(None), *idx)] >= obs[idx]) + 1) / 41)
@@ -231,15 +234,24 @@ def test_permutation_p_matches_loops():
                 cur = []
         return out + ([cur] if cur else [])
 
+    series_max = np.array([[[max([null[k, g, run, layer].sum() for run in runs(null[k, g, :, layer],
+                                                                               thr[g, :, layer])], default=0.0)
+                             for layer in range(3)] for g in range(2)] for k in range(40)])  # (perm, region, layer)
+    checked = 0
     for g in range(2):
         for layer in range(3):
-            null_max = [max([null[k, g, run, layer].sum() for run in runs(null[k, g, :, layer], thr[g, :, layer])],
-                            default=0.0) for k in range(40)]
+            # the family of p_fwe is time x layer: the largest null cluster mass is over every layer of region g
+            null_max = series_max[:, g, layer] if per_series else series_max[:, g].max(axis=1)
             for run in runs(obs[g, :, layer], thr[g, :, layer]):
+                checked += 1
                 mass = obs[g, run, layer].sum()
                 assert res["cluster_mass"][g, run[0], layer] == pytest.approx(mass)
                 assert res["p_cluster"][g, run[0], layer] == pytest.approx((np.sum(np.array(null_max) >= mass) + 1) / 41)
     assert res["p_cluster"][1, 2, 0] == pytest.approx(1 / 41)
+    assert checked >= 2  # the planted run and at least one chance run were checked
+    if not per_series:  # the family-wide null max is larger: p_cluster only grows
+        alone = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1, cluster_per_series=True)
+        assert (res["p_cluster"] >= alone["p_cluster"]).all() and (res["p_cluster"] > alone["p_cluster"]).any()
 
 
 def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
@@ -262,7 +274,7 @@ def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
 
 @pytest.mark.parametrize("threshold", [0.0, 0.6, -0.5])
 def test_run_summaries_merged_across_blocks_match_a_brute_force_scan(threshold):
-    from mfrs.similarity.nulls import merge_run_summaries, run_summary
+    from mfrs.similarity.inference import merge_run_summaries, run_summary
 
     rng = np.random.default_rng(3)
     values = rng.standard_normal((40, 23))  # negative masses too when the threshold is negative
