@@ -198,6 +198,7 @@ class FinalizeJob:
     rsa_path: str
     fam: Families
     n_permutations: int
+    group: Any = None  # mfrs.similarity.group_final.GroupStats
     key: str = "final"
 
 
@@ -257,6 +258,7 @@ def finalize(job: FinalizeJob) -> None:
     near one block's null; a cluster family spanning regions first reads every
     region's run summaries once for the family's largest null cluster mass.
     """
+    from mfrs.similarity.inference import p_from_counts
     from mfrs.store import ZarrStore
 
     fam, n_perm = job.fam, job.n_permutations
@@ -272,9 +274,19 @@ def finalize(job: FinalizeJob) -> None:
     by_block: dict[int, list] = {}
     for unit in rsa.units():
         by_block.setdefault(unit.index[0], []).append(unit)
+    gf = None
+    if job.group is not None and job.group.final_variables:
+        from mfrs.similarity.group_final import GroupFinal
+
+        gf = GroupFinal(job.rsa_path, ds, job.group, [units[0].region["region"] for units in by_block.values()])
     for units in by_block.values():
         reg = units[0].region["region"]
         stat_block = group.isel(region=reg).load()  # read once per region block, for both statistics
+        group_values = {}
+        if gf is not None:
+            raw = ds["r"].sel(subject="group").transpose(*order).isel(region=reg).values if fam.two_sided else (
+                stat_block.values)
+            group_values = gf.region_block(reg, raw)
         clusters = None
         if runs is not None:
             threshold = ds["cluster_threshold"].transpose(*order).isel(region=reg).values
@@ -287,10 +299,12 @@ def finalize(job: FinalizeJob) -> None:
                 part = fwe.isel({d: s for d, s in (("region", reg), ("time", tim)) if d in fwe.dims})
                 fmax = part.max([d for d in ("region_block", "time_block") if d in part.dims]).load()
                 with xr.set_options(arithmetic_join="exact"):
-                    k = (fmax >= stat).sum("perm")
-                data["p_fwe"] = ((k + 1.0) / (n_perm + 1.0)).where(stat.notnull()).transpose(*order)
+                    k = (fmax >= stat).sum("perm").transpose(*order)
+                data["p_fwe"] = (order, p_from_counts(k.values, n_perm, stat.transpose(*order).values))
             if clusters is not None:
                 for name, values in clusters.items():
                     data[name] = (order, values[:, :, :, tim])
+            for name, (dims, values) in group_values.items():
+                data[name] = (dims, values[:, :, :, tim] if "time" in dims else values)
             rsa.write_final(unit, xr.Dataset(data))
     rsa.mark_final()

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "p_against",
+    "p_from_counts",
     "family_max",
     "cluster_threshold",
     "cluster_masses",
@@ -45,8 +46,12 @@ def p_against(null_stat: np.ndarray, stat: np.ndarray) -> np.ndarray:
     >>> p_against(np.array([[0.1], [0.5], [0.9]]), np.array([0.6])).tolist()
     [0.5]
     """
-    k = (null_stat >= stat[None]).sum(axis=0)
-    return np.where(np.isnan(stat), np.nan, (k + 1.0) / (null_stat.shape[0] + 1.0))
+    return p_from_counts((null_stat >= stat[None]).sum(axis=0), null_stat.shape[0], stat)
+
+
+def p_from_counts(k: np.ndarray, n_null: int, stat: np.ndarray) -> np.ndarray:
+    """``(k + 1) / (n_null + 1)`` where ``stat`` is a number, NaN where it is NaN (k counted elsewhere)."""
+    return np.where(np.isnan(stat), np.nan, (np.asarray(k) + 1.0) / (n_null + 1.0))
 
 
 def family_max(null: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

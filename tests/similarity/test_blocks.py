@@ -287,3 +287,39 @@ def test_run_summaries_merged_across_blocks_match_a_brute_force_scan(threshold):
         got = merge_run_summaries(*(np.stack([p[k] for p in parts]) for k in ("inner", "left", "right", "full")),
                                   axis=0)
         np.testing.assert_allclose(got, expect, atol=1e-12, err_msg=f"blocks {edges}")
+
+
+def test_group_draws_and_peaks_of_blocks_match_direct_computation():
+    from mfrs.similarity.group import draw_bootstrap_weights, draw_sign_flips, merge_peaks, peak_summary
+
+    rng = np.random.default_rng(13)
+    w = draw_bootstrap_weights(np.random.default_rng(1), 6, 50)
+    draws = np.random.default_rng(1).integers(0, 6, size=(50, 3))  # half of 6 subjects, with replacement
+    np.testing.assert_allclose(w, np.stack([np.bincount(d, minlength=6) / 3 for d in draws]))
+    every = draw_sign_flips(rng, 4, 15)
+    assert len({tuple(f) for f in every}) == 15 and (1, 1, 1, 1) not in {tuple(f) for f in every}
+    assert draw_sign_flips(rng, 10, 30).shape == (30, 10)
+    r = np.round(rng.standard_normal((5, 13, 3)), 1)  # ties: the first maximum wins, as argmax
+    r[0, :, 1] = np.nan
+    parts = [peak_summary(r[:, a:b], a) for a, b in [(0, 4), (4, 5), (5, 13)]]
+    value, index = merge_peaks(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]))
+    v = np.where(np.isnan(r), -np.inf, r)
+    np.testing.assert_array_equal(value, v.max(axis=1))
+    np.testing.assert_array_equal(index[~np.isinf(value)], v.argmax(axis=1)[~np.isinf(value)])
+    assert index[0, 1] == -1
+
+
+def test_fdr_bh_equals_scipy_with_nan_and_families():
+    import scipy.stats as ss
+
+    from mfrs.similarity.inference import fdr_bh
+
+    rng = np.random.default_rng(14)
+    p = rng.random((3, 7, 4)) ** 3
+    p[0, 2, 1] = np.nan
+    q = fdr_bh(p, axes=(1, 2))
+    for g in range(3):
+        ok = ~np.isnan(p[g])
+        np.testing.assert_allclose(q[g][ok], ss.false_discovery_control(p[g][ok], method="bh"), atol=1e-12)
+    assert np.isnan(q[0, 2, 1])
+    np.testing.assert_allclose(fdr_bh(p[1:]).ravel(), ss.false_discovery_control(p[1:].ravel()), atol=1e-12)

@@ -60,3 +60,20 @@ def test_uncorrected_p_and_per_layer_clusters_are_calibrated_for_one_element_onl
     per_layer = null_results["p_cluster_per_layer"]  # (family, layer)
     assert abs(per_layer.mean() - ALPHA) <= TOLERANCE  # one layer's time course: nominal
     assert per_layer.any(axis=1).mean() > ALPHA + 2 * TOLERANCE  # any of 6 layers: far above nominal
+
+
+def test_signflip_family_wise_error_at_nominal_level():
+    """Per-subject r symmetric around 0, smooth over time: p_signflip_fwe over time x layer holds its level."""
+    from mfrs.similarity.group import draw_sign_flips, signflip_null
+    from mfrs.similarity.inference import family_max, p_against
+
+    rng = np.random.default_rng(7)
+    n_sub, hits, uncorrected = 10, [], []
+    for _ in range(N_FAMILIES):
+        r_sub = gaussian_filter1d(rng.standard_normal((n_sub, N_TIME, N_LAYER)), sigma=2.0, axis=1) * 0.1
+        null = signflip_null(r_sub, draw_sign_flips(rng, n_sub, N_PERM))
+        stat = r_sub.mean(axis=0)
+        hits.append((p_against(family_max(null, (0, 1)), stat) <= ALPHA).any())
+        uncorrected.append((p_against(null, stat) <= ALPHA).mean())
+    assert abs(np.mean(hits) - ALPHA) <= TOLERANCE, f"sign-flip family-wise error {np.mean(hits):.3f}"
+    assert abs(np.mean(uncorrected) - ALPHA) <= TOLERANCE

@@ -25,7 +25,7 @@ def _Catalog(root):
     return load_catalog(REPO / "data_catalog.yaml", root=root)
 
 
-def _write_inputs(root):
+def _write_inputs(root, n_sub=N_SUB):
     rng = np.random.default_rng(0)
     # layer 'l1' is the RDM of hidden 6-d patterns; region 'r1' shows those patterns at EFFECT times
     hidden = rng.standard_normal((N_STIM, 6))
@@ -33,13 +33,13 @@ def _write_inputs(root):
                       rng.random(n_pairs(N_STIM))])
     n_vert = [6, 5, 7]
     region = np.repeat(["r0", "r1", "r2"], n_vert)
-    act = rng.standard_normal((N_SUB, 1, N_STIM, N_TIME, region.size)).astype(np.float32)
+    act = rng.standard_normal((n_sub, 1, N_STIM, N_TIME, region.size)).astype(np.float32)
     r1 = region == "r1"
     act[:, 0, :, EFFECT][..., r1] = hidden[None, :, None, :5] * 3 + act[:, 0, :, EFFECT][..., r1] * 0.3
     cats = np.repeat(["famous", "unfamiliar", "scrambled"], N_STIM // 3)
     sources = xr.Dataset(
         {"activity": (("subject", "signal", "stimulus", "time", "vertex"), act)},
-        coords={"subject": ["sub-01", "sub-02", "sub-03"], "signal": ["broadband"],
+        coords={"subject": [f"sub-{i + 1:02d}" for i in range(n_sub)], "signal": ["broadband"],
                 "stimulus": [f"s{i:02d}" for i in range(N_STIM)], "category": ("stimulus", cats),
                 "time": np.arange(N_TIME) * 0.01, "vertex": np.arange(region.size), "region": ("vertex", region),
                 "hemi": ("vertex", ["lh"] * region.size)})
