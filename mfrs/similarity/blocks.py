@@ -33,7 +33,6 @@ __all__ = [
     "noise_ceiling_block",
     "pair_permutation",
     "permute_pairs_block",
-    "p_value",
 ]
 
 #: Largest batch of Gram matrices held at once (428 stimuli -> 16 x 0.7 MB).
@@ -352,16 +351,3 @@ def permute_pairs_block(v: np.ndarray, perm: np.ndarray) -> np.ndarray:
     """Apply a stimulus permutation to pair vectors: ``(..., pair) -> (..., pair)``."""
     return np.take(v, pair_permutation(perm), axis=-1)
 
-
-def p_value(null: np.ndarray, observed: np.ndarray, *, two_sided: bool = False, axis: int = 0) -> np.ndarray:
-    """Permutation p-value ``(k + 1) / (n + 1)``, k = null values at least as extreme.
-
-    ``null (perm, ...)`` against ``observed (...)``; NaN observations give NaN.
-    """
-    null = np.moveaxis(null, axis, 0)
-    if two_sided:
-        k = (np.abs(null) >= np.abs(observed)[None]).sum(axis=0)
-    else:
-        k = (null >= observed[None]).sum(axis=0)
-    p = (k + 1.0) / (null.shape[0] + 1.0)
-    return np.where(np.isnan(observed), np.nan, p)

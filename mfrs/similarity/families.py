@@ -9,13 +9,20 @@ null into a side store inside ``rsa`` (same units, same fingerprint):
   the per-permutation maximum over the block's part of the family;
 - ``cluster_{inner,left,right,full} (signal, category, perm, region, time_block, layer)``:
   what the block contributes to the largest null cluster mass of each time series
-  (:func:`mfrs.similarity.nulls.run_summary`).
+  (:func:`mfrs.similarity.inference.run_summary`).
 
 Once every block is complete, :func:`finalize` merges the summaries (a max over
-blocks; runs joined across block edges) and writes ``p_fwe`` / ``p_cluster`` /
-``cluster_mass`` as the ``rsa`` store's final variables. The numbers are those of
-one block holding the whole family, which is what a block does when the family fits
-in it (then nothing is deferred).
+blocks; runs joined across block edges, then the largest cluster mass over every
+time series of the family) and writes ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` as
+the ``rsa`` store's final variables. The numbers are those of one block holding the
+whole family, which is what a block does when the family fits in it (then nothing
+is deferred).
+
+The family of ``p_cluster`` is that of ``p_fwe`` with clusters along time: the null of
+the largest cluster mass is the maximum over every (region, layer) time course that
+``fwe_dims`` names, so ``p_cluster`` controls the family-wise error as ``p_fwe`` does.
+Only ``cluster_family: per_layer`` takes it per time course (the error of one layer's
+time course). :meth:`Families.attrs` says which family each p corrects over.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from mfrs.similarity.inference import RUN_PARTS
+
 __all__ = ["Families", "families", "summary_templates", "block_statistics", "finalize", "FinalizeJob"]
 
 _AXIS = {"region": 0, "time": 1, "layer": 2}
-_RUN_PARTS = ("inner", "left", "right", "full")
+_SERIES_AXIS = {"region": 0, "layer": 1}  # axes of a time course's statistic once time is dropped
 FWE_STORE = "fwe_null_max"
 CLUSTER_STORE = "cluster_null_runs"
 
@@ -45,11 +54,38 @@ class Families:
     cluster_split: bool
     cluster_alpha: float
     two_sided: bool
+    #: dims besides time over which the largest null cluster mass is maximised (``region``, ``layer``)
+    cluster_dims: tuple[str, ...] = ()
 
     @property
     def final_variables(self) -> tuple[str, ...]:
         """``rsa`` variables written by :func:`finalize` instead of by the blocks."""
         return (("p_fwe",) if self.fwe_split else ()) + (("p_cluster", "cluster_mass") if self.cluster_split else ())
+
+    def attrs(self, n_permutations: int) -> dict[str, dict[str, str]]:
+        """``attrs`` (description, units, family) of the permutation variables of ``rsa``."""
+        per = "signal, category" + "".join(f", {d}" for d in ("region", "time", "layer") if d not in self.fwe_dims)
+        fwe = " x ".join(self.fwe_dims)
+        cluster_over = " x ".join(("time", *self.cluster_dims))
+        cluster_per = "signal, category" + "".join(f", {d}" for d in ("region", "layer")
+                                                   if d not in self.cluster_dims)
+        test = f"{n_permutations} stimulus relabellings of the subject-mean RDM" + (
+            ", |r| (two-sided)" if self.two_sided else ", r (greater)")
+        return {
+            "p": {"description": f"uncorrected permutation p of the group r, (k + 1) / (n + 1) over {test}",
+                  "units": "1", "family": "none (each element alone)"},
+            "p_fwe": {"description": f"family-wise p of the group r, max statistic over {fwe}, {test}",
+                      "units": "1", "family": f"{fwe} (one family per {per})"},
+            "p_cluster": {"description": "cluster-mass p of the group r: runs over time above cluster_threshold, "
+                          f"each run's mass against the largest null run mass over {cluster_over}, {test}; "
+                          "1 outside clusters", "units": "1",
+                          "family": f"{cluster_over} (one family per {cluster_per})"},
+            "cluster_mass": {"description": "sum of the group r over the supra-threshold run (over time) holding "
+                             "this point; 0 outside clusters", "units": "1 (sum of r)",
+                             "family": f"{cluster_over} (one family per {cluster_per})"},
+            "cluster_threshold": {"description": f"cluster-forming threshold: the {1 - self.cluster_alpha:g} "
+                                  "quantile of the permutation null of this element", "units": "1 (r)"},
+        }
 
     @property
     def fwe_summary_dims(self) -> tuple[str, ...]:
@@ -65,9 +101,13 @@ def families(config: Any, n_region: int, n_time: int) -> Families:
     fwe = tuple(config.fwe_dims) if on else ()
     split = ("region" in fwe and config.region_block < n_region) or ("time" in fwe and config.time_block < n_time)
     cluster = on and config.cluster
-    return Families(fwe_dims=fwe, fwe_split=bool(fwe) and split, cluster=cluster,
-                    cluster_split=cluster and config.time_block < n_time, cluster_alpha=config.cluster_alpha,
-                    two_sided=config.alternative == "two-sided")
+    per_layer = getattr(config, "cluster_family", "fwe_dims") == "per_layer"
+    cluster_dims = () if per_layer or not cluster else tuple(d for d in fwe if d != "time")
+    cluster_split = cluster and (config.time_block < n_time
+                                 or ("region" in cluster_dims and config.region_block < n_region))
+    return Families(fwe_dims=fwe, fwe_split=bool(fwe) and split, cluster=cluster, cluster_split=cluster_split,
+                    cluster_alpha=config.cluster_alpha, two_sided=config.alternative == "two-sided",
+                    cluster_dims=cluster_dims)
 
 
 def summary_templates(fam: Families, *, coords: dict[str, Any], n_perm: int, region_block: int,
@@ -100,7 +140,7 @@ def summary_templates(fam: Families, *, coords: dict[str, Any], n_perm: int, reg
         out[FWE_STORE] = (template({"fwe_null_max": dims}), (dims[3], dims[4]))
     if fam.cluster_split:
         dims = ("signal", "category", "perm", "region", "time_block", "layer")
-        out[CLUSTER_STORE] = (template({f"cluster_{k}": dims for k in _RUN_PARTS}), ("region", "time_block"))
+        out[CLUSTER_STORE] = (template({f"cluster_{k}": dims for k in RUN_PARTS}), ("region", "time_block"))
     return out
 
 
@@ -114,7 +154,7 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
     :attr:`Families.fwe_summary_dims` after ``perm``, block dims of size 1) and
     ``cluster_{inner,left,right,full} (perm, region, 1, layer)``.
     """
-    from mfrs.similarity.nulls import (
+    from mfrs.similarity.inference import (
         cluster_p,
         cluster_threshold,
         family_max,
@@ -140,7 +180,8 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
         if fam.cluster_split:
             deferred.update({f"cluster_{k}": v[:, :, None, :] for k, v in runs.items()})
         else:
-            null_max = merge_run_summaries(*(runs[k][None] for k in _RUN_PARTS), axis=0)
+            null_max = merge_run_summaries(*(runs[k][None] for k in RUN_PARTS), axis=0)  # (perm, region, layer)
+            null_max = family_max(null_max, tuple(_SERIES_AXIS[d] for d in fam.cluster_dims))
             out.update(cluster_p(stat, thr, null_max, axis=1))
     return out, deferred
 
@@ -157,26 +198,53 @@ class FinalizeJob:
     rsa_path: str
     fam: Families
     n_permutations: int
+    group: Any = None  # mfrs.similarity.group_final.GroupStats
     key: str = "final"
 
 
-def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Dataset,
-                         regions: slice) -> dict[str, np.ndarray]:
+def _series_null_max(runs: xr.Dataset, g: int, fam: Families) -> np.ndarray:
+    """Largest null cluster mass of region ``g``'s time courses, maximised over the family's layers.
+
+    ``-> (perm, signal, category, 1, layer | 1)``: the run summaries of every time block
+    joined (:func:`mfrs.similarity.inference.merge_run_summaries`), then the max over
+    ``layer`` when the family holds it.
+    """
+    from mfrs.similarity.inference import family_max, merge_run_summaries
+
+    parts = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
+                                                             "region", "layer").values for k in RUN_PARTS]
+    return family_max(merge_run_summaries(*parts, axis=0), (3,) if "layer" in fam.cluster_dims else ())
+
+
+def _family_null_max(runs: xr.Dataset, fam: Families) -> np.ndarray | None:
+    """The largest null cluster mass over every region (and layer) of the family; None unless ``region`` is in it.
+
+    One region at a time, so what is held is one region's summaries plus the running max.
+    """
+    if "region" not in fam.cluster_dims:
+        return None
+    best = None
+    for g in range(runs.sizes["region"]):
+        m = _series_null_max(runs, g, fam)
+        best = m if best is None else np.maximum(best, m)
+    return best
+
+
+def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Dataset, regions: slice, fam: Families,
+                         family_null: np.ndarray | None) -> dict[str, np.ndarray]:
     """``cluster_mass``/``p_cluster (signal, category, region, time, layer)`` of a block of regions.
 
-    ``stat`` and ``threshold`` hold the block's regions (same order of dims). One region
-    at a time: the run summaries of one region over every time block and permutation
-    are what is held at once.
+    ``stat`` and ``threshold`` hold the block's regions (same order of dims).
+    ``family_null`` is the family's largest null cluster mass when the family spans
+    regions; otherwise each region's own (from its run summaries, one region at a time).
     """
-    from mfrs.similarity.nulls import cluster_p, merge_run_summaries
+    from mfrs.similarity.inference import cluster_p
 
     out: dict[str, np.ndarray] = {}
     for g in range(regions.start, regions.stop):
         i = g - regions.start
-        parts = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
-                                                                 "region", "layer").values for k in _RUN_PARTS]
-        res = cluster_p(stat[:, :, i : i + 1], threshold[:, :, i : i + 1], merge_run_summaries(*parts, axis=0),
-                        axis=3)
+        null_max = family_null if family_null is not None else _series_null_max(runs, g, fam)
+        res = cluster_p(stat[:, :, i : i + 1], threshold[:, :, i : i + 1], null_max, axis=3)
         for name, values in res.items():
             out.setdefault(name, np.empty((*values.shape[:2], regions.stop - regions.start, *values.shape[3:]),
                                           values.dtype))[:, :, g - regions.start] = values[:, :, 0]
@@ -187,8 +255,10 @@ def finalize(job: FinalizeJob) -> None:
     """Merge the block summaries and write ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` into ``rsa``.
 
     Works one region block at a time (clusters one region at a time), so memory stays
-    near one block's null.
+    near one block's null; a cluster family spanning regions first reads every
+    region's run summaries once for the family's largest null cluster mass.
     """
+    from mfrs.similarity.inference import p_from_counts
     from mfrs.store import ZarrStore
 
     fam, n_perm = job.fam, job.n_permutations
@@ -200,16 +270,27 @@ def finalize(job: FinalizeJob) -> None:
         group = abs(group)
     fwe = xr.open_zarr(side_store_path(job.rsa_path, FWE_STORE))["fwe_null_max"] if fam.fwe_split else None
     runs = xr.open_zarr(side_store_path(job.rsa_path, CLUSTER_STORE)) if fam.cluster_split else None
+    family_null = _family_null_max(runs, fam) if runs is not None else None
     by_block: dict[int, list] = {}
     for unit in rsa.units():
         by_block.setdefault(unit.index[0], []).append(unit)
+    gf = None
+    if job.group is not None and job.group.final_variables:
+        from mfrs.similarity.group_final import GroupFinal
+
+        gf = GroupFinal(job.rsa_path, ds, job.group, [units[0].region["region"] for units in by_block.values()])
     for units in by_block.values():
         reg = units[0].region["region"]
         stat_block = group.isel(region=reg).load()  # read once per region block, for both statistics
+        group_values = {}
+        if gf is not None:
+            raw = ds["r"].sel(subject="group").transpose(*order).isel(region=reg).values if fam.two_sided else (
+                stat_block.values)
+            group_values = gf.region_block(reg, raw)
         clusters = None
         if runs is not None:
             threshold = ds["cluster_threshold"].transpose(*order).isel(region=reg).values
-            clusters = _clusters_of_regions(stat_block.values, threshold, runs, reg)
+            clusters = _clusters_of_regions(stat_block.values, threshold, runs, reg, fam, family_null)
         for unit in units:
             tim = unit.region["time"]
             data = {}
@@ -218,10 +299,12 @@ def finalize(job: FinalizeJob) -> None:
                 part = fwe.isel({d: s for d, s in (("region", reg), ("time", tim)) if d in fwe.dims})
                 fmax = part.max([d for d in ("region_block", "time_block") if d in part.dims]).load()
                 with xr.set_options(arithmetic_join="exact"):
-                    k = (fmax >= stat).sum("perm")
-                data["p_fwe"] = ((k + 1.0) / (n_perm + 1.0)).where(stat.notnull()).transpose(*order)
+                    k = (fmax >= stat).sum("perm").transpose(*order)
+                data["p_fwe"] = (order, p_from_counts(k.values, n_perm, stat.transpose(*order).values))
             if clusters is not None:
                 for name, values in clusters.items():
                     data[name] = (order, values[:, :, :, tim])
+            for name, (dims, values) in group_values.items():
+                data[name] = (dims, values[:, :, :, tim] if "time" in dims else values)
             rsa.write_final(unit, xr.Dataset(data))
     rsa.mark_final()

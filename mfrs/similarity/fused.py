@@ -28,6 +28,7 @@ from mfrs.similarity.blocks import (
     rdm_into,
     spearman_prepare,
 )
+from mfrs.similarity.inference import family_max, p_against
 from mfrs.similarity.nulls import null_block, null_block_labels
 from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
@@ -144,6 +145,21 @@ def _fast_batch(x: np.ndarray, metric: Dissimilarity, method: Comparator, model_
     return both[:n_sub], u, w
 
 
+def _bootstrap_r(rdms: np.ndarray, weights: np.ndarray, model: np.ndarray, method: Comparator,
+                 samples_at_once: int = 16) -> np.ndarray:
+    """r of bootstrap samples' mean RDMs: ``(subject, tb, pair), (sample, subject) -> (sample, tb, layer)``.
+
+    Samples go through in groups so that at most ``samples_at_once`` x tb RDMs are held.
+    """
+    out = np.empty((weights.shape[0], rdms.shape[1], model.shape[0]), np.float32)
+    flat = rdms.reshape(rdms.shape[0], -1)
+    for start in range(0, weights.shape[0], samples_at_once):
+        w = weights[start : start + samples_at_once].astype(rdms.dtype)
+        means = (w @ flat).reshape(w.shape[0], *rdms.shape[1:])  # (samples, tb, pair)
+        out[start : start + w.shape[0]] = compare_block(prepare_block(means, method), model, method, prepared=True)
+    return out
+
+
 def rsa_block(
     x: np.ndarray,
     model: np.ndarray,
@@ -158,6 +174,7 @@ def rsa_block(
     splits: np.ndarray | None = None,
     return_null: bool = False,
     rdm_sink: RdmSink | None = None,
+    boot_weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """RSA of one block, all subjects, reduced on the fly.
 
@@ -186,6 +203,10 @@ def rsa_block(
         row against the second half.
     rdm_sink : callable, optional
         Called as ``rdm_sink(t0, rdms)`` with each batch's raw RDMs ``(subject, batch, pair)``.
+    boot_weights : ndarray (sample, subject), optional
+        Subject bootstrap (:func:`mfrs.similarity.group.draw_bootstrap_weights`): RSA of
+        each sample's weighted mean RDM against every layer, returned as
+        ``boot_r (sample, time, layer)``.
     """
     n_sub, n_time = x.shape[:2]
     n_layer = model.shape[0]
@@ -197,6 +218,7 @@ def rsa_block(
     split_half = np.full(n_time, np.nan, np.float32) if splits is not None else None
     n_perm = len(perms) if perms is not None else (len(pair_perms) if pair_perms is not None else 0)
     null_all = np.empty((n_perm, n_time, n_layer), np.float32) if n_perm else None
+    boot_r = np.empty((len(boot_weights), n_time, n_layer), np.float32) if boot_weights is not None else None
     for t0 in range(0, n_time, time_batch):
         tb = slice(t0, min(t0 + time_batch, n_time))
         if fast:
@@ -224,20 +246,22 @@ def rsa_block(
             if split_half is not None:
                 raise ValueError(f"rsa_block: the split-half noise ceiling needs one of {FAST_METHODS}, "
                                  f"not {method!r}")
+        if boot_r is not None:
+            boot_r[:, tb] = _bootstrap_r(rdms, boot_weights, model, method)
         if null_all is not None:
             if perms is not None:
                 null_all[:, tb] = null_block_labels(group_u, model, perms, method)
             else:
                 null_all[:, tb] = null_block(group_u, model, pair_perms, method)
     out = {"r": r, "noise_ceiling_lower": lower, "noise_ceiling_upper": upper}
+    if boot_r is not None:
+        out["boot_r"] = boot_r
     if split_half is not None:
         out["noise_ceiling_split_half"] = split_half
     if null_all is not None:
         obs = r[-1]
-        k = (null_all >= obs[None]).sum(axis=0)
-        k_max = (null_all.max(axis=2, keepdims=True) >= obs[None]).sum(axis=0)
-        out["p"] = np.where(np.isnan(obs), np.nan, (k + 1.0) / (n_perm + 1.0)).astype(np.float32)
-        out["p_fwe_layer"] = np.where(np.isnan(obs), np.nan, (k_max + 1.0) / (n_perm + 1.0)).astype(np.float32)
+        out["p"] = p_against(null_all, obs).astype(np.float32)
+        out["p_fwe_layer"] = p_against(family_max(null_all, (1,)), obs).astype(np.float32)
         if return_null:
             out["null"] = null_all
     return out

@@ -1,4 +1,7 @@
-"""Permutation nulls and cluster masses on plain numpy arrays (block layer)."""
+"""Permutation nulls of stimulus relabelling on plain numpy arrays (block layer).
+
+Their p-values, family maxima and cluster masses are computed in :mod:`mfrs.similarity.inference`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,7 @@ from mfrs.similarity.blocks import compare_block, n_pairs
 from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, PermutationScheme
 
-__all__ = ["draw_pair_permutations", "draw_stimulus_permutations", "null_block", "null_block_labels",
-           "cluster_masses", "run_summary", "merge_run_summaries", "family_max", "p_against", "cluster_threshold",
-           "cluster_p", "permutation_p"]
+__all__ = ["draw_pair_permutations", "draw_stimulus_permutations", "null_block", "null_block_labels"]
 
 
 def draw_pair_permutations(rng: np.random.Generator, n_stimuli: int, n_permutations: int,
@@ -130,127 +131,3 @@ def null_block_labels(brain: np.ndarray, model: np.ndarray, perms: np.ndarray, m
         K.gather_relabelled(src, chunk, square, st)
         _fill(out[start : start + k], st, other, gather_brain, b, m)
     return np.clip(out, -1.0, 1.0, out=out)
-
-
-def _runs(values: np.ndarray, supra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ids along the last axis (0 outside runs) and the mass of each run: ``(S, T) -> (S, T), (S, 1 + runs)``."""
-    starts = supra & ~np.concatenate([np.zeros((supra.shape[0], 1), bool), supra[:, :-1]], axis=1)
-    cid = np.cumsum(starts, axis=1) * supra
-    n_c = int(cid.max()) + 1 if cid.size else 1
-    masses = np.zeros((values.shape[0], n_c))
-    rows = np.broadcast_to(np.arange(values.shape[0])[:, None], cid.shape)
-    np.add.at(masses, (rows[supra], cid[supra]), values[supra])
-    return cid, masses
-
-
-def cluster_masses(values: np.ndarray, supra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masses of runs of supra-threshold points along the last axis.
-
-    ``(..., time), (..., time) -> mass_at (..., time), max_mass (...)``: ``mass_at`` is
-    the summed value of the run containing each point (0 outside runs), ``max_mass``
-    the largest run mass of each series (0 if none).
-    """
-    shape = values.shape
-    s = supra.reshape(-1, shape[-1]).astype(bool)
-    cid, masses = _runs(values.reshape(-1, shape[-1]), s)
-    mass_at = np.take_along_axis(masses, cid, axis=1) * s
-    return mass_at.reshape(shape), masses[:, 1:].max(axis=1, initial=0.0).reshape(shape[:-1])
-
-
-def run_summary(values: np.ndarray, supra: np.ndarray) -> dict[str, np.ndarray]:
-    """What a time block contributes to the largest run mass of a longer series.
-
-    ``(..., time), (..., time) -> (...)`` each: ``inner`` the largest mass of the runs
-    touching neither end of the block (0 if none), ``left``/``right`` the mass of the
-    run touching the first/last point (NaN if that point is not supra-threshold) and
-    ``full`` 1.0 when every point is supra-threshold (then ``left == right`` is the
-    block's total). :func:`merge_run_summaries` joins runs across block edges exactly.
-    """
-    shape = values.shape
-    v = np.nan_to_num(values.reshape(-1, shape[-1]))
-    s = supra.reshape(-1, shape[-1]).astype(bool)
-    cid, masses = _runs(v, s)
-    rows = np.arange(v.shape[0])
-    first, last = cid[:, 0], cid[:, -1]
-    left = np.where(first > 0, masses[rows, first], np.nan)
-    right = np.where(last > 0, masses[rows, last], np.nan)
-    ids = np.arange(masses.shape[1])[None]
-    inner_ok = (ids > 0) & (ids != first[:, None]) & (ids != last[:, None])
-    inner = np.where(inner_ok, masses, -np.inf).max(axis=1, initial=0.0)
-    full = s.all(axis=1).astype(float)
-    return {k: a.reshape(shape[:-1]) for k, a in
-            (("inner", inner), ("left", left), ("right", right), ("full", full))}
-
-
-def merge_run_summaries(inner: np.ndarray, left: np.ndarray, right: np.ndarray, full: np.ndarray,
-                        axis: int = -1) -> np.ndarray:
-    """Largest run mass of series cut into consecutive blocks, from each block's :func:`run_summary`.
-
-    The arrays hold the blocks, in time order, along ``axis``; the result drops it.
-    The same number as :func:`cluster_masses` on the whole series.
-    """
-    inner, left, right, full = (np.moveaxis(np.asarray(a, float), axis, 0) for a in (inner, left, right, full))
-    best = np.zeros(inner.shape[1:])
-    open_run = np.full(inner.shape[1:], np.nan)  # mass of the run reaching the end of the blocks so far
-    for b in range(inner.shape[0]):
-        is_full = full[b] > 0
-        joined = np.where(np.isnan(open_run), 0.0, open_run) + np.where(np.isnan(left[b]), 0.0, left[b])
-        closes = ~is_full & ~(np.isnan(open_run) & np.isnan(left[b]))
-        best = np.where(closes, np.maximum(best, joined), best)
-        best = np.where(is_full, best, np.maximum(best, inner[b]))
-        open_run = np.where(is_full, joined, right[b])
-    return np.maximum(best, np.where(np.isnan(open_run), 0.0, open_run))
-
-
-def family_max(null: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Per-permutation maximum over the family ``axes`` of ``null (perm, ...)`` (kept as size 1); NaN never wins."""
-    return np.max(np.where(np.isnan(null), -np.inf, null), axis=tuple(1 + a for a in axes), keepdims=True)
-
-
-def p_against(null_stat: np.ndarray, stat: np.ndarray) -> np.ndarray:
-    """``(k + 1) / (n + 1)``, k the permutations whose ``null_stat (perm, ...)`` reaches ``stat``; NaN stat -> NaN."""
-    k = (null_stat >= stat[None]).sum(axis=0)
-    return np.where(np.isnan(stat), np.nan, (k + 1.0) / (null_stat.shape[0] + 1.0))
-
-
-def cluster_threshold(null_stat: np.ndarray, alpha: float) -> np.ndarray:
-    """Pointwise cluster-forming threshold: the ``1 - alpha`` quantile of ``null_stat (perm, ...)``."""
-    return np.quantile(null_stat, 1.0 - alpha, axis=0)
-
-
-def cluster_p(stat: np.ndarray, threshold: np.ndarray, null_max: np.ndarray, axis: int) -> dict[str, np.ndarray]:
-    """Cluster mass and its p: runs along ``axis`` of ``stat > threshold`` against ``null_max (perm, ...)``.
-
-    ``null_max`` is the largest run mass per permutation of each series (``axis``
-    dropped). Points outside clusters get p = 1; NaN statistics get NaN.
-    """
-    obs_t = np.moveaxis(stat, axis, -1)
-    mass_at, _ = cluster_masses(np.nan_to_num(obs_t), obs_t > np.moveaxis(threshold, axis, -1))
-    k = (null_max[..., None] >= mass_at[None]).sum(axis=0)
-    p = np.where(mass_at > 0, (k + 1.0) / (null_max.shape[0] + 1.0), 1.0)
-    return {"cluster_mass": np.moveaxis(mass_at, -1, axis),
-            "p_cluster": np.where(np.isnan(stat), np.nan, np.moveaxis(p, -1, axis))}
-
-
-def permutation_p(obs: np.ndarray, null: np.ndarray, *, fwe_axes: tuple[int, ...] = (),
-                  cluster_axis: int | None = None, cluster_alpha: float = 0.05,
-                  two_sided: bool = False) -> dict[str, np.ndarray]:
-    """Permutation p-values of one family of statistics, ``(k + 1) / (n + 1)``.
-
-    ``obs (...), null (perm, ...) -> p (...)`` and optionally ``p_fwe (...)`` (max
-    statistic over ``fwe_axes`` of ``obs``, per permutation) and ``p_cluster`` /
-    ``cluster_mass (...)``: runs along ``cluster_axis`` of points above the pointwise
-    ``1 - cluster_alpha`` null quantile; each run's mass (sum of the statistic) is
-    compared with the per-permutation largest run mass of the same series. NaN
-    observations give NaN p; NaN nulls never count as extreme.
-    """
-    stat, null_s = (np.abs(obs), np.abs(null)) if two_sided else (obs, null)
-    out = {"p": p_against(null_s, stat)}
-    if fwe_axes:
-        out["p_fwe"] = p_against(family_max(null_s, fwe_axes), stat)
-    if cluster_axis is not None:
-        thr = cluster_threshold(null_s, cluster_alpha)
-        null_t = np.moveaxis(null_s, cluster_axis + 1, -1)
-        _, null_max = cluster_masses(np.nan_to_num(null_t), null_t > np.moveaxis(thr, cluster_axis, -1)[None])
-        out.update(cluster_p(stat, thr, null_max, cluster_axis))
-    return out

@@ -8,7 +8,8 @@ time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RD
 ``noise_ceiling_split_half`` with ``split_half``) and, with permutations,
 ``p``/``p_fwe`` (max statistic over ``fwe_dims``) and, with ``cluster``,
 ``p_cluster``/``cluster_mass``/``cluster_threshold`` (cluster mass over the whole
-time axis) ``(signal, category, region, time, layer)`` of the group RDM; families
+time axis, its null the largest cluster mass over the same family as ``p_fwe``)
+``(signal, category, region, time, layer)`` of the group RDM; families
 that span several blocks are completed by one final task
 (:mod:`mfrs.similarity.families`). With ``store_rdms`` it
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
@@ -30,7 +31,8 @@ from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
-from mfrs.similarity.types import Alternative, BrainMode, Comparator, Pooling
+from mfrs.similarity.group_final import group_stats
+from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
 from mfrs.stage import Plan, StageConfig
 
 FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
@@ -69,7 +71,18 @@ class Config(StageConfig):
                                    description="p_fwe: max statistic over these dims (of the selected regions)")
     cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
     cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
+    cluster_family: ClusterFamily = Field(
+        "fwe_dims", description="p_cluster: largest null cluster mass over every time course of the fwe_dims family "
+        "('fwe_dims'), or per (region, layer) time course ('per_layer', controls one layer's error only)")
     split_half: int = Field(0, ge=0, description="random subject splits for the split-half noise ceiling")
+    n_bootstrap: int = Field(0, ge=0, description="subject bootstrap samples (RSA of the mean RDM of resampled "
+                             "subjects): CIs of r, peak latency and best layer (0: none)")
+    bootstrap_fraction: float = Field(0.5, gt=0, le=1, description="share of the subjects drawn per bootstrap sample "
+                                      "(with replacement; the study drew half)")
+    ci: float = Field(0.95, gt=0, lt=1, description="coverage of the bootstrap percentile intervals")
+    n_signflips: int = Field(0, ge=0, description="sign flips of per-subject r for the test across subjects "
+                             "(0: none; all 2^n - 1 when that is no more)")
+    fdr: bool = Field(False, description="Benjamini-Hochberg q over the fwe_dims family as p_fdr (and p_signflip_fdr)")
     store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
     seed: int = 0
     worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
@@ -83,6 +96,9 @@ class Config(StageConfig):
                              "pairs); add 'all' to categories or set store_rdms: none")
         if self.split_half and self.method not in FAST_METHODS:
             raise ValueError(f"split_half needs method in {FAST_METHODS}, not {self.method!r}")
+        if self.fdr and not (self.fwe_dims and (self.n_permutations or self.n_signflips)):
+            raise ValueError("fdr corrects the p of n_permutations or n_signflips over the fwe_dims family; set "
+                             "fwe_dims (e.g. [time, layer]) and n_permutations or n_signflips")
         return self
 
 
@@ -256,9 +272,15 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     if config.n_permutations:
         n_out += n_layer * (2 + 3 * config.cluster)
     out_bytes = 4 * n_sig * n_cat * n_reg * n_time * n_out + rdm_bytes * (n_sub + 1) * n_sig * n_reg * n_time * p
-    fam = families(config, n_reg, n_time)
+    fam, gs = families(config, n_reg, n_time), group_stats(config)
     summary_bytes = _summary_bytes(fam, config, n_sig=n_sig, n_cat=n_cat, n_reg=n_reg, n_time=n_time,
                                    n_layer=n_layer)
+    summary_bytes += 8 * n_sig * n_cat * config.n_bootstrap * n_reg * math.ceil(n_time / config.time_block) * n_layer
+    out_bytes += 4 * n_sig * n_cat * n_reg * n_layer * (n_time * (2 * bool(gs.n_bootstrap) + 3 * bool(
+        gs.n_signflips)) + 3)
+    memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.time_batch, block_t) * p
+                                                             if config.n_bootstrap else 0)
+    final = fam.final_variables + gs.final_variables
     seconds = 0.0
     notes = [f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
              f"{config.n_permutations} permutations"]
@@ -267,15 +289,16 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         cal = calibrate(n_stim, feat, n_layer, config.metric, config.method, n_sub=max(2, min(n_sub, 8)))
         # category RDMs hold fewer pairs; the calibration is for all stimuli (an upper bound)
         seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
-                   + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"])
+                   + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
+                   + n_group * config.n_bootstrap * cal["seconds_per_rdm"])  # one mean RDM ranked per sample
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
-    if fam.final_variables:
-        notes.append(f"{', '.join(fam.final_variables)}: families span several blocks; blocks store null "
+    if final:
+        notes.append(f"{', '.join(final)}: families span several blocks; blocks store null "
                      f"summaries ({summary_bytes / 2**20:.1f} MiB) and one final task merges them")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
-                  writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(fam.final_variables),
+                  writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(final),
                   n_units=units, memory_per_task=memory,
                   flops=float(flops + flops_perm), seconds=float(seconds), notes=notes)
     if config.worker_memory is not None:
@@ -308,6 +331,7 @@ def _compute(job: _Job) -> None:
     from mfrs.similarity.blocks import prepare_block
     from mfrs.similarity.families import block_statistics
     from mfrs.similarity.fused import model_matrix, rsa_block
+    from mfrs.similarity.group import draw_bootstrap_weights, peak_summary, percentile_ci
     from mfrs.similarity.nulls import draw_stimulus_permutations
     from mfrs.similarity.seeds import unit_rng
     from mfrs.similarity.threads import single_threaded
@@ -332,7 +356,8 @@ def _compute(job: _Job) -> None:
     r = np.full((n_sub + 1, *shape, n_layer), np.nan, np.float32)
     lower, upper = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
     split = np.full(shape, np.nan, np.float32)
-    stats = {k: np.full((*shape, n_layer), np.nan, np.float32) for k in _stat_names(cfg)}
+    stats = {k: np.full((*shape, n_layer), np.nan, np.float32)
+             for k in _stat_names(cfg) + list(group_stats(cfg).block_variables)}
     deferred: dict[str, np.ndarray] = {}
     n_all = act.sizes["stimulus"]
     rdm_dtype = {"none": None, "float32": np.float32, "float16": np.float16}[cfg.store_rdms]
@@ -361,6 +386,10 @@ def _compute(job: _Job) -> None:
                     perms = draw_stimulus_permutations(unit_rng(cfg.seed, "permutation", signal, cat), idx.size,
                                                        cfg.n_permutations)
                 null = np.empty((cfg.n_permutations, n_reg, n_t, n_layer), np.float32) if perms is not None else None
+                weights = None
+                if cfg.n_bootstrap:  # the same samples for every block: peaks join across time blocks
+                    weights = draw_bootstrap_weights(unit_rng(cfg.seed, "bootstrap", signal, cat), n_sub,
+                                                     cfg.n_bootstrap, cfg.bootstrap_fraction)
                 offset = 0
                 for g, region in enumerate(regions):
                     nv = lay.vertices[region].size
@@ -380,13 +409,19 @@ def _compute(job: _Job) -> None:
                             rdms_out[-1, _s, _g, sl] = rdms.mean(axis=0)
                     out = rsa_block(np.ascontiguousarray(feats), prepared[cat], metric=cfg.metric, method=cfg.method,
                                     pooling=cfg.pooling, perms=perms, time_batch=cfg.time_batch, splits=splits,
-                                    return_null=True, rdm_sink=sink)
+                                    return_null=True, rdm_sink=sink, boot_weights=weights)
                     r[:, s, c, g] = out["r"]
                     lower[s, c, g], upper[s, c, g] = out["noise_ceiling_lower"], out["noise_ceiling_upper"]
                     if splits is not None:
                         split[s, c, g] = out["noise_ceiling_split_half"]
                     if null is not None:
                         null[:, g] = out["null"]
+                    if weights is not None:
+                        stats["r_ci_low"][s, c, g], stats["r_ci_high"][s, c, g] = percentile_ci(out["boot_r"], cfg.ci)
+                        value, index = peak_summary(out["boot_r"], int(t_sl.start))  # (sample, layer)
+                        for k, v in (("boot_peak_r", value), ("boot_peak_index", index)):
+                            deferred.setdefault(k, np.full((n_sig, n_cat, cfg.n_bootstrap, n_reg, 1, n_layer),
+                                                           np.nan, np.float32))[s, c, :, g, 0] = v
                 if null is not None:
                     res, summaries = block_statistics(r[-1, s, c], null, fam)
                     for k, v in res.items():
@@ -403,7 +438,7 @@ def _compute(job: _Job) -> None:
         coords={"region": regions, "time": unit.labels["time"]})
     if cfg.split_half:
         data["noise_ceiling_split_half"] = (dims, split)
-    for name in _stat_names(cfg):
+    for name in _stat_names(cfg) + list(group_stats(cfg).block_variables):
         if name not in fam.final_variables:
             data[name] = ((*dims, "layer"), stats[name])
     if rdms_out is not None:
@@ -421,16 +456,19 @@ def _stat_names(cfg: Config) -> list[str]:
 def _write_summaries(job: _Job, fam: Families, unit: Any, deferred: dict[str, np.ndarray]) -> None:
     """Write a block's null summaries into the side stores (before the block's own completion mark)."""
     from mfrs.similarity.families import CLUSTER_STORE, FWE_STORE, side_store_path
+    from mfrs.similarity.group_final import BOOT_STORE
     from mfrs.store import ZarrStore
 
     for name, variables in ((FWE_STORE, ["fwe_null_max"]), (CLUSTER_STORE, [f"cluster_{k}" for k in
-                                                                           ("inner", "left", "right", "full")])):
+                                                                           ("inner", "left", "right", "full")]),
+                            (BOOT_STORE, ["boot_peak_r", "boot_peak_index"])):
         if variables[0] not in deferred:
             continue
         side = ZarrStore.open(side_store_path(job.store.path, name), entry_name=f"rsa/{name}")
         side_unit = next(u for u in side.units() if u.index == unit.index)
-        dims = fam.fwe_summary_dims if name == FWE_STORE else (
-            "signal", "category", "perm", "region", "time_block", "layer")
+        dims = {FWE_STORE: fam.fwe_summary_dims, CLUSTER_STORE: ("signal", "category", "perm", "region", "time_block",
+                                                                 "layer"),
+                BOOT_STORE: ("signal", "category", "sample", "region", "time_block", "layer")}[name]
         coords = {d: side_unit.labels[d] for d in dims if d in ("region", "time")}
         side.write_unit(side_unit, xr.Dataset({v: (dims, deferred[v]) for v in variables}, coords=coords))
 
@@ -453,8 +491,14 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
                  "noise_ceiling_upper": zeros(dims)}
     if cfg.split_half:
         variables["noise_ceiling_split_half"] = zeros(dims)
-    for name in _stat_names(cfg):
+    gs = group_stats(cfg)
+    for name in _stat_names(cfg) + list(gs.block_variables):
         variables[name] = zeros((*dims, "layer"))
+    for name, var_dims in gs.final_dims.items():
+        variables[name] = zeros(var_dims)
+    fam = families(cfg, len(lay.regions), lay.times.size)
+    attrs = {**_ATTRS, **fam.attrs(cfg.n_permutations), **gs.attrs(act.sizes["subject"])}
+    attrs["r"] = {**attrs["r"], "description": attrs["r"]["description"].format(method=cfg.method)}
     coords: dict[str, Any] = {"subject": subjects, "signal": act["signal"].values, "category": list(cfg.categories),
                               "region": lay.regions, "time": lay.times}
     if cfg.store_rdms != "none":
@@ -474,7 +518,25 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     layer = models["layer"]
     coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)
-    return xr.Dataset(variables, coords=coords)
+    out = xr.Dataset(variables, coords=coords)
+    for name in out.data_vars:
+        out[name].attrs = dict(attrs.get(str(name), {}))
+    return out
+
+
+#: attrs of the variables that do not depend on the family settings (those come from Families.attrs).
+_ATTRS = {
+    "r": {"description": "{method} r between the brain RDM and the layer RDM; subject 'group' is the "
+          "subject-mean RDM", "units": "1"},
+    "noise_ceiling_lower": {"description": "leave-one-out noise ceiling: each subject vs the pool of the others, "
+                            "mean over subjects", "units": "1"},
+    "noise_ceiling_upper": {"description": "noise ceiling: each subject vs the pool of all, mean over subjects",
+                            "units": "1"},
+    "noise_ceiling_split_half": {"description": "split-half noise ceiling: pool of one half of the subjects vs the "
+                                 "other half, mean over random splits", "units": "1"},
+    "rdm": {"description": "brain RDM (config 'metric') of all stimuli; subject 'group' is the subject mean",
+            "units": "1"},
+}
 
 
 def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
@@ -485,6 +547,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
     from mfrs.similarity.families import FinalizeJob, finalize, side_store_path, summary_templates
+    from mfrs.similarity.group_final import BOOT_STORE, bootstrap_template
     from mfrs.store import ZarrStore
 
     # refuse plans that cannot fit before anything is written
@@ -499,15 +562,19 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     fps = {name: str(ds.attrs.get("provenance", {}).get("fingerprint", "")) for name, ds in
            (("sources", sources), ("model_rdms", models))}
     provenance = make_provenance(stage=NAME, config=config, inputs=fps, seed=config.seed, client=client)
-    fam = families(config, len(lay.regions), lay.times.size)
+    fam, gs = families(config, len(lay.regions), lay.times.size), group_stats(config)
+    final_variables = fam.final_variables + gs.final_variables
     template = _template(sources, models, lay, config)
     store = ZarrStore.create(catalog.path("rsa"), template, unit_dims=("region", "time"), provenance=provenance,
-                             overwrite=overwrite, entry_name="rsa", final_variables=fam.final_variables)
+                             overwrite=overwrite, entry_name="rsa", final_variables=final_variables)
     store.depends_on(*input_stores)  # blocks computed from other inputs than these count as stale
     labels = {d: template[d].values for d in ("signal", "category", "region", "time", "layer")}
-    for name, (side, unit_dims) in summary_templates(fam, coords=labels, n_perm=config.n_permutations,
-                                                      region_block=config.region_block,
-                                                      time_block=config.time_block).items():
+    sides = summary_templates(fam, coords=labels, n_perm=config.n_permutations, region_block=config.region_block,
+                              time_block=config.time_block)
+    if gs.n_bootstrap:
+        sides[BOOT_STORE] = bootstrap_template(gs, coords=labels, time_block=config.time_block,
+                                               region_block=config.region_block)
+    for name, (side, unit_dims) in sides.items():
         ZarrStore.create(side_store_path(store.path, name), side, unit_dims=unit_dims, provenance=provenance,
                          entry_name=f"rsa/{name}")
     jobs = []
@@ -520,10 +587,10 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     if jobs:
         run_units(client, _compute, jobs, key=lambda j: j.unit.key, description=NAME, stage=NAME)
     if store.is_final_complete():
-        if fam.final_variables:
-            log.info("similarity: final variables %s complete in %s, skipping", fam.final_variables, store.path)
+        if final_variables:
+            log.info("similarity: final variables %s complete in %s, skipping", final_variables, store.path)
         return
     log.info("similarity: merging the null summaries of %d blocks into %s", len(store.units()),
-             ", ".join(fam.final_variables))
-    run_units(client, finalize, [FinalizeJob(str(store.path), fam, config.n_permutations)], key=lambda j: j.key,
+             ", ".join(final_variables))
+    run_units(client, finalize, [FinalizeJob(str(store.path), fam, config.n_permutations, gs)], key=lambda j: j.key,
               description=f"{NAME} (final)", stage=NAME)

@@ -10,10 +10,18 @@ import xarray as xr
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.blocks import compare_block, n_stimuli_of_pairs, prepare_block
 from mfrs.similarity.compare import check_same_pairs
-from mfrs.similarity.nulls import draw_pair_permutations, null_block, permutation_p
+from mfrs.similarity.inference import permutation_p
+from mfrs.similarity.nulls import draw_pair_permutations, null_block
 from mfrs.similarity.seeds import unit_rng
 from mfrs.similarity.threads import single_threaded
-from mfrs.similarity.types import COMPARATORS, Alternative, BootstrapOver, Comparator, PermutationScheme
+from mfrs.similarity.types import (
+    COMPARATORS,
+    Alternative,
+    BootstrapOver,
+    ClusterFamily,
+    Comparator,
+    PermutationScheme,
+)
 
 __all__ = ["permutation_test", "bootstrap"]
 
@@ -39,6 +47,7 @@ def permutation_test(
     fwe_dims: Sequence[str] = (),
     cluster_dim: str | None = None,
     cluster_alpha: float = 0.05,
+    cluster_family: ClusterFamily = "fwe_dims",
     pair_dim: str = "pair",
 ) -> xr.Dataset:
     """Permutation test of brain-model RDM comparisons.
@@ -61,6 +70,11 @@ def permutation_test(
         Dim (e.g. ``"time"``) along which runs of points above the pointwise
         ``1 - cluster_alpha`` null quantile form clusters; each cluster's mass (sum of
         r) is compared with the null of the largest cluster mass per permutation.
+    cluster_family : ClusterFamily
+        ``fwe_dims``: that largest cluster mass is taken over every series of the
+        ``fwe_dims`` family (e.g. every layer), so ``p_cluster`` controls the
+        family-wise error as ``p_fwe`` does; ``per_layer``: over each series along
+        ``cluster_dim`` alone.
 
     Returns
     -------
@@ -99,12 +113,21 @@ def permutation_test(
     r = r.reshape(shape)
     res = permutation_p(r, null.reshape(n_permutations, *shape), fwe_axes=tuple(dims.index(d) for d in fwe_dims),
                         cluster_axis=dims.index(cluster_dim) if cluster_dim else None, cluster_alpha=cluster_alpha,
-                        two_sided=alternative == "two-sided")
+                        cluster_per_series=cluster_family == "per_layer", two_sided=alternative == "two-sided")
     coords = {**{k: v for k, v in brain.coords.items() if pair_dim not in v.dims},
               **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
     ds = xr.Dataset({"r": (dims, r), **{k: (dims, v) for k, v in res.items()}}, coords=coords)
     ds.attrs = {"method": method, "n_permutations": n_permutations, "seed": seed, "scheme": scheme,
-                "alternative": alternative, "fwe_dims": ",".join(fwe_dims), "cluster_dim": cluster_dim or ""}
+                "alternative": alternative, "fwe_dims": ",".join(fwe_dims), "cluster_dim": cluster_dim or "",
+                "cluster_family": cluster_family}
+    fam = " x ".join(fwe_dims)
+    if "p_fwe" in ds:
+        ds["p_fwe"].attrs = {"description": f"family-wise p, max statistic over {fam}", "units": "1", "family": fam}
+    if "p_cluster" in ds:
+        over = cluster_dim if cluster_family == "per_layer" else " x ".join(dict.fromkeys([cluster_dim, *fwe_dims]))
+        ds["p_cluster"].attrs = {"description": f"cluster-mass p, clusters along {cluster_dim}, largest null cluster "
+                                 f"mass over {over}", "units": "1", "family": over}
+    ds["p"].attrs = {"description": "uncorrected permutation p, (k + 1) / (n + 1)", "units": "1", "family": "none"}
     return ds
 
 

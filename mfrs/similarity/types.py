@@ -12,6 +12,7 @@ __all__ = [
     "BrainMode",
     "Alternative",
     "BootstrapOver",
+    "ClusterFamily",
     "DISSIMILARITIES",
     "COMPARATORS",
     "RANK_COMPARATORS",
@@ -56,3 +57,10 @@ RANK_COMPARATORS: tuple[str, ...] = ("spearman", "rho_a", "kendall_tau_a")
 
 #: What a bootstrap resamples: subjects (per-subject r values) or stimuli (RDM rows/cols).
 BootstrapOver = Literal["subjects", "stimuli"]
+
+#: Which family the largest-cluster null of ``p_cluster`` is taken over. ``fwe_dims``: every
+#: time course of the family of ``p_fwe`` (e.g. every layer, and every region when
+#: ``region`` is in ``fwe_dims``), so ``p_cluster`` controls the family-wise error as
+#: ``p_fwe`` does. ``per_layer``: each (region, layer) time course alone; controls the error
+#: of one layer's time course only (false clusters somewhere among many layers are likely).
+ClusterFamily = Literal["fwe_dims", "per_layer"]

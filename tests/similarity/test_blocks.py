@@ -7,7 +7,8 @@ import pytest
 
 from mfrs.errors import InputDataError
 from mfrs.similarity import blocks as B
-from mfrs.similarity.nulls import cluster_masses, draw_pair_permutations, null_block
+from mfrs.similarity.inference import cluster_masses
+from mfrs.similarity.nulls import draw_pair_permutations, null_block
 
 from .reference import REFERENCE, max_run_mass_brute, rsatoolbox_compare
 
@@ -206,14 +207,16 @@ def test_null_block_labels_equals_brute_force_relabelling(n_brain):
                 assert null[k, i, m] == pytest.approx(REFERENCE["compare:spearman"](relabelled, model[m]), abs=2e-6)
 
 
-def test_permutation_p_matches_loops():
-    from mfrs.similarity.nulls import permutation_p
+@pytest.mark.parametrize("per_series", [False, True])
+def test_permutation_p_matches_loops(per_series):
+    """p, p_fwe over (time, layer), and clusters over time whose null max spans every layer (or one series)."""
+    from mfrs.similarity.inference import permutation_p
 
     rng = np.random.default_rng(12)
     obs = rng.normal(0, 1, (2, 6, 3))
     obs[1, 2:4, 0] = 4.0  # a planted run
     null = rng.normal(0, 1, (40, 2, 6, 3))
-    res = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1)
+    res = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1, cluster_per_series=per_series)
     for idx in np.ndindex(obs.shape):
         g = idx[0]
         assert res["p"][idx] == pytest.approx((np.sum(null[(slice(None), *idx)] >= obs[idx]) + 1) / 41)
@@ -231,15 +234,24 @@ def test_permutation_p_matches_loops():
                 cur = []
         return out + ([cur] if cur else [])
 
+    series_max = np.array([[[max([null[k, g, run, layer].sum() for run in runs(null[k, g, :, layer],
+                                                                               thr[g, :, layer])], default=0.0)
+                             for layer in range(3)] for g in range(2)] for k in range(40)])  # (perm, region, layer)
+    checked = 0
     for g in range(2):
         for layer in range(3):
-            null_max = [max([null[k, g, run, layer].sum() for run in runs(null[k, g, :, layer], thr[g, :, layer])],
-                            default=0.0) for k in range(40)]
+            # the family of p_fwe is time x layer: the largest null cluster mass is over every layer of region g
+            null_max = series_max[:, g, layer] if per_series else series_max[:, g].max(axis=1)
             for run in runs(obs[g, :, layer], thr[g, :, layer]):
+                checked += 1
                 mass = obs[g, run, layer].sum()
                 assert res["cluster_mass"][g, run[0], layer] == pytest.approx(mass)
                 assert res["p_cluster"][g, run[0], layer] == pytest.approx((np.sum(np.array(null_max) >= mass) + 1) / 41)
     assert res["p_cluster"][1, 2, 0] == pytest.approx(1 / 41)
+    assert checked >= 2  # the planted run and at least one chance run were checked
+    if not per_series:  # the family-wide null max is larger: p_cluster only grows
+        alone = permutation_p(obs, null, fwe_axes=(1, 2), cluster_axis=1, cluster_alpha=0.1, cluster_per_series=True)
+        assert (res["p_cluster"] >= alone["p_cluster"]).all() and (res["p_cluster"] > alone["p_cluster"]).any()
 
 
 def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
@@ -262,7 +274,7 @@ def test_spearman_prepare_in_place_and_rdm_into_match_scipy():
 
 @pytest.mark.parametrize("threshold", [0.0, 0.6, -0.5])
 def test_run_summaries_merged_across_blocks_match_a_brute_force_scan(threshold):
-    from mfrs.similarity.nulls import merge_run_summaries, run_summary
+    from mfrs.similarity.inference import merge_run_summaries, run_summary
 
     rng = np.random.default_rng(3)
     values = rng.standard_normal((40, 23))  # negative masses too when the threshold is negative
@@ -275,3 +287,39 @@ def test_run_summaries_merged_across_blocks_match_a_brute_force_scan(threshold):
         got = merge_run_summaries(*(np.stack([p[k] for p in parts]) for k in ("inner", "left", "right", "full")),
                                   axis=0)
         np.testing.assert_allclose(got, expect, atol=1e-12, err_msg=f"blocks {edges}")
+
+
+def test_group_draws_and_peaks_of_blocks_match_direct_computation():
+    from mfrs.similarity.group import draw_bootstrap_weights, draw_sign_flips, merge_peaks, peak_summary
+
+    rng = np.random.default_rng(13)
+    w = draw_bootstrap_weights(np.random.default_rng(1), 6, 50)
+    draws = np.random.default_rng(1).integers(0, 6, size=(50, 3))  # half of 6 subjects, with replacement
+    np.testing.assert_allclose(w, np.stack([np.bincount(d, minlength=6) / 3 for d in draws]))
+    every = draw_sign_flips(rng, 4, 15)
+    assert len({tuple(f) for f in every}) == 15 and (1, 1, 1, 1) not in {tuple(f) for f in every}
+    assert draw_sign_flips(rng, 10, 30).shape == (30, 10)
+    r = np.round(rng.standard_normal((5, 13, 3)), 1)  # ties: the first maximum wins, as argmax
+    r[0, :, 1] = np.nan
+    parts = [peak_summary(r[:, a:b], a) for a, b in [(0, 4), (4, 5), (5, 13)]]
+    value, index = merge_peaks(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]))
+    v = np.where(np.isnan(r), -np.inf, r)
+    np.testing.assert_array_equal(value, v.max(axis=1))
+    np.testing.assert_array_equal(index[~np.isinf(value)], v.argmax(axis=1)[~np.isinf(value)])
+    assert index[0, 1] == -1
+
+
+def test_fdr_bh_equals_scipy_with_nan_and_families():
+    import scipy.stats as ss
+
+    from mfrs.similarity.inference import fdr_bh
+
+    rng = np.random.default_rng(14)
+    p = rng.random((3, 7, 4)) ** 3
+    p[0, 2, 1] = np.nan
+    q = fdr_bh(p, axes=(1, 2))
+    for g in range(3):
+        ok = ~np.isnan(p[g])
+        np.testing.assert_allclose(q[g][ok], ss.false_discovery_control(p[g][ok], method="bh"), atol=1e-12)
+    assert np.isnan(q[0, 2, 1])
+    np.testing.assert_allclose(fdr_bh(p[1:]).ravel(), ss.false_discovery_control(p[1:].ravel()), atol=1e-12)

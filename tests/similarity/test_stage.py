@@ -25,7 +25,7 @@ def _Catalog(root):
     return load_catalog(REPO / "data_catalog.yaml", root=root)
 
 
-def _write_inputs(root):
+def _write_inputs(root, n_sub=N_SUB):
     rng = np.random.default_rng(0)
     # layer 'l1' is the RDM of hidden 6-d patterns; region 'r1' shows those patterns at EFFECT times
     hidden = rng.standard_normal((N_STIM, 6))
@@ -33,13 +33,13 @@ def _write_inputs(root):
                       rng.random(n_pairs(N_STIM))])
     n_vert = [6, 5, 7]
     region = np.repeat(["r0", "r1", "r2"], n_vert)
-    act = rng.standard_normal((N_SUB, 1, N_STIM, N_TIME, region.size)).astype(np.float32)
+    act = rng.standard_normal((n_sub, 1, N_STIM, N_TIME, region.size)).astype(np.float32)
     r1 = region == "r1"
     act[:, 0, :, EFFECT][..., r1] = hidden[None, :, None, :5] * 3 + act[:, 0, :, EFFECT][..., r1] * 0.3
     cats = np.repeat(["famous", "unfamiliar", "scrambled"], N_STIM // 3)
     sources = xr.Dataset(
         {"activity": (("subject", "signal", "stimulus", "time", "vertex"), act)},
-        coords={"subject": ["sub-01", "sub-02", "sub-03"], "signal": ["broadband"],
+        coords={"subject": [f"sub-{i + 1:02d}" for i in range(n_sub)], "signal": ["broadband"],
                 "stimulus": [f"s{i:02d}" for i in range(N_STIM)], "category": ("stimulus", cats),
                 "time": np.arange(N_TIME) * 0.01, "vertex": np.arange(region.size), "region": ("vertex", region),
                 "hemi": ("vertex", ["lh"] * region.size)})
@@ -114,6 +114,13 @@ def test_stage_fwe_cluster_split_half_and_stored_rdms(tmp_path, local_client):
     assert (rsa.p_fwe.sel(**sel) >= rsa.p.sel(**sel) - 1e-7).all()
     assert (rsa.p_cluster.sel(**sel, region="r1", layer="l1").isel(time=EFFECT) == 0.05).all()
     assert (rsa.cluster_mass.sel(**sel, region="r1", layer="l1").isel(time=EFFECT) > 2.4).all()
+    # the whole family in one block: the same numbers as the scipy brute force over the family
+    _, p_fwe, mass, p_cluster = _brute_force_family_stats(sources, models, 19)
+    order = ("region", "time", "layer")
+    np.testing.assert_allclose(rsa.p_fwe.sel(**sel).transpose(*order), p_fwe, atol=1e-6)
+    np.testing.assert_allclose(rsa.cluster_mass.sel(**sel).transpose(*order), mass, atol=1e-4)
+    np.testing.assert_allclose(rsa.p_cluster.sel(**sel).transpose(*order), p_cluster, atol=1e-6)
+    assert "family" in rsa.p_cluster.attrs and rsa.r.attrs["units"] == "1"
     # stored RDMs: scipy pdist of each subject, and the subject mean as 'group'
     r1 = np.flatnonzero(sources.region.values == "r1")
     subj = [sources.activity.sel(subject=s, signal="broadband").isel(time=5, vertex=r1).values.astype(float)
@@ -149,8 +156,12 @@ def test_stage_region_selection_by_name_and_pattern(tmp_path, local_client):
         stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), stage.Config(regions=["FFA-*"]))
 
 
-def _brute_force_family_stats(sources, models, n_perm):
-    """r, p_fwe over every region x time x layer, and cluster stats over time, by scipy loops."""
+def _brute_force_family_stats(sources, models, n_perm, per_layer=False):
+    """r, p_fwe over every region x time x layer, and cluster stats over time, by scipy loops.
+
+    The cluster null is the largest run mass over every region and layer time course of
+    the family per permutation (of each region x layer time course alone with ``per_layer``).
+    """
     from scipy.spatial.distance import squareform
 
     from mfrs.similarity.nulls import draw_stimulus_permutations
@@ -175,11 +186,12 @@ def _brute_force_family_stats(sources, models, n_perm):
     thr = np.quantile(null, 0.95, axis=0)
     mass = np.zeros_like(obs)
     p_cluster = np.ones_like(obs)
+    series_max = np.array([[[max_run_mass_brute(null[k, g, :, layer], null[k, g, :, layer] > thr[g, :, layer])
+                             for layer in range(3)] for g in range(3)] for k in range(n_perm)])
     for g in range(3):
         for layer in range(3):
             supra = obs[g, :, layer] > thr[g, :, layer]
-            null_max = [max_run_mass_brute(null[k, g, :, layer], null[k, g, :, layer] > thr[g, :, layer])
-                        for k in range(n_perm)]
+            null_max = series_max[:, g, layer] if per_layer else series_max.max(axis=(1, 2))
             t = 0
             while t < N_TIME:  # each observed run: its mass at every point, p against the null maxima
                 if supra[t]:
@@ -195,20 +207,29 @@ def _brute_force_family_stats(sources, models, n_perm):
     return obs, p_fwe, mass, p_cluster
 
 
-def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, caplog):
-    """p_fwe over every region x time x layer and clusters over time, with 1 region x 3 times per block."""
+@pytest.mark.parametrize(("cluster_family", "region_block", "time_block"),
+                         [("fwe_dims", 1, 3), ("fwe_dims", 2, N_TIME), ("per_layer", 2, 3)])
+def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, caplog, cluster_family, region_block,
+                                                    time_block):
+    """p_fwe over every region x time x layer and clusters over time whose null spans the same family
+    (or one time course with ``per_layer``), with families cut into blocks along regions and/or time."""
     from mfrs.store import ZarrStore
 
     sources, models = _write_inputs(tmp_path)
     cat = _Catalog(tmp_path)
     n_perm = 19
-    cfg = stage.Config(categories=["all"], region_block=1, time_block=3, n_permutations=n_perm,
-                       fwe_dims=["region", "time", "layer"], cluster=True)
+    cfg = stage.Config(categories=["all"], region_block=region_block, time_block=time_block, n_permutations=n_perm,
+                       fwe_dims=["region", "time", "layer"], cluster=True, cluster_family=cluster_family)
+    n_units = -(-3 // region_block) * -(-N_TIME // time_block)
     plan = stage.plan(config=cfg, catalog=cat, calibrated=False)
-    assert plan.n_tasks == 3 * 4 + 1 and any("one final task merges them" in n for n in plan.notes)
+    assert plan.n_tasks == n_units + 1 and any("one final task merges them" in n for n in plan.notes)
     stage.run(config=cfg, catalog=cat, client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
-    obs, p_fwe, mass, p_cluster = _brute_force_family_stats(sources, models, n_perm)
+    obs, p_fwe, mass, p_cluster = _brute_force_family_stats(sources, models, n_perm,
+                                                            per_layer=cluster_family == "per_layer")
+    family = "time x region x layer" if cluster_family == "fwe_dims" else "time (one family per"
+    assert rsa.p_cluster.attrs["family"].startswith(family) and rsa.p_fwe.attrs["family"].startswith(
+        "region x time x layer") and rsa.p_cluster.attrs["units"] == "1"
     order = ("region", "time", "layer")
     np.testing.assert_allclose(rsa.r.sel(subject="group").transpose(*order), obs, atol=1e-4)
     np.testing.assert_allclose(rsa.p_fwe.transpose(*order), p_fwe, atol=1e-6)  # p is stored as float32
@@ -216,13 +237,14 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
     np.testing.assert_allclose(rsa.cluster_mass.transpose(*order), mass, atol=1e-4)
     np.testing.assert_allclose(rsa.p_cluster.transpose(*order), p_cluster, atol=1e-6)
     assert mass[1, EFFECT, 1].min() > 2.4  # one cluster across the block edges at times 3 and 6
+    assert (p_cluster[1, EFFECT, 1] == 1 / 20).all()  # and it survives the family-wide cluster null
     # resume: only the final task runs again when its mark is gone, with the same numbers
     store = ZarrStore.open(tmp_path / "rsa.zarr")
     (store.path / ".mfrs-complete" / "_final.json").unlink()
     assert store.status()["missing"] == ["final:cluster_mass,p_cluster,p_fwe"]
     caplog.set_level("INFO", logger="mfrs.similarity")
     stage.run(config=cfg, catalog=cat, client=local_client)
-    assert sum("skipping" in m for m in caplog.messages) == 12 and any("merging" in m for m in caplog.messages)
+    assert sum("skipping" in m for m in caplog.messages) == n_units and any("merging" in m for m in caplog.messages)
     again = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
     np.testing.assert_array_equal(again.p_fwe, rsa.p_fwe)
     assert ZarrStore.open(tmp_path / "rsa.zarr").is_final_complete()

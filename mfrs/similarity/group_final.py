@@ -1,0 +1,228 @@
+"""Group statistics of the similarity stage written by its final task: bootstrap peaks, sign flips, FDR.
+
+- Subject bootstrap (``n_bootstrap``): the blocks store ``r_ci_low``/``r_ci_high`` and,
+  in the side store ``bootstrap_peaks``, each sample's peak of every time course over
+  the block's times; the final task joins the time blocks into ``peak_latency``
+  ``(signal, category, region, layer)`` and ``best_layer`` ``(signal, category, region)``
+  (the layer holding the largest r over time and layers) with percentile intervals.
+- Sign flips of per-subject r (``n_signflips``): read back from the stored ``r``,
+  ``p_signflip`` and, over the ``fwe_dims`` family, ``p_signflip_fwe``.
+- Benjamini-Hochberg (``fdr``) over the ``fwe_dims`` family: ``p_fdr`` of ``p`` and
+  ``p_signflip_fdr`` of ``p_signflip``.
+
+One region block at a time; a family spanning regions is first reduced over every
+region block (the sign-flip family maximum; the FDR of a family spanning regions
+holds that family's p at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["GroupStats", "group_stats", "BOOT_STORE", "bootstrap_template", "GroupFinal"]
+
+BOOT_STORE = "bootstrap_peaks"
+_ORDER = ("signal", "category", "region", "time", "layer")
+_AXIS = {"region": 2, "time": 3, "layer": 4}  # axes of (signal, category, region, time, layer)
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """The group statistics asked for by a similarity config."""
+
+    n_bootstrap: int
+    ci: float
+    n_signflips: int
+    fdr: bool
+    seed: int
+    fwe_dims: tuple[str, ...]
+    two_sided: bool
+    relabel: bool  # the relabelling test (p) is on
+
+    @property
+    def block_variables(self) -> tuple[str, ...]:
+        """Variables the blocks write."""
+        return ("r_ci_low", "r_ci_high") if self.n_bootstrap else ()
+
+    @property
+    def final_variables(self) -> tuple[str, ...]:
+        """Variables the final task writes, with their dims."""
+        return tuple(self.final_dims)
+
+    @property
+    def final_dims(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        if self.n_bootstrap:
+            for name in ("peak_latency", "peak_latency_ci_low", "peak_latency_ci_high"):
+                out[name] = ("signal", "category", "region", "layer")
+            for name in ("best_layer", "best_layer_ci_low", "best_layer_ci_high"):
+                out[name] = ("signal", "category", "region")
+        if self.n_signflips:
+            out["p_signflip"] = _ORDER
+            if self.fwe_dims:
+                out["p_signflip_fwe"] = _ORDER
+        if self.fdr:
+            if self.relabel:
+                out["p_fdr"] = _ORDER
+            if self.n_signflips:
+                out["p_signflip_fdr"] = _ORDER
+        return out
+
+    def attrs(self, n_subjects: int) -> dict[str, dict[str, str]]:
+        """``attrs`` (description, units, family) of the group variables."""
+        fam = " x ".join(self.fwe_dims)
+        per = "signal, category" + "".join(f", {d}" for d in ("region", "time", "layer") if d not in self.fwe_dims)
+        boot = (f"{self.n_bootstrap} subject bootstrap samples (half the subjects drawn with replacement, RSA of "
+                f"their mean RDM), {100 * self.ci:g} % percentile interval")
+        exact = 2**n_subjects - 1 <= self.n_signflips
+        flips = (f"all {2**n_subjects} sign flips (exact)" if exact else f"{self.n_signflips} random sign flips") + (
+            " of per-subject r, mean r" + (" |mean r| (two-sided)" if self.two_sided else " (greater)"))
+        return {
+            "r_ci_low": {"description": f"lower end of r of the group RDM, {boot}", "units": "1"},
+            "r_ci_high": {"description": f"upper end of r of the group RDM, {boot}", "units": "1"},
+            "peak_latency": {"description": "time of the largest group r of each layer's time course", "units": "s"},
+            "peak_latency_ci_low": {"description": f"lower end of peak_latency, {boot}", "units": "s"},
+            "peak_latency_ci_high": {"description": f"upper end of peak_latency, {boot}", "units": "s"},
+            "best_layer": {"description": "position along 'layer' of the layer holding the region's largest group r "
+                           "(over time and layers)", "units": "layer position"},
+            "best_layer_ci_low": {"description": f"lower end of best_layer, {boot}", "units": "layer position"},
+            "best_layer_ci_high": {"description": f"upper end of best_layer, {boot}", "units": "layer position"},
+            "p_signflip": {"description": f"uncorrected p across subjects, {flips}", "units": "1",
+                           "family": "none (each element alone)"},
+            "p_signflip_fwe": {"description": f"family-wise p across subjects, max statistic over {fam}, {flips}",
+                               "units": "1", "family": f"{fam} (one family per {per})"},
+            "p_fdr": {"description": f"Benjamini-Hochberg q of p over {fam}", "units": "1",
+                      "family": f"{fam} (one family per {per}), false discovery rate"},
+            "p_signflip_fdr": {"description": f"Benjamini-Hochberg q of p_signflip over {fam}", "units": "1",
+                               "family": f"{fam} (one family per {per}), false discovery rate"},
+        }
+
+
+def group_stats(config: Any) -> GroupStats:
+    """The :class:`GroupStats` of a similarity ``config``."""
+    return GroupStats(n_bootstrap=config.n_bootstrap, ci=config.ci, n_signflips=config.n_signflips, fdr=config.fdr,
+                      seed=config.seed, fwe_dims=tuple(config.fwe_dims), two_sided=config.alternative == "two-sided",
+                      relabel=config.n_permutations > 0)
+
+
+def bootstrap_template(gs: GroupStats, *, coords: dict[str, Any], time_block: int,
+                       region_block: int) -> tuple[xr.Dataset, tuple[str, str]]:
+    """Template and unit dims of the ``bootstrap_peaks`` side store (peak of each sample per time block)."""
+    import dask.array as da
+
+    n_tb = -(-len(coords["time"]) // time_block)
+    labels = {"signal": coords["signal"], "category": coords["category"], "sample": np.arange(gs.n_bootstrap),
+              "region": coords["region"], "time_block": np.arange(n_tb), "layer": coords["layer"]}
+    dims = ("signal", "category", "sample", "region", "time_block", "layer")
+    chunks = tuple({"region": region_block, "time_block": 1}.get(d, len(labels[d])) for d in dims)
+    shape = tuple(len(labels[d]) for d in dims)
+    data = {name: (dims, da.full(shape, np.nan, chunks=chunks, dtype="float32"))
+            for name in ("boot_peak_r", "boot_peak_index")}
+    return xr.Dataset(data, coords=labels), ("region", "time_block")
+
+
+class GroupFinal:
+    """The final task's group statistics, one region block at a time (see the module docstring)."""
+
+    def __init__(self, rsa_path: Any, ds: xr.Dataset, gs: GroupStats, region_blocks: list[slice]):
+        self.gs, self.ds = gs, ds
+        self.subjects = [s for s in ds["subject"].values.tolist() if s != "group"]
+        self.times = np.asarray(ds["time"].values, dtype=float)
+        self.peaks = xr.open_zarr(_side(rsa_path)) if gs.n_bootstrap else None
+        self._signflip_max = None
+        self._fdr: dict[str, np.ndarray] = {}
+        if gs.n_signflips and "region" in gs.fwe_dims:
+            for sl in region_blocks:
+                m = self._signflip(sl, family_max_only=True)
+                self._signflip_max = m if self._signflip_max is None else np.maximum(self._signflip_max, m)
+        if gs.fdr and "region" in gs.fwe_dims:  # the family spans regions: its p are held at once
+            if gs.relabel:
+                self._fdr["p_fdr"] = self._q(ds["p"].transpose(*_ORDER).values)
+            if gs.n_signflips:
+                parts = [self._signflip(sl)[0] for sl in region_blocks]
+                self._fdr["p_signflip_fdr"] = self._q(np.concatenate(parts, axis=2))
+
+    def _q(self, p: np.ndarray) -> np.ndarray:
+        from mfrs.similarity.inference import fdr_bh
+
+        return fdr_bh(p, tuple(_AXIS[d] for d in self.gs.fwe_dims)) if self.gs.fwe_dims else p
+
+    def _signflip(self, reg: slice, family_max_only: bool = False) -> Any:
+        """``p_signflip`` and ``p_signflip_fwe`` of a region block (or its per-flip family maximum)."""
+        from mfrs.similarity.group import draw_sign_flips, signflip_null
+        from mfrs.similarity.inference import family_max, p_against
+        from mfrs.similarity.seeds import unit_rng
+
+        r = self.ds["r"].sel(subject=self.subjects).isel(region=reg).transpose("subject", *_ORDER).values
+        shape = r.shape[1:]
+        p, p_fwe = np.empty(shape), np.empty(shape)
+        fmax_all = None
+        axes = tuple(_AXIS[d] - 2 for d in self.gs.fwe_dims)
+        for s, signal in enumerate(self.ds["signal"].values.tolist()):
+            for c, cat in enumerate(self.ds["category"].values.tolist()):
+                flips = draw_sign_flips(unit_rng(self.gs.seed, "signflip", signal, cat), len(self.subjects),
+                                        self.gs.n_signflips)
+                stat = r[:, s, c].mean(axis=0)
+                null = signflip_null(r[:, s, c], flips)
+                if self.gs.two_sided:
+                    stat, null = np.abs(stat), np.abs(null)
+                fmax = family_max(null, axes) if axes else None
+                if family_max_only:
+                    if fmax_all is None:
+                        fmax_all = np.empty((len(self.ds["signal"]), len(self.ds["category"]), *fmax.shape))
+                    fmax_all[s, c] = fmax
+                    continue
+                p[s, c] = p_against(null, stat)
+                if fmax is not None:
+                    if self._signflip_max is not None:
+                        fmax = self._signflip_max[s, c]
+                    p_fwe[s, c] = p_against(fmax, stat)
+        return fmax_all if family_max_only else (p, p_fwe)
+
+    def region_block(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """Every group variable of regions ``reg`` over all times; ``group_r`` the block's group r in ``_ORDER``."""
+        gs, out = self.gs, {}
+        if gs.n_bootstrap:
+            out.update(self._bootstrap(reg, group_r))
+        if gs.n_signflips:
+            p, p_fwe = self._signflip(reg)
+            out["p_signflip"] = (_ORDER, p)
+            if gs.fwe_dims:
+                out["p_signflip_fwe"] = (_ORDER, p_fwe)
+        if gs.fdr:
+            if gs.relabel:
+                out["p_fdr"] = (_ORDER, self._fdr["p_fdr"][:, :, reg] if "p_fdr" in self._fdr else
+                                self._q(self.ds["p"].isel(region=reg).transpose(*_ORDER).values))
+            if gs.n_signflips:
+                out["p_signflip_fdr"] = (_ORDER, self._fdr["p_signflip_fdr"][:, :, reg] if "p_signflip_fdr" in
+                                         self._fdr else self._q(out["p_signflip"][1]))
+        return out
+
+    def _bootstrap(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        from mfrs.similarity.group import merge_peaks, peak_summary, percentile_ci
+
+        part = self.peaks.isel(region=reg)
+        dims = ("time_block", "signal", "category", "sample", "region", "layer")
+        value, index = merge_peaks(part["boot_peak_r"].transpose(*dims).values,
+                                   part["boot_peak_index"].transpose(*dims).values)  # (sig, cat, sample, reg, layer)
+        latency = np.where(index >= 0, self.times[np.clip(index, 0, None).astype(int)], np.nan)
+        best = np.where(np.isfinite(value).any(axis=-1), value.argmax(axis=-1), np.nan)  # (sig, cat, sample, reg)
+        peak, peak_index = peak_summary(group_r, 0)  # (sig, cat, reg, layer)
+        est_latency = np.where(peak_index >= 0, self.times[np.clip(peak_index, 0, None)], np.nan)
+        est_best = np.where(np.isfinite(peak).any(axis=-1), peak.argmax(axis=-1), np.nan)
+        lat_lo, lat_hi = percentile_ci(np.moveaxis(latency, 2, 0), self.gs.ci)
+        best_lo, best_hi = percentile_ci(np.moveaxis(best, 2, 0), self.gs.ci)
+        d4, d3 = ("signal", "category", "region", "layer"), ("signal", "category", "region")
+        return {"peak_latency": (d4, est_latency), "peak_latency_ci_low": (d4, lat_lo),
+                "peak_latency_ci_high": (d4, lat_hi), "best_layer": (d3, est_best.astype(float)),
+                "best_layer_ci_low": (d3, best_lo), "best_layer_ci_high": (d3, best_hi)}
+
+
+def _side(rsa_path: Any) -> Any:
+    from mfrs.similarity.families import side_store_path
+
+    return side_store_path(rsa_path, BOOT_STORE)

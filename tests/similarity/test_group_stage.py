@@ -1,0 +1,107 @@
+"""Group statistics stored by the similarity stage, against slow independent references.
+
+Subject bootstrap (a scipy loop over the same seeded draws), the sign-flip test
+(brute-force enumeration of all 2^6 sign vectors of 6 subjects) and FDR
+(:func:`scipy.stats.false_discovery_control`), with families cut into blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats as ss
+import xarray as xr
+
+from mfrs.similarity import stage
+
+from .reference import REFERENCE
+from .test_stage import EFFECT, N_TIME, _Catalog, _write_inputs
+
+N_SUB6, N_BOOT = 6, 20
+ORDER = ("region", "time", "layer")
+
+
+def _subject_rdms(sources):
+    """scipy RDMs ``(subject, region, time, pair)`` of the broadband sources."""
+    act = sources.activity.sel(signal="broadband").values.astype(float)  # (subject, stimulus, time, vertex)
+    region_of = sources.region.values
+    return np.stack([[[REFERENCE["rdm:correlation"](act[s, :, t][:, region_of == reg]) for t in range(N_TIME)]
+                      for reg in ("r0", "r1", "r2")] for s in range(N_SUB6)])
+
+
+@pytest.fixture(scope="module", params=[("time", "layer"), ("region", "time", "layer")], ids=["per_region", "all"])
+def group_run(request, tmp_path_factory, local_client):
+    """The stage with 2 regions x 4 times per block: families (and time courses) span blocks."""
+    root = tmp_path_factory.mktemp("group")
+    sources, models = _write_inputs(root, n_sub=N_SUB6)
+    cfg = stage.Config(categories=["all"], region_block=2, time_block=4, n_permutations=19,
+                       fwe_dims=list(request.param), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+    stage.run(config=cfg, catalog=_Catalog(root), client=local_client)
+    rsa = xr.open_zarr(root / "rsa.zarr").load().sel(signal="broadband", category="all")
+    return sources, models, rsa, request.param
+
+
+def test_bootstrap_cis_equal_a_slow_loop_with_the_same_seeds(group_run):
+    from mfrs.similarity.seeds import unit_rng
+
+    sources, models, rsa, _ = group_run
+    rdms = _subject_rdms(sources)
+    # the stage's draws: half the subjects (3 of 6) with replacement, seeded per (signal, category)
+    draws = unit_rng(0, "bootstrap", "broadband", "all").integers(0, N_SUB6, size=(N_BOOT, N_SUB6 // 2))
+    boot = np.empty((N_BOOT, 3, N_TIME, 3))
+    for b, drawn in enumerate(draws):
+        mean_rdm = rdms[drawn].mean(axis=0)  # RSA recomputed on the resampled subject-mean RDM
+        for g in range(3):
+            for t in range(N_TIME):
+                for layer in range(3):
+                    boot[b, g, t, layer] = REFERENCE["compare:spearman"](mean_rdm[g, t], models.rdm.values[layer])
+    low, high = np.quantile(boot, [0.025, 0.975], axis=0)
+    np.testing.assert_allclose(rsa.r_ci_low.transpose(*ORDER), low, atol=1e-4)
+    np.testing.assert_allclose(rsa.r_ci_high.transpose(*ORDER), high, atol=1e-4)
+    times = rsa.time.values
+    latency = times[boot.argmax(axis=2)]  # (sample, region, layer), over all times (blocks of 4 joined)
+    np.testing.assert_allclose(rsa.peak_latency_ci_low.transpose("region", "layer"),
+                               np.quantile(latency, 0.025, axis=0), atol=1e-9)
+    np.testing.assert_allclose(rsa.peak_latency_ci_high.transpose("region", "layer"),
+                               np.quantile(latency, 0.975, axis=0), atol=1e-9)
+    best = boot.max(axis=2).argmax(axis=-1)  # (sample, region)
+    np.testing.assert_allclose(rsa.best_layer_ci_low, np.quantile(best, 0.025, axis=0))
+    np.testing.assert_allclose(rsa.best_layer_ci_high, np.quantile(best, 0.975, axis=0))
+    group = rsa.r.sel(subject="group").transpose(*ORDER).values
+    np.testing.assert_array_equal(rsa.best_layer, group.max(axis=1).argmax(axis=-1))
+    np.testing.assert_allclose(rsa.peak_latency.transpose("region", "layer"), times[group.argmax(axis=1)])
+    # the planted effect: r1 peaks inside EFFECT with layer l1, whatever the resample
+    assert rsa.best_layer.sel(region="r1") == 1 and rsa.best_layer_ci_low.sel(region="r1") == 1
+    assert times[EFFECT.start] <= float(rsa.peak_latency_ci_low.sel(region="r1", layer="l1"))
+    assert float(rsa.peak_latency_ci_high.sel(region="r1", layer="l1")) <= times[EFFECT.stop - 1]
+    assert rsa.peak_latency.attrs["units"] == "s" and "bootstrap" in rsa.r_ci_low.attrs["description"]
+
+
+def test_signflip_equals_brute_force_enumeration_over_six_subjects(group_run):
+    _, _, rsa, fwe_dims = group_run
+    r_sub = rsa.r.drop_sel(subject="group").transpose("subject", *ORDER).values.astype(float)
+    obs = r_sub.mean(axis=0)
+    signs = np.array(list(itertools.product([1, -1], repeat=N_SUB6)))  # all 64, identity included
+    null = np.einsum("fs,s...->f...", signs, r_sub) / N_SUB6
+    p = (null >= obs[None] - 1e-9).sum(axis=0) / 64
+    axes = tuple(1 + ORDER.index(d) for d in fwe_dims)
+    fmax = null.max(axis=axes, keepdims=True)  # the family's max per sign vector
+    p_fwe = (fmax >= obs[None] - 1e-9).sum(axis=0) / 64
+    np.testing.assert_allclose(rsa.p_signflip.transpose(*ORDER), p, atol=1e-6)
+    np.testing.assert_allclose(rsa.p_signflip_fwe.transpose(*ORDER), p_fwe, atol=1e-6)
+    assert (p_fwe[1, EFFECT, 1] == 1 / 64).all()  # every subject's r is positive at the planted effect
+    assert "exact" in rsa.p_signflip.attrs["description"] and rsa.p_signflip_fwe.attrs["family"].startswith(
+        " x ".join(fwe_dims))
+
+
+def test_fdr_equals_scipy_over_each_family(group_run):
+    _, _, rsa, fwe_dims = group_run
+    for name, source in (("p_fdr", "p"), ("p_signflip_fdr", "p_signflip")):
+        families = [rsa.region.values] if "region" in fwe_dims else [[r] for r in rsa.region.values]
+        for regions in families:  # one family: every time x layer (x region when in fwe_dims)
+            p = rsa[source].sel(region=regions).values.astype(float)
+            expect = ss.false_discovery_control(p.ravel(), method="bh").reshape(p.shape)
+            np.testing.assert_allclose(rsa[name].sel(region=regions).values, expect, atol=1e-6)
+    assert "false discovery rate" in rsa.p_fdr.attrs["family"]
