@@ -60,6 +60,9 @@ class Config(StageConfig):
                                             min_length=1)
     window: float = Field(0.5, gt=0, description="avg mode: window length in seconds")
     step: float = Field(0.045, gt=0, description="avg mode: window step in seconds")
+    window_start: float | None = Field(
+        0.0, description="avg mode: the first window starts at the first sample at or after this time "
+        "(s; the study: 0 s, stimulus onset); None: at the epoch start")
     regions: list[str] | None = Field(
         None, description="only these regions (names or shell patterns like 'FFA-*'); None: every region")
     region_block: int = Field(4, ge=1, description="regions per task")
@@ -150,7 +153,12 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
         if length > t.size:
             raise ConfigError(f"similarity: window={config.window} s is longer than the epochs "
                               f"({t.size} samples of {dt:.4g} s); shorten it")
-        starts = np.arange(0, t.size - length + 1, step)
+        first = 0 if config.window_start is None else int(np.searchsorted(t, config.window_start - dt / 2))
+        starts = np.arange(first, t.size - length + 1, step)
+        if starts.size == 0:
+            raise ConfigError(f"similarity: no window of {config.window} s fits between window_start="
+                              f"{config.window_start} s and the epoch end ({t[-1]:.4g} s); shorten the "
+                              "window or move window_start earlier")
         times = t[starts] + (length - 1) * dt / 2
     cats = np.asarray(act["category"].values) if "category" in act.coords else None
     stim_index = {}
