@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tests_support import MFRS, REPO
+from tests_support import MFRS
 from tests_support import run_mfrs as _mfrs
 
 
