@@ -232,8 +232,8 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
         rows = _output_status(pipe, catalog, [name])
         if rows and all(r["state"] != "not started" for r in rows):
             # what is left, counted per output and unit as `status` does
-            p.n_units = sum(max(r["units"], 1) for r in rows)
-            p.n_tasks = sum(r["units"] if r.get("changed") else len(r["missing"]) for r in rows)
+            p.n_units = sum(r.get("tasks", max(r["units"], 1)) for r in rows)
+            p.n_tasks = sum(r.get("tasks", 0) if r.get("changed") else len(r["missing"]) for r in rows)
             p.notes += [f"{r['entry']}: {r['complete']}/{r['units']} units complete" for r in rows if r["units"]]
         for r in rows:
             if r.get("changed"):

@@ -246,6 +246,8 @@ def render_job_scripts(profile: SlurmProfile, *, scheduler_address: str = "tcp:/
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if "stderr:" in text and text.split("stderr:", 1)[1].strip():  # a failed sbatch: what SLURM said
+        text = text.split("stderr:", 1)[1].strip()
     return text if len(text) < 300 else text[:300] + " ..."
 
 
@@ -277,7 +279,6 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     scale or adapt would drop a GPU entry kept there.
     """
     from dask_jobqueue import SLURMCluster
-    from dask_jobqueue.slurm import SLURMJob
 
     if not shutil.which("sbatch"):
         raise ClusterError("the slurm profile needs SLURM's sbatch on PATH; on one machine start the "
@@ -292,28 +293,114 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     except Exception as exc:  # noqa: BLE001 - sbatch/squeue errors come as many types
         raise ClusterError(f"the SLURM cluster could not start: {_one_line(exc)}. Is SLURM up (`sinfo`)?") from exc
     gpu_jobs: list[Any] = []
+    watch: _LostJobWatch | None = None
     try:
         if profile.adaptive:
             cluster.adapt(Adaptive=_keep_gpu_adaptive(), **profile.adaptive)
         else:
-            cluster.scale(jobs=profile.jobs)
+            for _ in range(profile.jobs):  # as scale(jobs=...) does, but submitted here, not in a callback
+                cluster.worker_spec.update(cluster.new_worker_spec())
+            try:
+                cluster.sync(cluster._correct_state)  # a refused sbatch is an error here, not a logged traceback
+            except Exception as exc:  # noqa: BLE001 - sbatch failed: the controller is down or refuses
+                raise ClusterError(f"SLURM refused the worker jobs: {_one_line(exc)}. Is SLURM up (`sinfo`)?") from exc
         for i in range(profile.gpu.jobs if profile.gpu else 0):
-            job = SLURMJob(scheduler=cluster.scheduler_address, name=f"gpu-{i}", job_name="mfrs-gpu",
-                           **_gpu_job_kwargs(profile),
-                           **({"security": cluster._job_kwargs["security"]} if security else {}))
+            job = _gpu_job(cluster, profile, i, security)
             try:
                 cluster.sync(job.start)
             except Exception as exc:  # noqa: BLE001 - sbatch failed: the controller is down or refuses
                 raise ClusterError(f"SLURM refused the GPU job: {_one_line(exc)}. Is SLURM up (`sinfo`)?") from exc
             gpu_jobs.append(job)
+        watch = _LostJobWatch(cluster, gpu_jobs, lambda i: _gpu_job(cluster, profile, i, security),
+                              budget=profile.max_resubmits)
+        watch.start()
         yield cluster
     finally:
+        if watch is not None:
+            watch.stop()
         for job in gpu_jobs:
             try:
                 cluster.sync(job.close)  # scancel
             except Exception as exc:  # keep closing the rest; the job ends at its walltime anyway
                 log.warning("could not cancel GPU job %s: %s", getattr(job, "job_id", "?"), exc)
-        cluster.close()
+        try:
+            cluster.close()
+        except Exception as exc:  # noqa: BLE001 - a cluster whose jobs never started fails to close
+            log.warning("closing the SLURM cluster: %s", _one_line(exc))
+
+
+def _gpu_job(cluster: Any, profile: SlurmProfile, i: int, security: Any) -> Any:
+    from dask_jobqueue.slurm import SLURMJob
+
+    return SLURMJob(scheduler=cluster.scheduler_address, name=f"gpu-{i}", job_name="mfrs-gpu",
+                    **_gpu_job_kwargs(profile), **({"security": cluster._job_kwargs["security"]} if security else {}))
+
+
+class _LostJobWatch:
+    """Submits again, up to ``budget`` times in all, the worker jobs that vanished from ``squeue``
+    (cancelled, failed, past their walltime) while the client still runs."""
+
+    def __init__(self, cluster: Any, gpu_jobs: list[Any], make_gpu_job: Any, *, budget: int,
+                 interval_s: float = 5.0):
+        import threading
+
+        self.cluster, self.gpu_jobs, self.make_gpu_job = cluster, gpu_jobs, make_gpu_job
+        self.budget, self.interval_s = budget, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mfrs-slurm-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - never let the watch kill the run; the watchdog decides
+                log.warning("SLURM job watch: %s", _one_line(exc))
+
+    def _alive(self) -> set[str] | None:
+        from mfrs._subprocess import run_command
+
+        proc = run_command(["squeue", "-h", "--me", "-o", "%i"], check=False, timeout=30)
+        return set(proc.stdout.split()) if proc.returncode == 0 else None  # None: controller unreachable
+
+    def check(self) -> None:
+        alive = self._alive()
+        if alive is None:
+            return
+        lost_cpu = [n for n, job in list(self.cluster.workers.items())
+                    if getattr(job, "job_id", None) and str(job.job_id) not in alive]
+        lost_gpu = [i for i, job in enumerate(self.gpu_jobs)
+                    if getattr(job, "job_id", None) and str(job.job_id) not in alive]
+        for kind, lost in (("CPU", lost_cpu), ("GPU", lost_gpu)):
+            if lost and self.budget < len(lost):
+                log.warning("SLURM: %d %s worker job(s) gone and %d resubmission(s) left; not replacing them",
+                            len(lost), kind, self.budget)
+        lost_cpu = lost_cpu[:self.budget]
+        self.budget -= len(lost_cpu)
+        lost_gpu = lost_gpu[:self.budget]
+        self.budget -= len(lost_gpu)
+        if lost_cpu:
+            log.warning("SLURM: worker job(s) %s gone from squeue; submitting them again (%d resubmission(s) left)",
+                        ", ".join(str(self.cluster.workers[n].job_id) for n in lost_cpu), self.budget)
+
+            async def replace() -> None:
+                for name in lost_cpu:
+                    self.cluster.workers.pop(name, None)
+                await self.cluster._correct_state()
+
+            self.cluster.sync(replace)
+        for i in lost_gpu:
+            log.warning("SLURM: GPU job %s gone from squeue; submitting it again (%d resubmission(s) left)",
+                        self.gpu_jobs[i].job_id, self.budget)
+            job = self.make_gpu_job(i)
+            self.cluster.sync(job.start)
+            self.gpu_jobs[i] = job
 
 
 @contextlib.contextmanager

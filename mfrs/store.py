@@ -512,6 +512,7 @@ class ZarrStore:
         if not self.is_final_complete():
             missing.append("final:" + ",".join(self.final_variables))
         return {"path": str(self.path), "units": len(units), "complete": complete, "missing": missing,
+                "tasks": len(units) + bool(self.final_variables),
                 "problems": {k: why for k, why in problems.items() if why and why != "not marked complete"}}
 
     def check_complete(self, *, stage: str, writer: str) -> None:

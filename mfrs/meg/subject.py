@@ -257,6 +257,8 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
             tmp = fwd_file.with_name(f".{key}.{os.getpid()}-fwd.fif")
             mne.write_forward_solution(tmp, fwd, overwrite=True, verbose="error")
             os.replace(tmp, fwd_file)
+            # use what the cache holds (FIF rounds it): sources are bit-identical with or without the cache
+            fwd = mne.read_forward_solution(fwd_file, verbose="error")
     with _timed(job.subject, "covariance + inverse + morph"):
         cov = noise_covariance(epochs, job.config.covariance, seed=job.config.seed)
         inv = make_inverse(info, fwd, cov, cfg)
