@@ -105,3 +105,17 @@ def test_fdr_equals_scipy_over_each_family(group_run):
             expect = ss.false_discovery_control(p.ravel(), method="bh").reshape(p.shape)
             np.testing.assert_allclose(rsa[name].sel(region=regions).values, expect, atol=1e-6)
     assert "false discovery rate" in rsa.p_fdr.attrs["family"]
+
+
+def test_group_numbers_do_not_depend_on_the_blocks(group_run, tmp_path, local_client):
+    """Seeds per (signal, category): one block holding everything gives the numbers of 2 regions x 4 times."""
+    _, _, rsa, fwe_dims = group_run
+    _write_inputs(tmp_path, n_sub=N_SUB6)
+    cfg = stage.Config(categories=["all"], region_block=3, time_block=N_TIME, n_permutations=19,
+                       fwe_dims=list(fwe_dims), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    whole = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
+    for name in ("r_ci_low", "r_ci_high", "peak_latency", "peak_latency_ci_low", "peak_latency_ci_high",
+                 "best_layer", "best_layer_ci_low", "best_layer_ci_high", "p_signflip", "p_signflip_fwe", "p_fdr",
+                 "p_signflip_fdr"):
+        np.testing.assert_allclose(whole[name], rsa[name], atol=1e-6, err_msg=name)
