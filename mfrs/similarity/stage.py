@@ -292,9 +292,12 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
-    if final:
-        notes.append(f"{', '.join(final)}: families span several blocks; blocks store null "
+    if fam.final_variables:
+        notes.append(f"{', '.join(fam.final_variables)}: families span several blocks; blocks store null "
                      f"summaries ({summary_bytes / 2**20:.1f} MiB) and one final task merges them")
+    if gs.final_variables:
+        notes.append(f"{', '.join(gs.final_variables)}: group statistics over whole time courses and families, "
+                     "written by the final task (from bootstrap peak summaries and the stored per-subject r)")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
                   writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(final),
                   n_units=units, memory_per_task=memory,

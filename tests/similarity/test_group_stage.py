@@ -38,6 +38,8 @@ def group_run(request, tmp_path_factory, local_client):
     sources, models = _write_inputs(root, n_sub=N_SUB6)
     cfg = stage.Config(categories=["all"], region_block=2, time_block=4, n_permutations=19,
                        fwe_dims=list(request.param), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+    plan = stage.plan(config=cfg, catalog=_Catalog(root), calibrated=False)
+    assert plan.n_tasks == 2 * 3 + 1 and any("group statistics" in n and "peak_latency" in n for n in plan.notes)
     stage.run(config=cfg, catalog=_Catalog(root), client=local_client)
     rsa = xr.open_zarr(root / "rsa.zarr").load().sel(signal="broadband", category="all")
     return sources, models, rsa, request.param
