@@ -68,7 +68,8 @@ class Config(StageConfig):
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
-                                   description="p_fwe: max statistic over these dims (of the selected regions)")
+                                   description="the family of p_fwe (max statistic over these dims of the selected "
+                                   "regions), of p_cluster (with clusters along time), p_signflip_fwe and p_fdr")
     cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
     cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
     cluster_family: ClusterFamily = Field(

@@ -121,3 +121,11 @@ def test_group_numbers_do_not_depend_on_the_blocks(group_run, tmp_path, local_cl
                  "best_layer", "best_layer_ci_low", "best_layer_ci_high", "p_signflip", "p_signflip_fwe", "p_fdr",
                  "p_signflip_fdr"):
         np.testing.assert_allclose(whole[name], rsa[name], atol=1e-6, err_msg=name)
+
+
+def test_fdr_needs_a_family_and_a_test():
+    with pytest.raises(ValueError, match="fdr corrects the p of n_permutations or n_signflips over the fwe_dims"):
+        stage.Config(fdr=True, fwe_dims=[], n_permutations=10)
+    with pytest.raises(ValueError, match="set fwe_dims"):
+        stage.Config(fdr=True, fwe_dims=["time"])
+    assert stage.Config(fdr=True, n_signflips=10).cluster_family == "fwe_dims"
