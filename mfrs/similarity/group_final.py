@@ -152,9 +152,13 @@ class GroupFinal:
         return fdr_bh(p, tuple(_AXIS[d] for d in self.gs.fwe_dims)) if self.gs.fwe_dims else p
 
     def _signflip(self, reg: slice, family_max_only: bool = False) -> Any:
-        """``p_signflip`` and ``p_signflip_fwe`` of a region block (or its per-flip family maximum)."""
+        """``p_signflip`` and ``p_signflip_fwe`` of a region block (or its per-flip family maximum).
+
+        The sign-flip null goes through in chunks of flips (about 64 MiB each); what is
+        kept is the count per element and the family maximum per flip.
+        """
         from mfrs.similarity.group import draw_sign_flips, signflip_null
-        from mfrs.similarity.inference import family_max, p_against
+        from mfrs.similarity.inference import family_max, p_against, p_from_counts
         from mfrs.similarity.seeds import unit_rng
 
         r = self.ds["r"].sel(subject=self.subjects).isel(region=reg).transpose("subject", *_ORDER).values
@@ -167,16 +171,23 @@ class GroupFinal:
                 flips = draw_sign_flips(unit_rng(self.gs.seed, "signflip", signal, cat), len(self.subjects),
                                         self.gs.n_signflips)
                 stat = r[:, s, c].mean(axis=0)
-                null = signflip_null(r[:, s, c], flips)
                 if self.gs.two_sided:
-                    stat, null = np.abs(stat), np.abs(null)
-                fmax = family_max(null, axes) if axes else None
+                    stat = np.abs(stat)
+                k, maxima = np.zeros(stat.shape), []
+                step = max(1, (64 << 20) // (8 * max(1, stat.size)))  # flips per null chunk: about 64 MiB
+                for start in range(0, len(flips), step):
+                    null = signflip_null(r[:, s, c], flips[start : start + step])
+                    null = np.abs(null) if self.gs.two_sided else null
+                    k += (null >= stat[None]).sum(axis=0)
+                    if axes:
+                        maxima.append(family_max(null, axes))
+                fmax = np.concatenate(maxima) if axes else None
                 if family_max_only:
                     if fmax_all is None:
                         fmax_all = np.empty((len(self.ds["signal"]), len(self.ds["category"]), *fmax.shape))
                     fmax_all[s, c] = fmax
                     continue
-                p[s, c] = p_against(null, stat)
+                p[s, c] = p_from_counts(k, len(flips), stat)
                 if fmax is not None:
                     if self._signflip_max is not None:
                         fmax = self._signflip_max[s, c]

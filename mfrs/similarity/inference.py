@@ -28,6 +28,7 @@ __all__ = [
     "cluster_family_axes",
     "permutation_p",
     "fdr_bh",
+    "paired_t_p",
     "RUN_PARTS",
 ]
 
@@ -225,3 +226,21 @@ def fdr_bh(p: np.ndarray, axes: tuple[int, ...] | None = None) -> np.ndarray:
         scaled = row[order] * m / np.arange(1, m + 1)
         out[i, order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return np.moveaxis(out.reshape(moved.shape), list(range(p.ndim)), rest + list(axes))
+
+
+def paired_t_p(d: np.ndarray, *, axis: int = 0, two_sided: bool = True) -> np.ndarray:
+    """p of a one-sample t test of paired differences ``d`` (subjects along ``axis``) against 0.
+
+    ``t = mean(d) / sqrt(var(d, ddof=1) / n)`` with ``n - 1`` degrees of freedom, as
+    :func:`scipy.stats.ttest_1samp` and rsatoolbox's ``Result.test_pairwise('t-test')``
+    of fixed models evaluated per subject; ``two_sided=False`` asks whether the mean
+    exceeds 0. NaN where any difference is NaN.
+    """
+    from scipy import stats
+
+    d = np.moveaxis(np.asarray(d, dtype=float), axis, 0)
+    n = d.shape[0]
+    with np.errstate(all="ignore"):
+        t = d.mean(axis=0) / np.sqrt(np.maximum(d.var(axis=0, ddof=1), np.finfo(float).eps) / n)
+    p = 2 * stats.t.sf(np.abs(t), n - 1) if two_sided else stats.t.sf(t, n - 1)
+    return np.where(np.isnan(t), np.nan, p)

@@ -71,7 +71,8 @@ class Config(StageConfig):
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
-                                   description="p_fwe: max statistic over these dims (of the selected regions)")
+                                   description="the family of p_fwe (max statistic over these dims of the selected "
+                                   "regions), of p_cluster (with clusters along time), p_signflip_fwe and p_fdr")
     cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
     cluster_alpha: float = Field(0.05, gt=0, lt=1, description="cluster-forming pointwise null quantile")
     cluster_family: ClusterFamily = Field(
@@ -302,9 +303,12 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
-    if final:
-        notes.append(f"{', '.join(final)}: families span several blocks; blocks store null "
+    if fam.final_variables:
+        notes.append(f"{', '.join(fam.final_variables)}: families span several blocks; blocks store null "
                      f"summaries ({summary_bytes / 2**20:.1f} MiB) and one final task merges them")
+    if gs.final_variables:
+        notes.append(f"{', '.join(gs.final_variables)}: group statistics over whole time courses and families, "
+                     "written by the final task (from bootstrap peak summaries and the stored per-subject r)")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
                   writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(final),
                   n_units=units, memory_per_task=memory,

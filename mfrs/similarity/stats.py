@@ -163,6 +163,10 @@ def bootstrap(
     ``over="stimuli"``: ``data`` are brain RDMs ``(..., pair)``, ``model`` the model RDMs
     ``(layer, pair)``; each sample draws stimuli with replacement and compares the RDMs
     on the pairs of distinct drawn stimuli.
+    ``over="subject_rdms"``: ``data`` are subject RDMs ``(subject, ..., pair)``; each sample
+    draws ``sample_size`` subjects (default half) with replacement and compares the mean
+    RDM of the drawn subjects with ``model``, as the reference study (and the similarity
+    stage's ``n_bootstrap``) did; ``r`` is the subject-mean RDM's.
 
     Returns
     -------
@@ -201,8 +205,30 @@ def bootstrap(
         coords = {**{k: v for k, v in data.coords.items() if pair_dim not in v.dims},
                   **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
         est = xr.DataArray(full.reshape(*a_shape, *b_shape), dims=a_dims + b_dims, coords=coords)
+    elif over == "subject_rdms":
+        if model is None or subject_dim not in data.dims:
+            raise ConfigError(f"bootstrap: over='subject_rdms' needs subject RDMs with a {subject_dim!r} dim (data has "
+                              f"{tuple(data.dims)}) and model=<model RDMs (layer, pair)>")
+        from mfrs.similarity.group import draw_bootstrap_weights
+
+        check_same_pairs(data, model, pair_dim=pair_dim, what="bootstrap")
+        x = data.transpose(subject_dim, ..., pair_dim)
+        n_sub = x.sizes[subject_dim]
+        b, b_dims, b_shape = _flat(model, pair_dim)
+        a_dims, a_shape = [str(d) for d in x.dims[1:-1]], x.shape[1:-1]
+        vals = x.values.reshape(n_sub, -1)
+        weights = draw_bootstrap_weights(rng, n_sub, n_bootstrap, (sample_size or max(1, round(n_sub / 2))) / n_sub)
+        with single_threaded():
+            pb = prepare_block(b, method)
+            full = compare_block(prepare_block(vals.mean(axis=0).reshape(-1, x.shape[-1]), method), pb, method,
+                                 prepared=True)
+            boots = np.stack([compare_block(prepare_block((w @ vals).reshape(-1, x.shape[-1]), method), pb, method,
+                                            prepared=True).reshape(*a_shape, *b_shape) for w in weights])
+        coords = {**{k: v for k, v in x.coords.items() if pair_dim not in v.dims and subject_dim not in v.dims},
+                  **{k: v for k, v in model.coords.items() if pair_dim not in v.dims}}
+        est = xr.DataArray(full.reshape(*a_shape, *b_shape), dims=a_dims + b_dims, coords=coords)
     else:
-        raise ConfigError(f"bootstrap: over={over!r} is not 'subjects' or 'stimuli'")
+        raise ConfigError(f"bootstrap: over={over!r} is not 'subjects', 'stimuli' or 'subject_rdms'")
     q = ((1 - ci) / 2, 1 - (1 - ci) / 2)
     dims = list(est.dims)
     boot = xr.DataArray(boots, dims=["sample", *dims], coords=est.coords)

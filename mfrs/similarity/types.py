@@ -55,8 +55,9 @@ COMPARATORS: tuple[str, ...] = get_args(Comparator)
 #: Comparators that work on rank-transformed vectors.
 RANK_COMPARATORS: tuple[str, ...] = ("spearman", "rho_a", "kendall_tau_a")
 
-#: What a bootstrap resamples: subjects (per-subject r values) or stimuli (RDM rows/cols).
-BootstrapOver = Literal["subjects", "stimuli"]
+#: What a bootstrap resamples: subjects (per-subject r values), stimuli (RDM rows/cols) or
+#: subject RDMs (RSA recomputed on the mean RDM of the drawn subjects, as the reference study did).
+BootstrapOver = Literal["subjects", "stimuli", "subject_rdms"]
 
 #: Which family the largest-cluster null of ``p_cluster`` is taken over. ``fwe_dims``: every
 #: time course of the family of ``p_fwe`` (e.g. every layer, and every region when

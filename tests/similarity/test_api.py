@@ -128,3 +128,25 @@ def test_bootstrap_subjects_and_stimuli():
     bs = sim.bootstrap(r_sub, over="subjects", n_bootstrap=500, seed=0)
     se = r_sub.std("subject", ddof=1) / np.sqrt(10)
     np.testing.assert_allclose(bs.r_high - bs.r_low, 2 * 1.96 * se, rtol=0.25)  # normal-theory width
+
+
+def test_bootstrap_subject_rdms_equals_a_slow_loop_with_the_same_seeds():
+    """over='subject_rdms': RSA recomputed on the mean RDM of half the subjects, drawn with replacement."""
+    from mfrs.similarity.seeds import unit_rng
+
+    brain, model = _planted(n_time=6, effect=range(2, 4))
+    rng = np.random.default_rng(7)
+    subj = xr.concat([brain + 0.3 * rng.random(brain.shape) for _ in range(6)], dim="subject").transpose(
+        "time", "subject", "pair")  # dims in any order
+    boot = sim.bootstrap(subj, model, over="subject_rdms", n_bootstrap=40, seed=5)
+    draws = unit_rng(5, "bootstrap", "subject_rdms").integers(0, 6, size=(40, 3))
+    x = subj.transpose("subject", "time", "pair").values
+    samples = np.array([[[REFERENCE["compare:spearman"](x[d].mean(axis=0)[t], m) for m in model.values]
+                         for t in range(6)] for d in draws])  # (sample, time, layer)
+    np.testing.assert_allclose(boot.r_low, np.quantile(samples, 0.025, axis=0), atol=1e-10)
+    np.testing.assert_allclose(boot.r_high, np.quantile(samples, 0.975, axis=0), atol=1e-10)
+    latency = subj.time.values[samples.argmax(axis=1)]
+    np.testing.assert_allclose(boot.peak_latency_low, np.quantile(latency, 0.025, axis=0))
+    expect = [[REFERENCE["compare:spearman"](x.mean(axis=0)[t], m) for m in model.values] for t in range(6)]
+    np.testing.assert_allclose(boot.r.transpose("time", "layer"), expect, atol=1e-10)
+    assert (boot.best_layer.isel(time=[2, 3]) == 1).all()

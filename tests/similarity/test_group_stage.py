@@ -38,6 +38,8 @@ def group_run(request, tmp_path_factory, local_client):
     sources, models = _write_inputs(root, n_sub=N_SUB6)
     cfg = stage.Config(categories=["all"], region_block=2, time_block=4, n_permutations=19,
                        fwe_dims=list(request.param), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+    plan = stage.plan(config=cfg, catalog=_Catalog(root), calibrated=False)
+    assert plan.n_tasks == 2 * 3 + 1 and any("group statistics" in n and "peak_latency" in n for n in plan.notes)
     stage.run(config=cfg, catalog=_Catalog(root), client=local_client)
     rsa = xr.open_zarr(root / "rsa.zarr").load().sel(signal="broadband", category="all")
     return sources, models, rsa, request.param
@@ -105,3 +107,25 @@ def test_fdr_equals_scipy_over_each_family(group_run):
             expect = ss.false_discovery_control(p.ravel(), method="bh").reshape(p.shape)
             np.testing.assert_allclose(rsa[name].sel(region=regions).values, expect, atol=1e-6)
     assert "false discovery rate" in rsa.p_fdr.attrs["family"]
+
+
+def test_group_numbers_do_not_depend_on_the_blocks(group_run, tmp_path, local_client):
+    """Seeds per (signal, category): one block holding everything gives the numbers of 2 regions x 4 times."""
+    _, _, rsa, fwe_dims = group_run
+    _write_inputs(tmp_path, n_sub=N_SUB6)
+    cfg = stage.Config(categories=["all"], region_block=3, time_block=N_TIME, n_permutations=19,
+                       fwe_dims=list(fwe_dims), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    whole = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
+    for name in ("r_ci_low", "r_ci_high", "peak_latency", "peak_latency_ci_low", "peak_latency_ci_high",
+                 "best_layer", "best_layer_ci_low", "best_layer_ci_high", "p_signflip", "p_signflip_fwe", "p_fdr",
+                 "p_signflip_fdr"):
+        np.testing.assert_allclose(whole[name], rsa[name], atol=1e-6, err_msg=name)
+
+
+def test_fdr_needs_a_family_and_a_test():
+    with pytest.raises(ValueError, match="fdr corrects the p of n_permutations or n_signflips over the fwe_dims"):
+        stage.Config(fdr=True, fwe_dims=[], n_permutations=10)
+    with pytest.raises(ValueError, match="set fwe_dims"):
+        stage.Config(fdr=True, fwe_dims=["time"])
+    assert stage.Config(fdr=True, n_signflips=10).cluster_family == "fwe_dims"

@@ -77,3 +77,24 @@ def test_signflip_family_wise_error_at_nominal_level():
         uncorrected.append((p_against(null, stat) <= ALPHA).mean())
     assert abs(np.mean(hits) - ALPHA) <= TOLERANCE, f"sign-flip family-wise error {np.mean(hits):.3f}"
     assert abs(np.mean(uncorrected) - ALPHA) <= TOLERANCE
+
+
+def test_model_comparison_family_wise_error_at_nominal_level():
+    """Two layer sets with the same distribution of per-subject r: compare_layer_sets holds its levels."""
+    import xarray as xr
+
+    from mfrs.similarity.model_comparison import compare_layer_sets
+
+    rng = np.random.default_rng(11)
+    n_sub, fwe, fdr = 10, [], []
+    labels = [f"{w}/l{i}" for w in ("a", "b") for i in range(N_LAYER // 2)]
+    for k in range(N_FAMILIES):
+        r = gaussian_filter1d(rng.standard_normal((n_sub, N_TIME, N_LAYER)), sigma=2.0, axis=1) * 0.1
+        da = xr.DataArray(r, dims=("subject", "time", "layer"),
+                          coords={"layer": labels, "weights": ("layer", [x[0] for x in labels])})
+        res = compare_layer_sets(da, {"weights": "a"}, {"weights": "b"}, n_signflips=N_PERM, n_bootstrap=0,
+                                 seed=k, fwe_dims=("time", "contrast"))
+        fwe.append(bool((res.p_signflip_fwe <= ALPHA).any()))
+        fdr.append(bool((res.p_fdr <= ALPHA).any()))  # under the global null FDR = FWE
+    assert abs(np.mean(fwe) - ALPHA) <= TOLERANCE, f"family-wise error {np.mean(fwe):.3f}"
+    assert np.mean(fdr) <= ALPHA + TOLERANCE, f"false discovery rate {np.mean(fdr):.3f}"
