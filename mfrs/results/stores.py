@@ -73,6 +73,8 @@ def _describe(name: str, params: dict[str, Any]) -> dict[str, str]:
         return {}
     description, units = table[name]
     out = {"description": description, "units": units}
+    if name == "rdm":
+        out["metric"] = metric
     family = _family(name, params)
     if family:
         out["family"] = family
