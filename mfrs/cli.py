@@ -87,7 +87,9 @@ def _settings_changes(stage: str, cfg: Any, store: Any) -> list[str]:
     current, _ = science_parameters(cfg)
     if not isinstance(current, dict):
         return []
-    return parameter_changes({k: v for k, v in old.items() if k in current}, current)
+    # only the keys both hold: a stage may record a narrowed config per store (one network of several)
+    common = set(old) & set(current)
+    return parameter_changes({k: old[k] for k in common}, {k: current[k] for k in common})
 
 
 def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str, Any]]:

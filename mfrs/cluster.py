@@ -286,6 +286,8 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     if profile.log_directory:
         Path(profile.log_directory).mkdir(parents=True, exist_ok=True)
     security = profile.security.build() if profile.security else None
+    if security is not None and profile.security.shared_temp_directory:
+        Path(os.path.expandvars(profile.security.shared_temp_directory)).expanduser().mkdir(parents=True, exist_ok=True)
     extra = {"security": security, "shared_temp_directory": profile.security.shared_temp_directory} if security else {}
     try:
         cluster = SLURMCluster(job_name="mfrs-cpu", **_slurm_job_kwargs(profile), **extra,

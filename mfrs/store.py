@@ -405,10 +405,16 @@ class ZarrStore:
     def unit_of_chunk(self, key: str) -> Unit | None:
         """The unit whose region holds chunk ``key`` (``variable/c/i/j...``)."""
         name = key.split("/", 1)[0]
-        for unit in self.units():
-            if key in self.unit_chunk_keys(unit, {name}):
-                return unit
-        return None
+        lay = self._layout().get(name)
+        if lay is None:
+            return None
+        index = [int(i) for i in re.split(r"[./]", key.split("/", 1)[1]) if i.isdigit()]
+        units = self.units()
+        if all(d in lay["dims"] for d in self.unit_dims) and len(index) == len(lay["dims"]):
+            # a unit is one chunk along each unit dim: its index is the chunk's index there
+            want = tuple(index[lay["dims"].index(d)] for d in self.unit_dims)
+            return next((u for u in units if u.index == want), None)
+        return next((u for u in units if key in self.unit_chunk_keys(u, {name})), None)
 
     def content_digest(self) -> str:
         """Digest of what the store holds now: each complete unit's chunk digests (or write time)."""
@@ -707,7 +713,7 @@ def _read_chunk(path: str, name: str, index: list[int], entry_name: str | None) 
     sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape))
     store: ZarrStore | None = None
     try:
-        store = ZarrStore.open(path, entry_name=entry_name) if not _chunk_exists(path, name, arr, index) else None
+        store = _store(path, entry_name) if not _chunk_exists(path, name, arr, index) else None
         if store is not None:  # absent: fine for a chunk of fill values, damage for one recorded by its unit
             key = store._chunk_key(name, tuple(index))
             unit = store.unit_of_chunk(key)
@@ -720,12 +726,25 @@ def _read_chunk(path: str, name: str, index: list[int], entry_name: str | None) 
     except StoreError:
         raise
     except Exception as exc:  # a checksum mismatch, a truncated chunk: name the chunk and unit
-        store = store or ZarrStore.open(path, entry_name=entry_name)
+        store = store or _store(path, entry_name)
         key = store._chunk_key(name, tuple(index))
         unit = store.unit_of_chunk(key)
         raise StoreError(f"{store._label}: chunk {key} of unit {unit.key if unit else '?'} is corrupt "
                          f"({type(exc).__name__}: {exc}). Run `mfrs status --verify --repair`, then rerun the "
                          "stage that writes the store.") from exc
+
+
+def _store(path: str, entry_name: str | None) -> ZarrStore:
+    """The store at ``path``, opened once per process (per version of its metadata)."""
+    key = (path, entry_name, (Path(path) / "zarr.json").stat().st_mtime_ns)
+    if key not in _STORES:
+        if len(_STORES) > 64:
+            _STORES.clear()
+        _STORES[key] = ZarrStore.open(path, entry_name=entry_name)
+    return _STORES[key]
+
+
+_STORES: dict[tuple[str, str | None, int], ZarrStore] = {}
 
 
 def _chunk_exists(path: str, name: str, arr: Any, index: list[int]) -> bool:

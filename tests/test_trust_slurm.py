@@ -75,3 +75,24 @@ def test_tls_between_client_scheduler_and_slurm_workers(cpu_profile, tmp_path):
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert workers and all(addr.startswith("tls://") for addr in workers)
         assert client.submit(lambda x: x * 2, 21, pure=False).result(timeout=120) == 42
+
+
+def test_the_demo_similarity_stage_on_slurm_with_tls_equals_the_local_run(demo_run, slurm_profile, tmp_path):
+    import shutil
+
+    import numpy as np
+    import xarray as xr
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_run[0], root, ignore=shutil.ignore_patterns(".mfrs-lock"))
+    profile = slurm_profile.model_copy(update={
+        "gpu": None, "jobs": 1, "memory": "3GB", "log_directory": str(tmp_path / "logs"),
+        "security": SecuritySpec(temporary=True, shared_temp_directory=str(tmp_path / "certs"))})
+    (tmp_path / "tls.yaml").write_text(yaml.safe_dump(profile.model_dump(mode="json")))
+    run_mfrs("run", "demo", "--stages", "similarity", "--overwrite", "--cluster", str(tmp_path / "tls.yaml"),
+             root=root, timeout=900)
+    assert list((tmp_path / "certs").iterdir())  # the temporary certificates the jobs read
+    clean, tls = xr.open_zarr(demo_run[0] / "rsa.zarr"), xr.open_zarr(root / "rsa.zarr")
+    assert tls.attrs["provenance"]["cluster"]["scheduler"].startswith("tls://")
+    for name in clean.data_vars:
+        np.testing.assert_array_equal(tls[name].values, clean[name].values, err_msg=name)

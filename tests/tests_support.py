@@ -20,3 +20,16 @@ def run_mfrs(*args: str, root: Path, check: bool = True, timeout: float = 900,
     if check and proc.returncode != 0:
         raise AssertionError(f"mfrs {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def write_complete_store(ds, path: Path, unit_dim: str):
+    """Write ``ds`` as a finished mfrs store (one unit per ``unit_dim`` label, every unit marked),
+    as the stage that makes it would: stages read their inputs only through the store layer."""
+    from mfrs.provenance import make_provenance
+    from mfrs.store import ZarrStore
+
+    store = ZarrStore.create(path, ds.chunk({unit_dim: 1}), unit_dims=(unit_dim,), overwrite=True,
+                             provenance=make_provenance(stage="test", config={}, inputs={}, seed=0))
+    for unit in store.units():
+        store.write_unit(unit, ds.isel(unit.region))
+    return store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from tests_support import write_complete_store
 
 from mfrs.errors import ConfigError
 from mfrs.similarity import stage
@@ -43,11 +44,11 @@ def _write_inputs(root, n_sub=N_SUB):
                 "stimulus": [f"s{i:02d}" for i in range(N_STIM)], "category": ("stimulus", cats),
                 "time": np.arange(N_TIME) * 0.01, "vertex": np.arange(region.size), "region": ("vertex", region),
                 "hemi": ("vertex", ["lh"] * region.size)})
-    sources.to_zarr(root / "sources.zarr", mode="w")
+    write_complete_store(sources, root / "sources.zarr", "subject")
     models = xr.Dataset({"rdm": (("layer", "pair"), model.astype(np.float32))},
                         coords={"layer": ["l0", "l1", "l2"], "network": ("layer", ["net"] * 3),
                                 "depth": ("layer", [0.0, 0.5, 1.0])})
-    models.to_zarr(root / "model_rdms.zarr", mode="w")
+    write_complete_store(models, root / "model_rdms.zarr", "layer")
     return sources, models
 
 
