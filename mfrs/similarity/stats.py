@@ -229,23 +229,26 @@ def bootstrap(
         est = xr.DataArray(full.reshape(*a_shape, *b_shape), dims=a_dims + b_dims, coords=coords)
     else:
         raise ConfigError(f"bootstrap: over={over!r} is not 'subjects', 'stimuli' or 'subject_rdms'")
-    q = ((1 - ci) / 2, 1 - (1 - ci) / 2)
+    from mfrs.similarity.group import percentile_ci
+
     dims = list(est.dims)
     boot = xr.DataArray(boots, dims=["sample", *dims], coords=est.coords)
-    out = xr.Dataset({"r": est, "r_low": boot.quantile(q[0], "sample").drop_vars("quantile"),
-                      "r_high": boot.quantile(q[1], "sample").drop_vars("quantile")})
+    low, high = percentile_ci(boots, ci)
+    out = xr.Dataset({"r": est, "r_low": (dims, low), "r_high": (dims, high)})
     if time_dim in dims:
         times = est[time_dim].values if time_dim in est.coords else np.arange(est.sizes[time_dim])
         out["peak_latency"] = xr.DataArray(times[est.fillna(-np.inf).argmax(time_dim).values],
                                            dims=[d for d in dims if d != time_dim])
         lat = times[boot.fillna(-np.inf).argmax(time_dim).values]
-        out["peak_latency_low"] = (out["peak_latency"].dims, np.quantile(lat, q[0], axis=0))
-        out["peak_latency_high"] = (out["peak_latency"].dims, np.quantile(lat, q[1], axis=0))
+        lat_low, lat_high = percentile_ci(lat, ci)
+        out["peak_latency_low"] = (out["peak_latency"].dims, lat_low)
+        out["peak_latency_high"] = (out["peak_latency"].dims, lat_high)
     if layer_dim in dims:
         out["best_layer"] = est.fillna(-np.inf).argmax(layer_dim)
         pos = boot.fillna(-np.inf).argmax(layer_dim)
-        out["best_layer_low"] = pos.quantile(q[0], "sample").drop_vars("quantile")
-        out["best_layer_high"] = pos.quantile(q[1], "sample").drop_vars("quantile")
+        pos_low, pos_high = percentile_ci(pos.values, ci)
+        out["best_layer_low"] = (pos.dims[1:], pos_low)
+        out["best_layer_high"] = (pos.dims[1:], pos_high)
         n_layer = est.sizes[layer_dim]
         freq = (pos.values[..., None] == np.arange(n_layer)).mean(axis=0)
         out["best_layer_frequency"] = ([d for d in dims if d != layer_dim] + [layer_dim], freq)
