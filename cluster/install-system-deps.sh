@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages a single-node SLURM needs (slurmctld, slurmd,
-# slurm-client, munge). Idempotent: a fast no-op when they are all present.
+# slurm-client, munge), and the headless Chromium (chromium, chromium-driver) that
+# the report test opens the HTML report in. Idempotent: a fast no-op when they are all present.
 #
 # Usage: cluster/install-system-deps.sh        (as root, Debian 12)
 set -euo pipefail
 
-PACKAGES=(slurmctld slurmd slurm-client munge)
+PACKAGES=(slurmctld slurmd slurm-client munge chromium chromium-driver)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

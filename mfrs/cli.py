@@ -1,4 +1,4 @@
-"""The ``mfrs`` command line: demo, run, plan, status, catalog.
+"""The ``mfrs`` command line: demo, run, plan, status, report, catalog.
 
 Exit codes (for cron and sbatch): 0 success; 1 internal error (a bug: rerun with
 ``--debug`` and report the traceback); 2 bad configuration or input (damaged or
@@ -155,6 +155,10 @@ def _run(obj: _Ctx, pipeline: str, stages: list[str] | None, subjects: list[str]
 
     with data_root_lock(catalog.root, command=" ".join(sys.argv[1:]) or "mfrs run"), get_client(cluster) as client:
         timings = run_pipeline(pipe, catalog=catalog, client=client, stages=selected, overwrite=overwrite)
+    if not nothing_to_do:  # the report's "what ran": wall time per stage of runs that computed something
+        from mfrs.report import record_run
+
+        record_run(catalog, pipeline, timings, cluster=cluster)
     return catalog, pipe, selected, timings, nothing_to_do
 
 
@@ -190,6 +194,23 @@ def demo(obj: _Ctx, cluster: str, overwrite: bool) -> None:
         click.echo("demo: every store was already complete; nothing to do (use --overwrite to recompute).")
     else:
         click.echo(f"demo: done in {time.perf_counter() - t0:.1f} s; data under {catalog.root}")
+    _echo_report(catalog, "demo")
+
+
+def _echo_report(catalog: Any, pipeline: str, *, force: bool = False) -> None:
+    """Build (or reuse) the pipeline's HTML report; print the headline findings, then its path last."""
+    from mfrs.report import build_report
+
+    result = build_report(pipeline, catalog=catalog, force=force)
+    click.echo("headline findings:")
+    for line in result.headline:
+        click.echo(f"  {line}")
+    for row in result.truth:
+        if row.get("recovered_latency") is not None and row.get("planted_latency") is not None:
+            click.echo(f"  planted {row['region']} at {row['planted_latency'] * 1e3:.0f} ms; recovered "
+                       f"{row['recovered_latency'] * 1e3:.0f} ms (r = {row['recovered_r']:.3f})")
+    click.echo(f"report ({'written' if result.rebuilt else 'unchanged'}, {result.n_figures} figures): "
+               f"{result.path}")
 
 
 def _describe_store(catalog: Any, entry: str) -> None:
@@ -316,6 +337,15 @@ def _verify(pipe: Any, catalog: Any, stages: list[str], *, repair: bool) -> dict
     if not damaged:
         click.echo("verify: every chunk of every complete unit matches its digest")
     return damaged
+
+
+@cli.command()
+@click.argument("pipeline", default="demo")
+@click.option("--force", is_flag=True, help="Rebuild the report even if no store changed.")
+@click.pass_obj
+def report(obj: _Ctx, pipeline: str, force: bool) -> None:
+    """Write PIPELINE's results as one HTML report under the data root; its path is printed last."""
+    _echo_report(obj.catalog(), pipeline, force=force)
 
 
 @cli.command("catalog")

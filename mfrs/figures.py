@@ -310,7 +310,7 @@ def cortex_map(ds: xr.Dataset, subjects_dir: str | Path, *, subject: str = "fsav
         stat = np.nan_to_num(values[hemi], nan=0.0)
         plot_surf_stat_map((coords, faces), stat, hemi="left" if hemi == "lh" else "right", view=view,
                            engine="matplotlib", colorbar=False, axes=ax, figure=fig, vmax=vmax,
-                           threshold=1e-6, cmap="cold_hot", bg_on_data=False)
+                           threshold=1e-6, cmap="cold_hot", bg_on_data=False, symmetric_cbar=True)
         ax.set_title(f"{hemi} {view}", fontsize="small")
         axes.append(ax)
     fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), cmap="cold_hot"), ax=axes, shrink=0.6,

@@ -128,8 +128,9 @@ def peaks(ds: xr.Dataset, *, subject: str = "group") -> xr.Dataset:
         if not set(var.dims) - {"time", "layer"} <= set(dims):
             continue
         sel = {"time": t_ix} | ({"layer": l_ix} if "layer" in var.dims else {})
-        picked = flat_layers(var).isel(sel).drop_vars([c for c in ("time", "layer", *_LAYER_COORDS, "layer_id")
-                                                       if c in var.coords], errors="ignore")
+        flat = flat_layers(var)
+        along = [c for c, v in flat.coords.items() if {"time", "layer"} & set(v.dims)]  # layer metadata, time
+        picked = flat.isel(sel).drop_vars(along, errors="ignore").compute()
         out[name] = picked.where(xr.DataArray(ok, dims=dims)).transpose(*[d for d in dims if d in picked.dims])
         out[name].attrs = dict(var.attrs)
     return out
