@@ -472,6 +472,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(catalog.path(config.images))},
                                  seed=config.seed, client=client)
     resources = {"GPU": 1} if gpu_workers(client) else None
+    log.info("train: one task on %s", "a GPU worker" if resources else "a CPU worker (the cluster has no GPU workers)")
     args = (config, str(catalog.path(config.images)), config.images, str(output_dir), params, location,
             overwrite, provenance)
     return run_units(client, _task, [args], key=lambda a: f"{config.network}->{config.output}",
