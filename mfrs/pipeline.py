@@ -29,6 +29,7 @@ STAGES: dict[str, str] = {
     "stimuli": "mfrs.images.stimuli",
     "images": "mfrs.images.datasets_stage",
     "demo_data": "mfrs.demo.stage",
+    "face_identities": "mfrs.demo.identities",
     "meg": "mfrs.meg.stage",
     "activations": "mfrs.nets.activations",
     "model_rdms": "mfrs.nets.model_rdms",

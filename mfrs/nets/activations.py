@@ -31,7 +31,7 @@ from mfrs.stage import Plan, StageConfig, format_bytes
 from mfrs.store import Unit, ZarrStore
 
 __all__ = ["NAME", "NetworkSpec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
-           "layer_table", "build_template", "choose_device", "extract_activations"]
+           "layer_table", "build_template", "choose_device", "extract_activations", "weights_entry"]
 
 NAME = "activations"
 log = logging.getLogger("mfrs.activations")
@@ -97,17 +97,48 @@ class Config(StageConfig):
 
 # ----------------------------------------------------------------------------- naming
 def weights_label(spec: NetworkSpec, catalog: Catalog) -> str:
-    """The ``weights`` coordinate of a spec: the entry's ``dataset`` param, or ``untrained-seedN``."""
+    """The ``weights`` coordinate of a spec: the entry's ``dataset`` param, ``untrained-seedN``, or
+    for the output folder of a ``train`` stage its entry name with ``-`` for ``/``."""
     from mfrs.nets.specs import parse_untrained
 
     if parse_untrained(spec.weights) is not None:
         return spec.weights
     entry = catalog.entry(spec.weights)
+    if entry.kind == "folder":
+        return spec.weights.replace("/", "-")
     if entry.kind != "weights":
         raise ConfigError(f"stage activations: {spec.network} weights {spec.weights!r} is a catalog "
-                          f"entry of kind {entry.kind!r}, not 'weights'; name a weights entry or "
-                          f"untrained-seed<N>.")
+                          f"entry of kind {entry.kind!r}, not 'weights' (or a train stage's output "
+                          f"folder); name a weights entry or untrained-seed<N>.")
     return str(entry.params.get("dataset") or spec.weights)
+
+
+def weights_entry(name: str, catalog: Catalog, *, stage: str = NAME) -> tuple[dict[str, Any], str]:
+    """``(params, location)`` of weights named ``name``: a ``weights`` catalog entry, or the
+    output folder of a ``train`` stage (its ``weights.json``, the entry that training wrote,
+    with the sha256 of the file it made).
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is neither kind of entry.
+    StoreError
+        The folder has no finished training (no ``weights.json``).
+    """
+    import json
+
+    entry = catalog.entry(name)
+    if entry.kind == "weights":
+        return dict(entry.params), entry.uri
+    if entry.kind != "folder":
+        raise ConfigError(f"stage {stage}: weights {name!r} is a catalog entry of kind {entry.kind!r}; name a "
+                          f"weights entry, a train stage's output folder, or untrained-seed<N>.")
+    record = entry.path / "weights.json"
+    if not record.is_file():
+        raise StoreError(f"stage {stage}: {entry.path} (catalog entry {name!r}) holds no finished training "
+                         f"(no weights.json); run the train stage that writes {name!r} first.")
+    written = json.loads(record.read_text())
+    return dict(written["params"]), str(written["location"])
 
 
 def _entry_name(spec: NetworkSpec, catalog: Catalog) -> str:
@@ -296,8 +327,7 @@ def _weights_entry(spec: NetworkSpec, catalog: Catalog) -> tuple[dict[str, Any] 
 
     if parse_untrained(spec.weights) is not None:
         return None, None
-    entry = catalog.entry(spec.weights)
-    return dict(entry.params), entry.uri
+    return weights_entry(spec.weights, catalog)
 
 
 def _num_classes(spec: NetworkSpec, catalog: Catalog) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from mfrs.catalog import Catalog
-from mfrs.errors import ConfigError, InputDataError, StoreError
+from mfrs.errors import InputDataError, StoreError
 from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
 from mfrs.nets.types import Device, LossName, Network, OptimizerName, PairMiner, TripletMiner
 from mfrs.provenance import fingerprint, make_provenance
@@ -300,8 +300,11 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     item_dim = ds["image"].dims[0]
     labels_all = ds["label"].values.astype(np.int64)
     split = ds["split"].values.astype(str)
-    train_idx = np.flatnonzero(split == "train")
-    valid_idx = np.flatnonzero(split == "valid")
+    # items the images stage could not convert (status "failed: ...") stay out of every split
+    usable = np.char.startswith(ds["status"].values.astype(str), "ok") if "status" in ds.variables \
+        else np.ones(split.shape, dtype=bool)
+    train_idx = np.flatnonzero((split == "train") & usable)
+    valid_idx = np.flatnonzero((split == "valid") & usable)
     if train_idx.size < cfg.batch_size:
         raise InputDataError(f"catalog entry {images_entry!r}: {train_idx.size} training items, fewer than "
                              f"batch_size {cfg.batch_size}; lower batch_size.")
@@ -459,19 +462,17 @@ def _task(args: tuple[Config, str, str, str, dict | None, str | None, bool, dict
 def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
     """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint."""
     from mfrs.cluster import gpu_workers
+    from mfrs.nets.activations import weights_entry
     from mfrs.nets.specs import parse_untrained
 
     params = location = None
     if parse_untrained(config.init) is None:
-        entry = catalog.entry(config.init)
-        if entry.kind != "weights":
-            raise ConfigError(f"stage train: init {config.init!r} is a catalog entry of kind {entry.kind!r}; "
-                              f"name a weights entry or untrained-seed<N>.")
-        params, location = dict(entry.params), entry.uri
+        params, location = weights_entry(config.init, catalog, stage=NAME)
     output_dir = catalog.path(config.output)
     provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(catalog.path(config.images))},
                                  seed=config.seed, client=client)
     resources = {"GPU": 1} if gpu_workers(client) else None
+    log.info("train: one task on %s", "a GPU worker" if resources else "a CPU worker (the cluster has no GPU workers)")
     args = (config, str(catalog.path(config.images)), config.images, str(output_dir), params, location,
             overwrite, provenance)
     return run_units(client, _task, [args], key=lambda a: f"{config.network}->{config.output}",

@@ -56,6 +56,18 @@ def test_dataparallel_wrapped_study_checkpoint_loads_bit_exactly(tmp_path: Path)
     assert loaded.record()["fit"]["by_position"] == 0
 
 
+def test_dicarlolab_cornet_s_layout_into_a_grayscale_network() -> None:
+    """dicarlolab/CORnet's state dicts: DataParallel keys (``module.V1.conv1.weight``); loaded into a
+    1-channel CORnet-S, the first convolution summed over colour (fitted in memory: the file would
+    be 200 MB; the file-level unwrapping of ``state_dict`` is tested above)."""
+    reference = seeded("cornet_s", 3).state_dict()
+    model = seeded("cornet_s", 4, in_channels=1)
+    report = fit(model, {f"module.{k}": v for k, v in reference.items()}, "cornet_s")
+    assert report.prefixes == ["module."] and report.count("name") == len(
+        [k for k in reference if not k.endswith(COUNTER)])
+    assert_same(model, {**reference, "V1.conv1.weight": reference["V1.conv1.weight"].sum(1, keepdim=True)})
+
+
 def test_classifier_and_batchnorm_renamed_resnet50() -> None:
     """The study's names: ``model.`` prefix, ``classifier`` for ``fc``, ``norm``/``gamma``/``beta`` for bn."""
     reference = seeded("resnet50", 2, num_classes=8).state_dict()
