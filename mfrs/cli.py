@@ -301,7 +301,13 @@ def status(obj: _Ctx, pipeline: str, stages: tuple[str, ...], as_json: bool, ver
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline)
     selected = select_stages(pipe, _split(stages))
-    damaged = _verify(pipe, catalog, selected, repair=repair) if verify or repair else {}
+    if repair:  # unmarking writes: not while a run works on the same data root
+        from mfrs.lock import data_root_lock
+
+        with data_root_lock(catalog.root, command="status --verify --repair"):
+            damaged = _verify(pipe, catalog, selected, repair=True)
+    else:
+        damaged = _verify(pipe, catalog, selected, repair=False) if verify else {}
     rows = _output_status(pipe, catalog, selected)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
