@@ -11,7 +11,10 @@ time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RD
 time axis, its null the largest cluster mass over the same family as ``p_fwe``)
 ``(signal, category, region, time, layer)`` of the group RDM; families
 that span several blocks are completed by one final task
-(:mod:`mfrs.similarity.families`). With ``store_rdms`` it
+(:mod:`mfrs.similarity.families`). Group statistics across subjects (``n_bootstrap``,
+``n_signflips``, ``fdr``; :mod:`mfrs.similarity.group_final`) are stored beside them:
+``r_ci_low``/``r_ci_high`` per block, ``peak_latency``/``best_layer`` (with CIs),
+``p_signflip``/``p_signflip_fwe``, ``p_fdr``/``p_signflip_fdr`` by the final task. With ``store_rdms`` it
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
 RDMs are selections of its pairs). One task = one block of regions x one block of
 time for all subjects, reduced at once by :func:`mfrs.similarity.fused.rsa_block`.
