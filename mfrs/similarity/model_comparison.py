@@ -122,7 +122,8 @@ def compare_layer_sets(
 
     ``(subject, ..., layer) -> (..., contrast)``: contrast ``k`` is the ``k``-th layer of
     ``a`` minus the ``k``-th layer of ``b`` (in the order of ``layer_dim``), coords
-    ``layer_a``/``layer_b`` name them.
+    ``layer_a``/``layer_b`` name them (and ``<coord>_a``/``_b`` carry every other layer
+    coord, e.g. ``depth_a``).
 
     Parameters
     ----------
@@ -152,9 +153,9 @@ def compare_layer_sets(
     res = _paired_tests(d, fwe_axes=tuple(dims.index(f) for f in fwe_dims), n_signflips=n_signflips,
                         n_bootstrap=n_bootstrap, ci=ci, seed=seed, label="compare_layer_sets",
                         two_sided=alternative == "two-sided")
-    labels = x[layer_dim].values
     coords = {k: v for k, v in x.coords.items() if subject_dim not in v.dims and layer_dim not in v.dims}
-    coords.update(layer_a=("contrast", labels[ia]), layer_b=("contrast", labels[ib]))
+    for name in [layer_dim, *(c for c in x.coords if x[c].dims == (layer_dim,) and c != layer_dim)]:
+        coords.update({f"{name}_a": ("contrast", x[name].values[ia]), f"{name}_b": ("contrast", x[name].values[ib])})
     attrs = {"a": repr(a), "b": repr(b), "n_signflips": n_signflips, "n_bootstrap": n_bootstrap, "ci": ci,
              "seed": seed, "alternative": alternative, "fwe_dims": ",".join(fwe_dims)}
     return _dataset(res, dims, coords, attrs, fwe_dims)
