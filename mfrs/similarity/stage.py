@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
-from mfrs.similarity.group_final import contrast_coords, group_stats
+from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
 from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
 from mfrs.stage import Plan, StageConfig
 
@@ -293,6 +293,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     summary_bytes += 8 * n_sig * n_cat * config.n_bootstrap * n_reg * math.ceil(n_time / config.time_block) * n_layer
     out_bytes += 4 * n_sig * n_cat * n_reg * n_layer * (n_time * (2 * bool(gs.n_bootstrap) + 3 * bool(
         gs.n_signflips)) + 3)
+    if gs.contrast:  # checks the layer selections before anything is written
+        out_bytes += 4 * 7 * n_sig * n_cat * n_reg * n_time * contrast_layers(models["rdm"], gs)[0].size
     memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.time_batch, block_t) * p
                                                              if config.n_bootstrap else 0)
     final = fam.final_variables + gs.final_variables

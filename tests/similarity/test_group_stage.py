@@ -175,3 +175,4 @@ def test_contrast_needs_sign_flips_and_paired_sets(tmp_path, local_client):
     cfg = stage.Config(categories=["all"], n_signflips=10, contrast={"a": {"network": "net"}, "b": {"layer": "l2"}})
     with pytest.raises(ConfigError, match="selects 3 layers and b=.* 1"):
         stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    assert not (tmp_path / "rsa.zarr").exists()  # refused before anything was written
