@@ -254,6 +254,9 @@ def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Datas
 def finalize(job: FinalizeJob) -> None:
     """Merge the block summaries and write ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` into ``rsa``.
 
+    With ``job.group`` it also writes the group statistics of
+    :class:`mfrs.similarity.group_final.GroupFinal` (bootstrap peaks, sign flips, FDR).
+
     Works one region block at a time (clusters one region at a time), so memory stays
     near one block's null; a cluster family spanning regions first reads every
     region's run summaries once for the family's largest null cluster mass.

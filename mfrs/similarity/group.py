@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["draw_bootstrap_weights", "draw_sign_flips", "signflip_null", "percentile_ci", "peak_summary",
+__all__ = ["draw_bootstrap_weights", "draw_sign_flips", "signflip_null", "signflip_mean", "percentile_ci", "peak_summary",
            "merge_peaks"]
 
 
@@ -69,11 +69,22 @@ def draw_sign_flips(rng: np.random.Generator, n_subjects: int, n_flips: int) -> 
 def signflip_null(r_sub: np.ndarray, flips: np.ndarray) -> np.ndarray:
     """Mean over subjects of sign-flipped r: ``(subject, ...), (flip, subject) -> (flip, ...)``.
 
-    NaN r of a subject makes that element NaN (as the observed mean).
+    Summed subject by subject in a fixed order, so a flip and its negation give exactly
+    opposite means and :func:`signflip_mean` (no flip) is exactly reached by the flips
+    that tie with it (two-sided tests count them, as an enumeration does). NaN r of a
+    subject makes that element NaN (as the observed mean).
     """
     n_sub = r_sub.shape[0]
     flat = r_sub.reshape(n_sub, -1).astype(np.float64)
-    return (flips @ flat / n_sub).reshape(flips.shape[0], *r_sub.shape[1:])
+    out = np.zeros((flips.shape[0], flat.shape[1]))
+    for s in range(n_sub):
+        out += flips[:, s : s + 1] * flat[s]
+    return (out / n_sub).reshape(flips.shape[0], *r_sub.shape[1:])
+
+
+def signflip_mean(r_sub: np.ndarray) -> np.ndarray:
+    """The observed mean over subjects, computed as :func:`signflip_null` does: ``(subject, ...) -> (...)``."""
+    return signflip_null(r_sub, np.ones((1, r_sub.shape[0])))[0]
 
 
 def percentile_ci(samples: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:

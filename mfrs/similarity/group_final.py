@@ -27,6 +27,7 @@ __all__ = ["GroupStats", "group_stats", "BOOT_STORE", "bootstrap_template", "Gro
 
 BOOT_STORE = "bootstrap_peaks"
 _ORDER = ("signal", "category", "region", "time", "layer")
+_CORDER = ("signal", "category", "region", "time", "contrast")
 _AXIS = {"region": 2, "time": 3, "layer": 4}  # axes of (signal, category, region, time, layer)
 
 
@@ -42,6 +43,8 @@ class GroupStats:
     fwe_dims: tuple[str, ...]
     two_sided: bool
     relabel: bool  # the relabelling test (p) is on
+    #: layer selections ``(("a", ((coord, value), ...)), ("b", ...))`` of the stored contrast, or ()
+    contrast: tuple = ()
 
     @property
     def block_variables(self) -> tuple[str, ...]:
@@ -70,7 +73,19 @@ class GroupStats:
                 out["p_fdr"] = _ORDER
             if self.n_signflips:
                 out["p_signflip_fdr"] = _ORDER
+        if self.contrast:
+            names = ["compare_difference", "compare_p_signflip", "compare_p_ttest"]
+            names += ["compare_p_signflip_fwe"] if self.fwe_dims else []
+            names += ["compare_p_fdr"] if self.fdr else []
+            names += ["compare_ci_low", "compare_ci_high"] if self.n_bootstrap else []
+            out.update({name: _CORDER for name in names})
         return out
+
+    @property
+    def selections(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The layer selections ``a`` and ``b`` of the contrast."""
+        sel = dict(self.contrast)
+        return dict(sel["a"]), dict(sel["b"])
 
     def attrs(self, n_subjects: int) -> dict[str, dict[str, str]]:
         """``attrs`` (description, units, family) of the group variables."""
@@ -99,14 +114,68 @@ class GroupStats:
                       "family": f"{fam} (one family per {per}), false discovery rate"},
             "p_signflip_fdr": {"description": f"Benjamini-Hochberg q of p_signflip over {fam}", "units": "1",
                                "family": f"{fam} (one family per {per}), false discovery rate"},
+            **self._contrast_attrs(n_subjects, fam.replace("layer", "contrast"), per.replace("layer", "contrast")),
+        }
+
+    def _contrast_attrs(self, n_subjects: int, fam: str, per: str) -> dict[str, dict[str, str]]:
+        if not self.contrast:
+            return {}
+        a, b = self.selections
+        what = f"per-subject r of layers {a} minus the paired layers {b} (contrast k: k-th layer of each)"
+        exact = 2**n_subjects - 1 <= self.n_signflips
+        flips = (f"all {2**n_subjects} sign flips (exact)" if exact else f"{self.n_signflips} random sign flips") + (
+            " of the differences, |mean| (two-sided)")
+        return {
+            "compare_difference": {"description": f"mean over subjects of {what}", "units": "1"},
+            "compare_p_signflip": {"description": f"uncorrected p of the difference, {flips}", "units": "1",
+                                   "family": "none (each element alone)"},
+            "compare_p_ttest": {"description": "paired t test of the difference across subjects (two-sided; "
+                                "rsatoolbox test_pairwise 't-test')", "units": "1", "family": "none"},
+            "compare_p_signflip_fwe": {"description": f"family-wise p of the difference, max statistic over {fam}, "
+                                       f"{flips}", "units": "1", "family": f"{fam} (one family per {per})"},
+            "compare_p_fdr": {"description": f"Benjamini-Hochberg q of compare_p_signflip over {fam}", "units": "1",
+                              "family": f"{fam} (one family per {per}), false discovery rate"},
+            "compare_ci_low": {"description": f"lower end of the difference, {self.n_bootstrap} subject bootstrap "
+                               f"samples (all subjects with replacement), {100 * self.ci:g} % percentile interval",
+                               "units": "1"},
+            "compare_ci_high": {"description": f"upper end of the difference, {self.n_bootstrap} subject bootstrap "
+                                f"samples (all subjects with replacement), {100 * self.ci:g} % percentile interval",
+                                "units": "1"},
         }
 
 
 def group_stats(config: Any) -> GroupStats:
     """The :class:`GroupStats` of a similarity ``config``."""
+    contrast = ()
+    if getattr(config, "contrast", None) is not None:
+        contrast = tuple((k, tuple(sorted(v.items()))) for k, v in (("a", config.contrast.a), ("b", config.contrast.b)))
     return GroupStats(n_bootstrap=config.n_bootstrap, ci=config.ci, n_signflips=config.n_signflips, fdr=config.fdr,
                       seed=config.seed, fwe_dims=tuple(config.fwe_dims), two_sided=config.alternative == "two-sided",
-                      relabel=config.n_permutations > 0)
+                      relabel=config.n_permutations > 0, contrast=contrast)
+
+
+def contrast_layers(layers: xr.DataArray, gs: GroupStats) -> tuple[np.ndarray, np.ndarray]:
+    """Positions along ``layer`` of the two paired sets of the contrast (``layers``: a DataArray with layer coords)."""
+    from mfrs.similarity.model_comparison import select_layers
+
+    a, b = gs.selections
+    ia, ib = select_layers(layers, a, "layer"), select_layers(layers, b, "layer")
+    if ia.size == 0 or ia.size != ib.size:
+        from mfrs.errors import ConfigError
+
+        raise ConfigError(f"similarity: contrast a={a} selects {ia.size} layers and b={b} {ib.size}; the sets are "
+                          "paired layer by layer, so select as many in each (e.g. one network with two weights)")
+    return ia, ib
+
+
+def contrast_coords(layers: xr.DataArray, gs: GroupStats) -> dict[str, Any]:
+    """Coords of the ``contrast`` dim: ``<layer coord>_a``/``_b`` of the paired layers."""
+    ia, ib = contrast_layers(layers, gs)
+    coords: dict[str, Any] = {"contrast": np.arange(ia.size)}
+    for name in ["layer", *(c for c in layers.coords if layers[c].dims == ("layer",) and c != "layer")]:
+        coords.update({f"{name}_a": ("contrast", layers[name].values[ia]),
+                       f"{name}_b": ("contrast", layers[name].values[ib])})
+    return coords
 
 
 def bootstrap_template(gs: GroupStats, *, coords: dict[str, Any], time_block: int,
@@ -133,51 +202,67 @@ class GroupFinal:
         self.subjects = [s for s in ds["subject"].values.tolist() if s != "group"]
         self.times = np.asarray(ds["time"].values, dtype=float)
         self.peaks = xr.open_zarr(_side(rsa_path)) if gs.n_bootstrap else None
-        self._signflip_max = None
+        self.pairs = contrast_layers(ds["r"], gs) if gs.contrast else None
+        sources = (["r"] if gs.n_signflips else []) + (["contrast"] if gs.contrast else [])
+        self._family_max: dict[str, np.ndarray] = {}
         self._fdr: dict[str, np.ndarray] = {}
-        if gs.n_signflips and "region" in gs.fwe_dims:
-            for sl in region_blocks:
-                m = self._signflip(sl, family_max_only=True)
-                self._signflip_max = m if self._signflip_max is None else np.maximum(self._signflip_max, m)
+        if "region" in gs.fwe_dims:  # families span regions: the max per flip over every region block first
+            for source in sources:
+                for sl in region_blocks:
+                    m = self._signflip(sl, source, family_max_only=True)
+                    self._family_max[source] = np.maximum(self._family_max[source], m) if (
+                        source in self._family_max) else m
         if gs.fdr and "region" in gs.fwe_dims:  # the family spans regions: its p are held at once
             if gs.relabel:
                 self._fdr["p_fdr"] = self._q(ds["p"].transpose(*_ORDER).values)
-            if gs.n_signflips:
-                parts = [self._signflip(sl)[0] for sl in region_blocks]
-                self._fdr["p_signflip_fdr"] = self._q(np.concatenate(parts, axis=2))
+            for source, name in (("r", "p_signflip_fdr"), ("contrast", "compare_p_fdr")):
+                if source in sources:
+                    parts = [self._signflip(sl, source)[0] for sl in region_blocks]
+                    self._fdr[name] = self._q(np.concatenate(parts, axis=2))
 
     def _q(self, p: np.ndarray) -> np.ndarray:
         from mfrs.similarity.inference import fdr_bh
 
         return fdr_bh(p, tuple(_AXIS[d] for d in self.gs.fwe_dims)) if self.gs.fwe_dims else p
 
-    def _signflip(self, reg: slice, family_max_only: bool = False) -> Any:
-        """``p_signflip`` and ``p_signflip_fwe`` of a region block (or its per-flip family maximum).
+    def _values(self, reg: slice, source: str) -> np.ndarray:
+        """Per-subject values ``(subject, signal, category, region, time, layer | contrast)`` of a region block."""
+        r = self.ds["r"].sel(subject=self.subjects).isel(region=reg).transpose("subject", *_ORDER).values
+        if source == "r":
+            return r
+        ia, ib = self.pairs
+        return r[..., ia] - r[..., ib]
 
-        The sign-flip null goes through in chunks of flips (about 64 MiB each); what is
-        kept is the count per element and the family maximum per flip.
+    def _signflip(self, reg: slice, source: str = "r", family_max_only: bool = False) -> Any:
+        """Sign-flip p and family-wise p of a region block's ``source`` (or its per-flip family maximum).
+
+        ``source``: ``r`` (per-subject r, one-sided unless ``alternative`` is two-sided)
+        or ``contrast`` (paired differences, two-sided). The sign-flip null goes through
+        in chunks of flips (about 64 MiB each); what is kept is the count per element and
+        the family maximum per flip.
         """
-        from mfrs.similarity.group import draw_sign_flips, signflip_null
+        from mfrs.similarity.group import draw_sign_flips, signflip_mean, signflip_null
         from mfrs.similarity.inference import family_max, p_against, p_from_counts
         from mfrs.similarity.seeds import unit_rng
 
-        r = self.ds["r"].sel(subject=self.subjects).isel(region=reg).transpose("subject", *_ORDER).values
+        r = self._values(reg, source)
+        two_sided = self.gs.two_sided or source == "contrast"
         shape = r.shape[1:]
         p, p_fwe = np.empty(shape), np.empty(shape)
         fmax_all = None
         axes = tuple(_AXIS[d] - 2 for d in self.gs.fwe_dims)
         for s, signal in enumerate(self.ds["signal"].values.tolist()):
             for c, cat in enumerate(self.ds["category"].values.tolist()):
-                flips = draw_sign_flips(unit_rng(self.gs.seed, "signflip", signal, cat), len(self.subjects),
-                                        self.gs.n_signflips)
-                stat = r[:, s, c].mean(axis=0)
-                if self.gs.two_sided:
+                labels = ("signflip", signal, cat) if source == "r" else ("signflip", "contrast", signal, cat)
+                flips = draw_sign_flips(unit_rng(self.gs.seed, *labels), len(self.subjects), self.gs.n_signflips)
+                stat = signflip_mean(r[:, s, c])
+                if two_sided:
                     stat = np.abs(stat)
                 k, maxima = np.zeros(stat.shape), []
                 step = max(1, (64 << 20) // (8 * max(1, stat.size)))  # flips per null chunk: about 64 MiB
                 for start in range(0, len(flips), step):
                     null = signflip_null(r[:, s, c], flips[start : start + step])
-                    null = np.abs(null) if self.gs.two_sided else null
+                    null = np.abs(null) if two_sided else null
                     k += (null >= stat[None]).sum(axis=0)
                     if axes:
                         maxima.append(family_max(null, axes))
@@ -189,8 +274,8 @@ class GroupFinal:
                     continue
                 p[s, c] = p_from_counts(k, len(flips), stat)
                 if fmax is not None:
-                    if self._signflip_max is not None:
-                        fmax = self._signflip_max[s, c]
+                    if source in self._family_max:
+                        fmax = self._family_max[source][s, c]
                     p_fwe[s, c] = p_against(fmax, stat)
         return fmax_all if family_max_only else (p, p_fwe)
 
@@ -199,6 +284,8 @@ class GroupFinal:
         gs, out = self.gs, {}
         if gs.n_bootstrap:
             out.update(self._bootstrap(reg, group_r))
+        if gs.contrast:
+            out.update(self._contrast(reg))
         if gs.n_signflips:
             p, p_fwe = self._signflip(reg)
             out["p_signflip"] = (_ORDER, p)
@@ -211,6 +298,32 @@ class GroupFinal:
             if gs.n_signflips:
                 out["p_signflip_fdr"] = (_ORDER, self._fdr["p_signflip_fdr"][:, :, reg] if "p_signflip_fdr" in
                                          self._fdr else self._q(out["p_signflip"][1]))
+        return out
+
+    def _contrast(self, reg: slice) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """The stored model comparison of a region block (see :mod:`mfrs.similarity.model_comparison`)."""
+        from mfrs.similarity.group import percentile_ci
+        from mfrs.similarity.inference import paired_t_p
+        from mfrs.similarity.seeds import unit_rng
+
+        gs, d = self.gs, self._values(reg, "contrast")
+        p, p_fwe = self._signflip(reg, "contrast")
+        out = {"compare_difference": (_CORDER, d.mean(axis=0)), "compare_p_signflip": (_CORDER, p),
+               "compare_p_ttest": (_CORDER, paired_t_p(d))}
+        if gs.fwe_dims:
+            out["compare_p_signflip_fwe"] = (_CORDER, p_fwe)
+        if gs.fdr:
+            out["compare_p_fdr"] = (_CORDER, self._fdr["compare_p_fdr"][:, :, reg] if "compare_p_fdr" in self._fdr
+                                    else self._q(p))
+        if gs.n_bootstrap:
+            low, high = np.empty(d.shape[1:]), np.empty(d.shape[1:])
+            n = len(self.subjects)
+            for s, signal in enumerate(self.ds["signal"].values.tolist()):
+                for c, cat in enumerate(self.ds["category"].values.tolist()):
+                    draws = unit_rng(gs.seed, "contrast_bootstrap", signal, cat).integers(0, n, (gs.n_bootstrap, n))
+                    low[s, c], high[s, c] = percentile_ci(np.stack([d[idx, s, c].mean(axis=0) for idx in draws]),
+                                                          gs.ci)
+            out["compare_ci_low"], out["compare_ci_high"] = (_CORDER, low), (_CORDER, high)
         return out
 
     def _bootstrap(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:

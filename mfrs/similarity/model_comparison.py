@@ -25,10 +25,10 @@ import xarray as xr
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.types import Alternative
 
-__all__ = ["compare_layer_sets", "compare_best_layers"]
+__all__ = ["compare_layer_sets", "compare_best_layers", "select_layers"]
 
 
-def _select_layers(r: xr.DataArray, sel: Mapping[str, Any] | Sequence[Hashable], layer_dim: str) -> np.ndarray:
+def select_layers(r: xr.DataArray, sel: Mapping[str, Any] | Sequence[Hashable], layer_dim: str) -> np.ndarray:
     """Positions along ``layer_dim`` of a selection: coord values (``{"weights": "untrained-seed0"}``) or labels."""
     if isinstance(sel, Mapping):
         keep = np.ones(r.sizes[layer_dim], bool)
@@ -50,12 +50,12 @@ def _select_layers(r: xr.DataArray, sel: Mapping[str, Any] | Sequence[Hashable],
 def _paired_tests(d: np.ndarray, *, fwe_axes: tuple[int, ...], n_signflips: int, n_bootstrap: int, ci: float,
                   seed: int, label: str, two_sided: bool) -> dict[str, np.ndarray]:
     """Tests of paired differences ``d (subject, ...)``: see the module docstring."""
-    from mfrs.similarity.group import draw_sign_flips, percentile_ci, signflip_null
+    from mfrs.similarity.group import draw_sign_flips, percentile_ci, signflip_mean, signflip_null
     from mfrs.similarity.inference import family_max, fdr_bh, p_against, paired_t_p
     from mfrs.similarity.seeds import unit_rng
 
     n_sub = d.shape[0]
-    stat = d.mean(axis=0)
+    stat = signflip_mean(d)
     null = signflip_null(d, draw_sign_flips(unit_rng(seed, "signflip", label), n_sub, n_signflips))
     s, ns = (np.abs(stat), np.abs(null)) if two_sided else (stat, null)
     out = {"difference": stat, "p_signflip": p_against(ns, s), "p_ttest": paired_t_p(d, two_sided=two_sided)}
@@ -122,7 +122,8 @@ def compare_layer_sets(
 
     ``(subject, ..., layer) -> (..., contrast)``: contrast ``k`` is the ``k``-th layer of
     ``a`` minus the ``k``-th layer of ``b`` (in the order of ``layer_dim``), coords
-    ``layer_a``/``layer_b`` name them.
+    ``layer_a``/``layer_b`` name them (and ``<coord>_a``/``_b`` carry every other layer
+    coord, e.g. ``depth_a``).
 
     Parameters
     ----------
@@ -142,7 +143,7 @@ def compare_layer_sets(
         ``p_fdr`` and with ``fwe_dims`` ``p_signflip_fwe``.
     """
     _check(r, subject_dim, layer_dim, fwe_dims, "contrast")
-    ia, ib = _select_layers(r, a, layer_dim), _select_layers(r, b, layer_dim)
+    ia, ib = select_layers(r, a, layer_dim), select_layers(r, b, layer_dim)
     if ia.size == 0 or ia.size != ib.size:
         raise ConfigError(f"compare_layer_sets: a selects {ia.size} layers and b {ib.size}; the sets are paired "
                           "layer by layer, so select as many in each (e.g. the same network with other weights)")
@@ -152,9 +153,9 @@ def compare_layer_sets(
     res = _paired_tests(d, fwe_axes=tuple(dims.index(f) for f in fwe_dims), n_signflips=n_signflips,
                         n_bootstrap=n_bootstrap, ci=ci, seed=seed, label="compare_layer_sets",
                         two_sided=alternative == "two-sided")
-    labels = x[layer_dim].values
     coords = {k: v for k, v in x.coords.items() if subject_dim not in v.dims and layer_dim not in v.dims}
-    coords.update(layer_a=("contrast", labels[ia]), layer_b=("contrast", labels[ib]))
+    for name in [layer_dim, *(c for c in x.coords if x[c].dims == (layer_dim,) and c != layer_dim)]:
+        coords.update({f"{name}_a": ("contrast", x[name].values[ia]), f"{name}_b": ("contrast", x[name].values[ib])})
     attrs = {"a": repr(a), "b": repr(b), "n_signflips": n_signflips, "n_bootstrap": n_bootstrap, "ci": ci,
              "seed": seed, "alternative": alternative, "fwe_dims": ",".join(fwe_dims)}
     return _dataset(res, dims, coords, attrs, fwe_dims)

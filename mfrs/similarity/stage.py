@@ -11,7 +11,10 @@ time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RD
 time axis, its null the largest cluster mass over the same family as ``p_fwe``)
 ``(signal, category, region, time, layer)`` of the group RDM; families
 that span several blocks are completed by one final task
-(:mod:`mfrs.similarity.families`). With ``store_rdms`` it
+(:mod:`mfrs.similarity.families`). Group statistics across subjects (``n_bootstrap``,
+``n_signflips``, ``fdr``; :mod:`mfrs.similarity.group_final`) are stored beside them:
+``r_ci_low``/``r_ci_high`` per block, ``peak_latency``/``best_layer`` (with CIs),
+``p_signflip``/``p_signflip_fwe``, ``p_fdr``/``p_signflip_fdr`` by the final task. With ``store_rdms`` it
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
 RDMs are selections of its pairs). One task = one block of regions x one block of
 time for all subjects, reduced at once by :func:`mfrs.similarity.fused.rsa_block`.
@@ -31,7 +34,7 @@ from pydantic import Field, model_validator
 
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
-from mfrs.similarity.group_final import group_stats
+from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
 from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
 from mfrs.stage import Plan, StageConfig
 
@@ -47,6 +50,13 @@ StageCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
 FweDim = Literal["region", "time", "layer"]
 #: How stored brain RDMs are encoded.
 RdmStorage = Literal["none", "float32", "float16"]
+
+
+class LayerContrast(StageConfig):
+    """Two paired sets of layers, by layer coord values (e.g. ``{weights: imagenet}`` vs ``{weights: untrained-seed0}``)."""
+
+    a: dict[str, str] = Field(min_length=1)
+    b: dict[str, str] = Field(min_length=1)
 
 
 class Config(StageConfig):
@@ -87,6 +97,9 @@ class Config(StageConfig):
     n_signflips: int = Field(0, ge=0, description="sign flips of per-subject r for the test across subjects "
                              "(0: none; all 2^n - 1 when that is no more)")
     fdr: bool = Field(False, description="Benjamini-Hochberg q over the fwe_dims family as p_fdr (and p_signflip_fdr)")
+    contrast: LayerContrast | None = Field(
+        None, description="model comparison stored as compare_* (signal, category, region, time, contrast): per-subject "
+        "r of layers a minus the paired layers b, sign flips (n_signflips), paired t, bootstrap CI, FDR")
     store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
     seed: int = 0
     worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
@@ -100,6 +113,9 @@ class Config(StageConfig):
                              "pairs); add 'all' to categories or set store_rdms: none")
         if self.split_half and self.method not in FAST_METHODS:
             raise ValueError(f"split_half needs method in {FAST_METHODS}, not {self.method!r}")
+        if self.contrast is not None and not self.n_signflips:
+            raise ValueError("contrast is tested by sign flips of the per-subject differences; set n_signflips "
+                             "(e.g. 1000)")
         if self.fdr and not (self.fwe_dims and (self.n_permutations or self.n_signflips)):
             raise ValueError("fdr corrects the p of n_permutations or n_signflips over the fwe_dims family; set "
                              "fwe_dims (e.g. [time, layer]) and n_permutations or n_signflips")
@@ -287,6 +303,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     summary_bytes += 8 * n_sig * n_cat * config.n_bootstrap * n_reg * math.ceil(n_time / config.time_block) * n_layer
     out_bytes += 4 * n_sig * n_cat * n_reg * n_layer * (n_time * (2 * bool(gs.n_bootstrap) + 3 * bool(
         gs.n_signflips)) + 3)
+    if gs.contrast:  # checks the layer selections before anything is written
+        out_bytes += 4 * 7 * n_sig * n_cat * n_reg * n_time * contrast_layers(models["rdm"], gs)[0].size
     memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.time_batch, block_t) * p
                                                              if config.n_bootstrap else 0)
     final = fam.final_variables + gs.final_variables
@@ -506,6 +524,9 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     gs = group_stats(cfg)
     for name in _stat_names(cfg) + list(gs.block_variables):
         variables[name] = zeros((*dims, "layer"))
+    contrast = contrast_coords(models["rdm"], gs) if gs.contrast else {}
+    if contrast:
+        sizes["contrast"] = chunks["contrast"] = len(contrast["contrast"])
     for name, var_dims in gs.final_dims.items():
         variables[name] = zeros(var_dims)
     fam = families(cfg, len(lay.regions), lay.times.size)
@@ -530,7 +551,7 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     layer = models["layer"]
     coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)
-    out = xr.Dataset(variables, coords=coords)
+    out = xr.Dataset(variables, coords={**coords, **contrast})
     for name in out.data_vars:
         out[name].attrs = dict(attrs.get(str(name), {}))
     return out

@@ -323,3 +323,41 @@ def test_fdr_bh_equals_scipy_with_nan_and_families():
         np.testing.assert_allclose(q[g][ok], ss.false_discovery_control(p[g][ok], method="bh"), atol=1e-12)
     assert np.isnan(q[0, 2, 1])
     np.testing.assert_allclose(fdr_bh(p[1:]).ravel(), ss.false_discovery_control(p[1:].ravel()), atol=1e-12)
+
+
+@pytest.mark.parametrize(("fwe_dims", "per_layer"), [(("region", "time", "layer"), False), (("layer",), False),
+                                                     (("time", "layer"), True), (("region", "time"), False)])
+def test_block_statistics_cluster_family_matches_brute_force(fwe_dims, per_layer):
+    """The stage's block path: the largest null cluster mass over the family's (region, layer) time courses."""
+    from types import SimpleNamespace
+
+    from mfrs.similarity.families import block_statistics, families
+
+    rng = np.random.default_rng(15)
+    stat = rng.normal(0, 1, (3, 9, 2))  # (region, time, layer)
+    stat[1, 3:6, 0] = 3.0
+    null = rng.normal(0, 1, (30, 3, 9, 2))
+    cfg = SimpleNamespace(n_permutations=30, fwe_dims=list(fwe_dims), region_block=3, time_block=9, cluster=True,
+                          cluster_alpha=0.1, alternative="greater",
+                          cluster_family="per_layer" if per_layer else "fwe_dims")
+    fam = families(cfg, 3, 9)
+    assert not fam.cluster_split and fam.cluster_dims == (() if per_layer else tuple(d for d in fwe_dims
+                                                                                      if d != "time"))
+    out, deferred = block_statistics(stat, null, fam)
+    assert not deferred
+    thr = np.quantile(null, 0.9, axis=0)
+    series = np.array([[[max_run_mass_brute(null[k, g, :, m], null[k, g, :, m] > thr[g, :, m]) for m in range(2)]
+                        for g in range(3)] for k in range(30)])  # (perm, region, layer)
+    for g in range(3):
+        for m in range(2):
+            family = series[:, g, m]
+            if "region" in fam.cluster_dims and "layer" in fam.cluster_dims:
+                family = series.max(axis=(1, 2))
+            elif "region" in fam.cluster_dims:
+                family = series[:, :, m].max(axis=1)
+            elif "layer" in fam.cluster_dims:
+                family = series[:, g].max(axis=1)
+            mass = out["cluster_mass"][g, :, m]
+            for t in np.flatnonzero(mass > 0):
+                assert out["p_cluster"][g, t, m] == pytest.approx((np.sum(family >= mass[t]) + 1) / 31)
+    assert out["p_cluster"][1, 4, 0] == pytest.approx(1 / 31)

@@ -37,7 +37,8 @@ def group_run(request, tmp_path_factory, local_client):
     root = tmp_path_factory.mktemp("group")
     sources, models = _write_inputs(root, n_sub=N_SUB6)
     cfg = stage.Config(categories=["all"], region_block=2, time_block=4, n_permutations=19,
-                       fwe_dims=list(request.param), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
+                       fwe_dims=list(request.param), n_bootstrap=N_BOOT, n_signflips=100, fdr=True,
+                       contrast={"a": {"layer": "l1"}, "b": {"layer": "l2"}})
     plan = stage.plan(config=cfg, catalog=_Catalog(root), calibrated=False)
     assert plan.n_tasks == 2 * 3 + 1 and any("group statistics" in n and "peak_latency" in n for n in plan.notes)
     stage.run(config=cfg, catalog=_Catalog(root), client=local_client)
@@ -129,3 +130,49 @@ def test_fdr_needs_a_family_and_a_test():
     with pytest.raises(ValueError, match="set fwe_dims"):
         stage.Config(fdr=True, fwe_dims=["time"])
     assert stage.Config(fdr=True, n_signflips=10).cluster_family == "fwe_dims"
+
+
+def test_stored_contrast_equals_enumeration_scipy_and_a_bootstrap_loop(group_run):
+    """compare_*: per-subject r of l1 minus l2, two-sided sign flips over all 2^6 signs, paired t, FDR, CI."""
+    from mfrs.similarity.seeds import unit_rng
+
+    _, _, rsa, fwe_dims = group_run
+    order = ("region", "time", "contrast")
+    r_sub = rsa.r.drop_sel(subject="group").transpose("subject", "region", "time", "layer").values.astype(float)
+    d = r_sub[..., [1]] - r_sub[..., [2]]  # (subject, region, time, contrast)
+    assert rsa.layer_a.values.tolist() == ["l1"] and rsa.layer_b.values.tolist() == ["l2"]
+    np.testing.assert_allclose(rsa.compare_difference.transpose(*order), d.mean(axis=0), atol=1e-6)
+    signs = np.array(list(itertools.product([1, -1], repeat=N_SUB6)))
+    null = np.abs(np.einsum("fs,s...->f...", signs, d) / N_SUB6)
+    obs = np.abs(d.mean(axis=0))
+    np.testing.assert_allclose(rsa.compare_p_signflip.transpose(*order), (null >= obs - 1e-9).sum(axis=0) / 64,
+                               atol=1e-6)
+    axes = tuple(1 + ("region", "time", "layer").index(f) for f in fwe_dims)
+    p_fwe = (null.max(axis=axes, keepdims=True) >= obs - 1e-9).sum(axis=0) / 64
+    np.testing.assert_allclose(rsa.compare_p_signflip_fwe.transpose(*order), p_fwe, atol=1e-6)
+    np.testing.assert_allclose(rsa.compare_p_ttest.transpose(*order),
+                               ss.ttest_rel(r_sub[..., [1]], r_sub[..., [2]], axis=0).pvalue, atol=1e-6)
+    p = rsa.compare_p_signflip.transpose(*order).values.astype(float)
+    families = [slice(None)] if "region" in fwe_dims else [slice(g, g + 1) for g in range(3)]
+    for f in families:
+        q = ss.false_discovery_control(p[f].ravel(), method="bh").reshape(p[f].shape)
+        np.testing.assert_allclose(rsa.compare_p_fdr.transpose(*order).values[f], q, atol=1e-6)
+    draws = unit_rng(0, "contrast_bootstrap", "broadband", "all").integers(0, N_SUB6, (N_BOOT, N_SUB6))
+    boot = np.stack([d[idx].mean(axis=0) for idx in draws])
+    np.testing.assert_allclose(rsa.compare_ci_low.transpose(*order), np.quantile(boot, 0.025, axis=0), atol=1e-6)
+    np.testing.assert_allclose(rsa.compare_ci_high.transpose(*order), np.quantile(boot, 0.975, axis=0), atol=1e-6)
+    # the planted effect: l1 beats l2 in r1 at every subject
+    assert (rsa.compare_p_signflip.sel(region="r1").isel(time=EFFECT) == 2 / 64).all()
+    assert rsa.compare_p_signflip_fwe.attrs["family"].startswith(" x ".join(fwe_dims).replace("layer", "contrast"))
+
+
+def test_contrast_needs_sign_flips_and_paired_sets(tmp_path, local_client):
+    with pytest.raises(ValueError, match="set n_signflips"):
+        stage.Config(contrast={"a": {"layer": "l1"}, "b": {"layer": "l2"}})
+    _write_inputs(tmp_path, n_sub=N_SUB6)
+    from mfrs.errors import ConfigError
+
+    cfg = stage.Config(categories=["all"], n_signflips=10, contrast={"a": {"network": "net"}, "b": {"layer": "l2"}})
+    with pytest.raises(ConfigError, match="selects 3 layers and b=.* 1"):
+        stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    assert not (tmp_path / "rsa.zarr").exists()  # refused before anything was written

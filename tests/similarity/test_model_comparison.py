@@ -65,6 +65,7 @@ def test_layer_sets_sign_flips_equal_enumeration_and_bootstrap_equals_loop():
     res = sim.compare_layer_sets(r, {"weights": "trained"}, {"weights": "untrained"}, n_signflips=100,
                                  n_bootstrap=200, seed=3, fwe_dims=("time", "contrast"))
     assert res.p_signflip.dims == ("time", "contrast") and res.layer_b.values.tolist()[1] == "net/untrained/c2"
+    assert res.weights_a.values.tolist() == ["trained"] * 3 and res.weights_b.values.tolist() == ["untrained"] * 3
     d = r.values[..., :3] - r.values[..., 3:]  # (subject, time, contrast)
     signs = np.array(list(itertools.product([1, -1], repeat=6)))  # all 64, identity included
     null = np.abs(np.einsum("fs,s...->f...", signs, d) / 6)
