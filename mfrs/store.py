@@ -31,7 +31,7 @@ import xarray as xr
 from mfrs.errors import StoreError
 from mfrs.provenance import fingerprint
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR"]
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "load_small_coords"]
 
 log = logging.getLogger("mfrs.store")
 
@@ -473,4 +473,19 @@ class ZarrStore:
             elif not self.is_final_complete():
                 log.warning("%s: final variables %s are not written yet; they read as fill values",
                             self._label, list(self.final_variables))
-        return xr.open_zarr(self.path, chunks={}, consolidated=True)
+        return load_small_coords(xr.open_zarr(self.path, chunks={}, consolidated=True))
+
+
+#: Coordinates up to this many elements are read into memory when a store is opened.
+EAGER_COORD_LIMIT = 2_000_000
+
+
+def load_small_coords(ds: xr.Dataset, limit: int = EAGER_COORD_LIMIT) -> xr.Dataset:
+    """``ds`` with every non-index coordinate of at most ``limit`` elements in memory (data stay lazy).
+
+    Labels such as layer metadata, ``hemi`` or ``category`` then select and compare
+    (``.sel``, ``.where``) without a dask compute each time.
+    """
+    small = {name: c.variable.load() for name, c in ds.coords.items()
+             if name not in ds.indexes and c.size <= limit}
+    return ds.assign_coords(small) if small else ds
