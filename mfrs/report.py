@@ -253,6 +253,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
 
     ds = open_rsa(catalog)
     signal = str(ds["signal"].values[0])
+    ds = ds.sel(subject=["group"], signal=[signal]).load()  # what the report reads, read once
     rows = headline(ds, signal=signal)
     sentences = headline_sentences(rows)
     compared = truth_vs_recovered(truth, rows) if truth else []

@@ -42,7 +42,7 @@ import xarray as xr
 from mfrs.errors import StoreError
 from mfrs.provenance import fingerprint
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "chunk_codecs"]
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "chunk_codecs", "load_small_coords"]
 
 log = logging.getLogger("mfrs.store")
 
@@ -675,7 +675,7 @@ class ZarrStore:
             # that xarray decodes to another dtype keeps xarray's reading
             if name in self._variables and var.dtype == self._variables[name][1]:
                 ds[name] = var.copy(data=self._lazy(name))
-        return ds
+        return load_small_coords(ds)
 
     def _lazy(self, name: str) -> Any:
         import dask.array as da
@@ -779,3 +779,18 @@ def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) ->
     store = ZarrStore.open(path, entry_name=entry_name)
     store.check_complete(stage=stage, writer=writer)
     return store
+
+
+#: Coordinates up to this many elements are read into memory when a store is opened.
+EAGER_COORD_LIMIT = 2_000_000
+
+
+def load_small_coords(ds: xr.Dataset, limit: int = EAGER_COORD_LIMIT) -> xr.Dataset:
+    """``ds`` with every non-index coordinate of at most ``limit`` elements in memory (data stay lazy).
+
+    Labels such as layer metadata, ``hemi`` or ``category`` then select and compare
+    (``.sel``, ``.where``) without a dask compute each time.
+    """
+    small = {name: c.variable.load() for name, c in ds.coords.items()
+             if name not in ds.indexes and c.size <= limit}
+    return ds.assign_coords(small) if small else ds

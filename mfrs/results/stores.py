@@ -22,17 +22,14 @@ import pandas as pd
 import xarray as xr
 
 from mfrs.errors import InputDataError
+from mfrs.store import load_small_coords
 
-__all__ = ["labelled", "open_rsa", "open_model_rdms", "layer_ids", "flat_layers", "layer_index", "LAYER_LEVELS",
-           "EAGER_COORD_LIMIT"]
+__all__ = ["labelled", "open_rsa", "open_model_rdms", "layer_ids", "flat_layers", "layer_index", "LAYER_LEVELS"]
 
 log = logging.getLogger(__name__)
 
 #: The levels of the ``layer`` MultiIndex.
 LAYER_LEVELS = ("network", "weights", "name")
-#: Coordinates up to this many elements are loaded into memory when a store is opened.
-EAGER_COORD_LIMIT = 2_000_000
-
 _DIMENSIONLESS = "1"
 
 
@@ -79,12 +76,6 @@ def _describe(name: str, params: dict[str, Any]) -> dict[str, str]:
     if family:
         out["family"] = family
     return out
-
-
-def _load_small_coords(ds: xr.Dataset) -> xr.Dataset:
-    small = {name: c.variable.load() for name, c in ds.coords.items()
-             if name not in ds.indexes and c.size <= EAGER_COORD_LIMIT}
-    return ds.assign_coords(small) if small else ds
 
 
 def _hemi_coords(ds: xr.Dataset) -> xr.Dataset:
@@ -147,7 +138,7 @@ def labelled(ds: xr.Dataset) -> xr.Dataset:
     ['lh']
     """
     params = ds.attrs.get("provenance", {}).get("parameters", {})
-    out = layer_index(_pair_labels(_hemi_coords(_load_small_coords(ds))))
+    out = layer_index(_pair_labels(_hemi_coords(load_small_coords(ds))))
     for name, var in out.data_vars.items():
         for key, value in _describe(str(name), params).items():
             var.attrs.setdefault(key, value)

@@ -129,7 +129,8 @@ def peaks(ds: xr.Dataset, *, subject: str = "group") -> xr.Dataset:
             continue
         sel = {"time": t_ix} | ({"layer": l_ix} if "layer" in var.dims else {})
         flat = flat_layers(var)
-        along = [c for c, v in flat.coords.items() if {"time", "layer"} & set(v.dims)]  # layer metadata, time
+        along = [c for c, v in flat.coords.items()  # layer metadata (also scalar after a .sel), time
+                 if {"time", "layer"} & set(v.dims) or c in (*_LAYER_COORDS, "layer_id", "units")]
         picked = flat.isel(sel).drop_vars(along, errors="ignore").compute()
         out[name] = picked.where(xr.DataArray(ok, dims=dims)).transpose(*[d for d in dims if d in picked.dims])
         out[name].attrs = dict(var.attrs)

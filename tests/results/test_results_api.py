@@ -26,6 +26,8 @@ def test_open_labels_coords_eager_and_attrs(demo_catalog):
         assert not isinstance(ds[name].data, dask.array.Array), name  # in memory when opened
     assert isinstance(ds["r"].data, dask.array.Array)  # the data stay lazy
     assert isinstance(xr.open_zarr(demo_catalog.path("rsa"))["depth"].data, dask.array.Array)  # what it fixes
+    plain = demo_catalog.open("model_rdms")  # mfrs.open: small coords in memory too, data lazy
+    assert not isinstance(plain["depth"].data, dask.array.Array) and isinstance(plain["rdm"].data, dask.array.Array)
     # layer labels select naturally, and boolean where on them works
     last = str(ds["name"].values[-1])
     one = ds.sel(weights="imagenet", name=last)  # the level left (network) becomes the dim, as in xarray

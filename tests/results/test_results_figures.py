@@ -161,3 +161,12 @@ def test_cortex_values_and_map(demo_catalog, rsa, raw):
     cbar = next(a for a in fig.axes if a.name != "3d")
     vmax = float(np.nanmax(np.abs(np.concatenate([values["lh"], values["rh"]]))))
     assert cbar.get_ylim() == pytest.approx((-vmax, vmax))
+
+
+def test_figure_errors_name_the_label(rsa):
+    from mfrs.errors import InputDataError
+
+    with pytest.raises(InputDataError, match=r"region 'FFA' is not in the dataset \(regions: .*FFA-lh"):
+        F.time_course(rsa, "FFA")
+    with pytest.raises(InputDataError, match=r"category 'faces' is not one of \['all', 'famous'"):
+        F.layer_profile(rsa, "FFA-lh", category="faces")

@@ -111,3 +111,13 @@ def test_report_renders_in_headless_chromium(demo_run, chromium):
     # every resource is inside the file: nothing was fetched from a network
     urls = chromium.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert [u for u in urls if u.startswith(("http://", "https://"))] == []
+
+
+def test_report_before_any_run_names_every_missing_store(catalog):
+    from mfrs.errors import StoreError
+    from mfrs.report import build_report
+
+    with pytest.raises(StoreError, match=r"(?s)store 'rsa' .*does not exist.*store 'model_rdms' .*store 'sources' "
+                                         r".*Run `mfrs run demo`"):
+        build_report("demo", catalog=catalog)
+    assert not (catalog.root / "reports").exists()
