@@ -3,7 +3,11 @@
 A network's weights are named by a *label*: the name of a ``weights`` catalog entry
 (``location`` a path or ``package:<module>/<path inside it>``, ``params`` with ``sha256``,
 ``network``, ``dataset``, ``num_classes``, ``in_channels``), or ``untrained-seed<N>`` for
-random initialisation from seed N. Nothing is ever downloaded.
+random initialisation from seed N. Nothing is ever downloaded. Files are read with
+``torch.load(weights_only=True)`` only, and fitted to the architecture by
+:func:`mfrs.nets.checkpoints.fit_checkpoint` (prefixes, renamed and position-matched
+tensors, bias-less layers, optional heads, grayscale first convolution, another class
+count), which refuses a file that does not fit with a report of every tensor at fault.
 """
 
 from __future__ import annotations
