@@ -27,6 +27,7 @@ from mfrs.catalog import package_file
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.nets.architectures import build_network, first_conv
 from mfrs.nets.checkpoints import LoadReport, fit_checkpoint, sum_colour_channels
+from mfrs.nets.losses import final_linear
 from mfrs.nets.specs import UNTRAINED, parse_untrained
 from mfrs.nets.types import Network
 
@@ -228,8 +229,6 @@ def load_network(network: Network, weights: str, *, in_channels: int, num_classe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_network(network, in_channels=in_channels, num_classes=classes)
-    from mfrs.nets.losses import final_linear
-
     report = fit_checkpoint(model, read_state_dict(path), network=network,
                             source=f"weights {weights!r} ({path})", first_conv=first_conv(model)[0],
                             classifier=final_linear(model)[0], match=entry_params.get("match", "auto"),
