@@ -21,8 +21,8 @@ tensors of such a state dict to a freshly built network in three passes:
 
 Then each pair is checked: equal shapes are copied as they are; an RGB first
 convolution for a 1-channel network is summed over colour channels; a linear weight
-stored transposed is transposed; a classifier for another number of classes keeps the
-network's seeded initialisation. Model surgery follows the file: a bias the file lacks
+stored transposed is transposed; a classifier (or Inception-v3's auxiliary classifier)
+for another number of classes keeps the network's seeded initialisation. Model surgery follows the file: a bias the file lacks
 is removed from its layer, an optional head the file lacks is removed from the network.
 Everything left over (a network tensor without a counterpart, a file tensor used
 nowhere, a shape no rule explains) is listed in the :class:`LoadReport`, and fitting
@@ -43,7 +43,7 @@ from torch import nn
 from mfrs.errors import InputDataError
 from mfrs.nets.types import Network
 
-__all__ = ["MatchMode", "WRAPPER_PREFIXES", "OPTIONAL_HEADS", "CLASSIFIER_ALIASES", "Pair", "LoadReport",
+__all__ = ["MatchMode", "WRAPPER_PREFIXES", "OPTIONAL_HEADS", "CLASS_HEADS", "CLASSIFIER_ALIASES", "Pair", "LoadReport",
            "strip_prefixes", "canonical", "sum_colour_channels", "fit_checkpoint"]
 
 log = logging.getLogger("mfrs.nets")
@@ -54,6 +54,8 @@ MatchMode = Literal["auto", "names"]
 WRAPPER_PREFIXES = ("module.", "model.", "net.", "backbone.")
 #: Heads a checkpoint may lack; the network then goes without them.
 OPTIONAL_HEADS: dict[str, tuple[str, ...]] = {"inception_v3": ("AuxLogits",)}
+#: Other layers whose outputs are the classes (they follow the class count like the classifier).
+CLASS_HEADS: dict[str, tuple[str, ...]] = {"inception_v3": ("AuxLogits.fc",)}
 #: Module names under which files store a network's classifier.
 CLASSIFIER_ALIASES = ("fc", "classifier", "logits", "linear", "head", "last_linear", "fc6", "out", "output",
                       "decoder.linear")
@@ -231,7 +233,7 @@ def _unique_pairs(targets: list[str], sources: list[str], key_of_target: Any, ke
 
 
 def _adaptation(key: str, have: tuple[int, ...], want: tuple[int, ...], *, first_conv: str,
-                classifier: str) -> str | None | Literal[False]:
+                heads: tuple[str, ...]) -> str | None | Literal[False]:
     """How a file tensor of shape ``have`` fills network tensor ``key`` of shape ``want``
     (None: as it is; False: no rule explains the shapes)."""
     if have == want:
@@ -241,7 +243,7 @@ def _adaptation(key: str, have: tuple[int, ...], want: tuple[int, ...], *, first
         return "gray"
     if len(have) == 2 and have == want[::-1] and key.endswith(".weight"):
         return "transpose"
-    if key.startswith(f"{classifier}.") and len(have) == len(want) and (
+    if key.startswith(tuple(f"{h}." for h in heads)) and len(have) == len(want) and (
             have[1:] == want[1:] or (len(have) == 2 and have[0] == want[1])):  # (in, out) AngleLinear layout
         return "reinit"
     return False
@@ -352,7 +354,7 @@ def fit_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor], *, netwo
     # shapes
     for t, pair in list(pairs.items()):
         have, want = _shape(state[pair.source]), _shape(target[t])
-        how = _adaptation(t, have, want, first_conv=first_conv, classifier=classifier)
+        how = _adaptation(t, have, want, first_conv=first_conv, heads=(classifier, *CLASS_HEADS.get(network, ())))
         if how is False:
             report.mismatched.append((t, pair.source, have, want))
             del pairs[t]

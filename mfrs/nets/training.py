@@ -430,12 +430,19 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     weights = None
     if last >= cfg.epochs:
         weights = output_dir / "weights.pth"
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, weights)
-        entry = {"kind": "weights", "location": str(weights),
-                 "params": {"network": cfg.network, "dataset": cfg.images, "num_classes": num_classes,
-                            "in_channels": cfg.in_channels, "sha256": sha256_file(weights)}}
-        (output_dir / "weights.json").write_text(json.dumps(entry, indent=2) + "\n")
-        log.info("train: finished; add this weights entry to the catalog: %s", json.dumps(entry))
+        record = output_dir / "weights.json"
+        if epochs_run or not record.exists():  # a finished run's files stay as they are
+            record.unlink(missing_ok=True)  # never a record of other weights beside a half-written file
+            partial = weights.with_name(weights.name + ".partial")
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
+            partial.replace(weights)
+            entry = {"kind": "weights", "location": str(weights),
+                     "params": {"network": cfg.network, "dataset": cfg.images, "num_classes": num_classes,
+                                "in_channels": cfg.in_channels, "sha256": sha256_file(weights)}}
+            record.with_name(record.name + ".partial").write_text(json.dumps(entry, indent=2) + "\n")
+            record.with_name(record.name + ".partial").replace(record)
+            log.info("train: finished; add this weights entry to the catalog (or name the output folder "
+                     "%r as weights): %s", cfg.output, json.dumps(entry))
     return {"epochs_run": epochs_run, "last_epoch": last, "weights": str(weights) if weights else None,
             "worker": worker, "device": str(device)}
 

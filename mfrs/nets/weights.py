@@ -3,7 +3,11 @@
 A network's weights are named by a *label*: the name of a ``weights`` catalog entry
 (``location`` a path or ``package:<module>/<path inside it>``, ``params`` with ``sha256``,
 ``network``, ``dataset``, ``num_classes``, ``in_channels``), or ``untrained-seed<N>`` for
-random initialisation from seed N. Nothing is ever downloaded.
+random initialisation from seed N. Nothing is ever downloaded. Files are read with
+``torch.load(weights_only=True)`` only, and fitted to the architecture by
+:func:`mfrs.nets.checkpoints.fit_checkpoint` (prefixes, renamed and position-matched
+tensors, bias-less layers, optional heads, grayscale first convolution, another class
+count), which refuses a file that does not fit with a report of every tensor at fault.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mfrs.catalog import package_file
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.nets.architectures import build_network, first_conv
 from mfrs.nets.checkpoints import LoadReport, fit_checkpoint, sum_colour_channels
+from mfrs.nets.losses import final_linear
 from mfrs.nets.specs import UNTRAINED, parse_untrained
 from mfrs.nets.types import Network
 
@@ -224,8 +229,6 @@ def load_network(network: Network, weights: str, *, in_channels: int, num_classe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_network(network, in_channels=in_channels, num_classes=classes)
-    from mfrs.nets.losses import final_linear
-
     report = fit_checkpoint(model, read_state_dict(path), network=network,
                             source=f"weights {weights!r} ({path})", first_conv=first_conv(model)[0],
                             classifier=final_linear(model)[0], match=entry_params.get("match", "auto"),

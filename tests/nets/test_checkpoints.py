@@ -148,6 +148,13 @@ def test_inception_v3_without_auxlogits() -> None:
     full = seeded("inception_v3", 10, num_classes=10)
     assert fit(full, reference, "inception_v3").removed == []
     assert_same(full, reference)
+    # a 1000-class (torchvision) file into a 10-class network: both class heads keep their init
+    imagenet = seeded("inception_v3", 11, num_classes=1000).state_dict()
+    ten = seeded("inception_v3", 12, num_classes=10)
+    init = {k: v.clone() for k, v in ten.state_dict().items() if k.startswith(("fc.", "AuxLogits.fc."))}
+    report = fit(ten, imagenet, "inception_v3")
+    assert sorted(report.kept_init) == sorted(init)
+    assert_same(ten, {**imagenet, **init})
 
 
 def test_facenet_pytorch_layout_with_another_identity_count() -> None:
