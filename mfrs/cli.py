@@ -190,6 +190,7 @@ def demo(obj: _Ctx, cluster: str, overwrite: bool) -> None:
     for r in rows:
         if r["state"] == "complete":
             _describe_store(catalog, r["entry"])
+    _echo_truth_vs_recovered(catalog)
     if nothing:
         click.echo("demo: every store was already complete; nothing to do (use --overwrite to recompute).")
     else:
@@ -211,6 +212,17 @@ def _echo_report(catalog: Any, pipeline: str, *, force: bool = False) -> None:
                        f"{row['recovered_latency'] * 1e3:.0f} ms (r = {row['recovered_r']:.3f})")
     click.echo(f"report ({'written' if result.rebuilt else 'unchanged'}, {result.n_figures} figures): "
                f"{result.path}")
+
+
+def _echo_truth_vs_recovered(catalog: Any) -> None:
+    """The demo's planted truth beside what the RSA recovered (when both exist)."""
+    from mfrs.demo.report import truth_vs_recovered
+    from mfrs.demo.simulate import TRUTH_FILE
+
+    truth = catalog.path("ds000117") / TRUTH_FILE
+    if truth.exists() and (catalog.path("rsa") / "zarr.json").exists():
+        for line in truth_vs_recovered(catalog.open("rsa"), json.loads(truth.read_text())):
+            click.echo(line)
 
 
 def _describe_store(catalog: Any, entry: str) -> None:

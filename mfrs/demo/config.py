@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfrs.demo.anatomy import NAMED_REGIONS, Grid
+from mfrs.nets.types import LayerKind, Network
 
 __all__ = [
     "DEFAULT_EFFECTS",
@@ -15,6 +16,7 @@ __all__ = [
     "DemoDataConfig",
     "Feature",
     "HeadConfig",
+    "LayerDriver",
     "NoiseConfig",
     "PlantedEffect",
 ]
@@ -23,12 +25,32 @@ __all__ = [
 #: contrast: local RMS contrast on a coarse grid, relative to the category's mean (low-level;
 #: the same mean drive for every category, so early visual regions show no face effect);
 #: face: face-space code (PCA of the face images: identity structure), faces > scrambled;
-#: familiarity: the face code with famous > unfamiliar > scrambled.
-Feature = Literal["contrast", "face", "familiarity"]
+#: familiarity: the face code with famous > unfamiliar > scrambled;
+#: layer: the representational geometry of one layer of a network (``driver``), e.g. a
+#: shallow layer of the ImageNet MobileNetV2 for V1 and a deep one for FFA.
+Feature = Literal["contrast", "face", "familiarity", "layer"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerDriver(_Section):
+    """One layer of a network whose representation drives a planted region's pattern."""
+
+    network: Network = "mobilenet_v2"
+    weights: str = Field("weights_mobilenet_v2_imagenet",
+                         description="a `weights` catalog entry (shipped offline) or untrained-seed<N>")
+    layer: str = Field(description="module path, as the activations store's `name` coord")
+    input_size: int = Field(96, ge=16, description="pixels, as the demo's activations stage")
+    n_components: int = Field(8, ge=1, description="principal components of the layer kept as the code")
+    kinds: tuple[LayerKind, ...] = Field(
+        ("relu", "linear"), description="layer kinds the relative depth is counted over (the demo's)")
+
+    @property
+    def key(self) -> str:
+        """``network/weights/layer``, the ``layer`` coord of the model RDMs."""
+        return f"{self.network}/{self.weights}/{self.layer}"
 
 
 class PlantedEffect(_Section):
@@ -45,9 +67,14 @@ class PlantedEffect(_Section):
     category_gain: dict[Literal["famous", "unfamiliar", "scrambled"], float] = Field(
         default_factory=lambda: {"famous": 1.0, "unfamiliar": 1.0, "scrambled": 1.0},
         description="amplitude factor per stimulus category")
+    driver: LayerDriver | None = Field(None, description="the layer whose geometry the pattern follows "
+                                       "(feature: layer)")
 
     @model_validator(mode="after")
     def _known_region(self) -> PlantedEffect:
+        if (self.feature == "layer") != (self.driver is not None):
+            raise ValueError(f"effect in {self.region}: feature 'layer' needs a driver, and a driver "
+                             "needs feature 'layer'")
         if self.region not in NAMED_REGIONS:
             raise ValueError(
                 f"region {self.region!r} is not a named region; expected one of "
@@ -55,14 +82,23 @@ class PlantedEffect(_Section):
         return self
 
 
+def _imagenet(layer: str) -> LayerDriver:
+    return LayerDriver(layer=layer)
+
+
+#: A cortical hierarchy the demo's networks can see: each region's stimulus-specific pattern
+#: follows one layer of the ImageNet MobileNetV2 (weights shipped offline), shallower for the
+#: earlier regions; every category gets the same mean drive, so no region's geometry is a
+#: plain face-vs-scrambled amplitude contrast.
 DEFAULT_EFFECTS: tuple[PlantedEffect, ...] = (
-    PlantedEffect(region="V1", feature="contrast", latency=0.100, width=0.015, amplitude=40.0),
-    PlantedEffect(region="OFA", feature="face", latency=0.135, width=0.015, amplitude=35.0,
-                  category_gain={"famous": 1.0, "unfamiliar": 1.0, "scrambled": 0.3}),
-    PlantedEffect(region="FFA", feature="face", latency=0.170, width=0.020, amplitude=70.0,
-                  category_gain={"famous": 1.0, "unfamiliar": 1.0, "scrambled": 0.25}),
-    PlantedEffect(region="STS", feature="familiarity", latency=0.250, width=0.040, amplitude=35.0,
-                  category_gain={"famous": 1.0, "unfamiliar": 0.6, "scrambled": 0.2}),
+    PlantedEffect(region="V1", feature="layer", latency=0.100, width=0.015, amplitude=60.0,
+                  pattern_strength=1.5, driver=_imagenet("features.0.2")),
+    PlantedEffect(region="OFA", feature="layer", latency=0.135, width=0.015, amplitude=35.0,
+                  pattern_strength=1.5, driver=_imagenet("features.7.conv.0.2")),
+    PlantedEffect(region="FFA", feature="layer", latency=0.170, width=0.020, amplitude=160.0,
+                  pattern_strength=1.5, driver=_imagenet("features.16.conv.0.2")),
+    PlantedEffect(region="STS", feature="layer", latency=0.250, width=0.040, amplitude=50.0,
+                  pattern_strength=1.5, driver=_imagenet("features.18.2")),
 )
 
 

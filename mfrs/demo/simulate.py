@@ -33,14 +33,18 @@ from mfrs.demo.anatomy import (
     read_parcellation,
 )
 from mfrs.demo.config import DemoDataConfig
+from mfrs.demo.drivers import WeightsSource
 from mfrs.demo.features import stimulus_features
 from mfrs.demo.sequence import TRIGGERS, Trial, split_runs, trial_sequence
 from mfrs.errors import InputDataError
 
 __all__ = [
     "BUTTON_CODES",
+    "BIDS_CHANNEL_TYPES",
     "ECG_CHANNEL",
     "EOG_CHANNELS",
+    "HEAD_POS_PATTERN",
+    "MISC_CHANNEL",
     "EVENT_ID",
     "SESSION",
     "STIM_CHANNEL",
@@ -57,8 +61,17 @@ log = logging.getLogger("mfrs.demo")
 TASK = "facerecognition"
 SESSION = "meg"
 STIM_CHANNEL = "STI101"
-EOG_CHANNELS = ("EOG061", "EOG062")  # HEOG, VEOG
-ECG_CHANNEL = "ECG063"
+#: As ds000117 records them: EEG channels in the FIF files, typed in the BIDS channels.tsv.
+EOG_CHANNELS = ("EEG061", "EEG062")  # HEOG, VEOG
+ECG_CHANNEL = "EEG063"
+MISC_CHANNEL = "EEG064"  # floating
+#: channels.tsv ``type`` of the bipolar channels (ds000117's).
+BIDS_CHANNEL_TYPES = {"EEG061": "HEOG", "EEG062": "VEOG", "EEG063": "ECG", "EEG064": "MISC"}
+#: Per-run head positions (MaxFilter .pos format), relative to the BIDS root.
+HEAD_POS_PATTERN = ("derivatives/mfrs-simulation/sub-{subject}/sub-{subject}_ses-meg_task-facerecognition"
+                    "_run-{run:02d}_headpos.pos")
+_N_BADS = (1, 3)  # static bad MEG channels per run: at least, at most + 1
+_BAD_NOISE = 5.0  # white noise added to a bad channel, relative to its own signal's sd
 #: Button presses on STI101 (ds000117 masks them out with 4096 + 256).
 BUTTON_CODES = (256, 4096)
 #: events.tsv trial_type -> trigger code.
@@ -67,7 +80,7 @@ EVENT_ID: dict[str, int] = {
 }
 TRUTH_FILE = Path("derivatives") / "mfrs-simulation" / "truth.json"
 _INCOMPLETE = ".mfrs-simulation-incomplete"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 # where the artefact dipoles sit, head coordinates (m): heart below the head, eyes behind nasion
 _HEART = np.array([0.03, 0.0, -0.22])
@@ -138,6 +151,34 @@ def _region_vertices(parcellation: dict, region: str, hemi: str, subjects_dir: P
     return np.flatnonzero(labels == names.index(region))
 
 
+def _feature_key(effect: Any) -> str:
+    """The entry of :func:`_features` that drives ``effect``."""
+    if effect.feature == "layer":
+        return effect.driver.key
+    return "contrast" if effect.feature == "contrast" else "face"
+
+
+def _drivers(config: DemoDataConfig) -> list[Any]:
+    return list({e.driver.key: e.driver for e in config.effects if e.driver is not None}.values())
+
+
+def _features(stimuli: xr.Dataset, config: DemoDataConfig,
+              weights: WeightsSource) -> dict[str, xr.DataArray]:
+    """Image features (contrast, face code) and the code of every driver layer ``(stimulus, feature)``."""
+    from mfrs.demo.drivers import layer_activations, layer_code
+
+    features = stimulus_features(stimuli, contrast_grid=config.contrast_grid,
+                                 n_face_components=config.n_face_components)
+    drivers = _drivers(config)
+    if drivers:
+        acts = layer_activations(stimuli, drivers, weights)
+        coords = {"stimulus": stimuli["stimulus"].values}
+        for d in drivers:
+            features[d.key] = xr.DataArray(layer_code(acts[d.key], d.n_components),
+                                           dims=("stimulus", "feature"), coords=coords)
+    return features
+
+
 def _source_model(subjects_dir: Path, stimuli: xr.Dataset, features: dict[str, xr.DataArray],
                   config: DemoDataConfig) -> _SourceModel:
     import mne
@@ -148,7 +189,7 @@ def _source_model(subjects_dir: Path, stimuli: xr.Dataset, features: dict[str, x
     planted: list[_Planted] = []
     used: dict[str, set[int]] = {h: set() for h in HEMIS}
     for k, effect in enumerate(config.effects):
-        feats = features["contrast" if effect.feature == "contrast" else "face"].values
+        feats = features[_feature_key(effect)].values
         gain = np.array([effect.category_gain[c] for c in cats])
         for hemi in HEMIS:
             vertices = _region_vertices(parcellation, effect.region, hemi, subjects_dir)
@@ -218,22 +259,33 @@ def _digitisation(subjects_dir: Path, n_points: int, rng: np.random.Generator) -
     return mne.channels.make_dig_montage(hsp=hsp, coord_frame="head", **points)
 
 
+def _meg_info() -> Any:
+    """The VectorView's 306 MEG channels, named as in the ds000117 FIF files (``MEG0113``)."""
+    import mne
+
+    info = mne.channels.read_meg_canonical_info("neuromag")
+    mne.rename_channels(info, {n: n.replace(" ", "") for n in info["ch_names"]})
+    return info
+
+
 def _subject_info(config: DemoDataConfig, dev_head: np.ndarray, meas_date: dt.datetime,
                   subjects_dir: Path, rng: np.random.Generator, index: int) -> Any:
     import mne
     from mne.transforms import Transform
 
-    meg = mne.channels.read_meg_canonical_info("neuromag")
-    extra = mne.create_info([STIM_CHANNEL, *EOG_CHANNELS, ECG_CHANNEL], config.sfreq,
-                            ["stim", "eog", "eog", "ecg"])
+    meg = _meg_info()
+    # the bipolar channels are EEG in the FIF, as in ds000117 (channels.tsv gives their types)
+    extra = mne.create_info([STIM_CHANNEL, *EOG_CHANNELS, ECG_CHANNEL, MISC_CHANNEL], config.sfreq,
+                            ["stim", "eeg", "eeg", "eeg", "eeg"])
     with meg._unlock():
         meg["sfreq"] = config.sfreq
         meg["lowpass"] = config.sfreq / 2.0
         meg["highpass"] = 0.0
         meg["dev_head_t"] = Transform("meg", "head", dev_head)
     info = mne.io.RawArray(np.zeros((len(meg["ch_names"]), 1)), meg, verbose="error").add_channels(
-        [mne.io.RawArray(np.zeros((4, 1)), extra, verbose="error")], force_update_info=True).info
-    info.set_montage(_digitisation(subjects_dir, config.head.n_head_shape_points, rng))
+        [mne.io.RawArray(np.zeros((5, 1)), extra, verbose="error")], force_update_info=True).info
+    # fiducials and head shape only: the bipolar EEG channels have no scalp position
+    info.set_montage(_digitisation(subjects_dir, config.head.n_head_shape_points, rng), on_missing="ignore")
     with info._unlock():
         info["line_freq"] = config.artefacts.line_freq
         info["meas_date"] = meas_date
@@ -401,8 +453,14 @@ def _simulate_run(subject: _Subject, run: int, trials: list[Trial], stimuli: xr.
             p0 = round(t * sfreq)
             sti[p0:p0 + n_press] += code
 
-    data = np.concatenate([meg, sti[None], heog[None], veog[None], ecg_ch[None]])
+    floating = 30e-6 * drift[0][::-1] + _EOG_CHANNEL_NOISE * rng.standard_normal(n_times)
+    # static bad channels of this run (MaxFilter's log in ds000117): much noisier than the others
+    n_bad = int(rng.integers(*_N_BADS))
+    bad_idx = np.sort(rng.choice(n_meg, size=n_bad, replace=False))
+    meg[bad_idx] += _BAD_NOISE * meg[bad_idx].std(axis=1, keepdims=True) * rng.standard_normal((n_bad, n_times))
+    data = np.concatenate([meg, sti[None], heog[None], veog[None], ecg_ch[None], floating[None]])
     raw = mne.io.RawArray(data, subject.info, verbose="error")
+    raw.info["bads"] = [subject.info["ch_names"][meg_idx[i]] for i in bad_idx]
     raw.orig_format = "single"  # mne-bids saves in this format: float32, as MaxFilter output
     events = np.column_stack([samples, np.zeros_like(samples), codes])
     drawn = {
@@ -412,6 +470,7 @@ def _simulate_run(subject: _Subject, run: int, trials: list[Trial], stimuli: xr.
         "n_blinks": int(blinks.size),
         "n_saccades": int(saccades.size),
         "n_button_presses": int(pressed.sum()),
+        "bads": list(raw.info["bads"]),
     }
     return raw, events, drawn
 
@@ -442,7 +501,40 @@ def _write_run(raw: Any, events: np.ndarray, trials: list[Trial], stimuli: xr.Da
                        "stim_type": "stimulus category: Famous, Unfamiliar or Scrambled",
                        "stim_file": "image shown, relative to the stimuli folder"},
                    format="FIF", allow_preload=True, overwrite=True, verbose="error")
+    _write_channel_types(Path(path.copy().update(suffix="channels", extension=".tsv").fpath))
     return path.fpath
+
+
+def _write_channel_types(channels_tsv: Path) -> None:
+    """Type the bipolar channels in channels.tsv as ds000117 does (HEOG, VEOG, ECG, MISC)."""
+    import pandas as pd
+
+    table = pd.read_csv(channels_tsv, sep="\t", keep_default_na=False)
+    desc = {"HEOG": "ElectroOculoGram", "VEOG": "ElectroOculoGram", "ECG": "ElectroCardioGram",
+            "MISC": "Miscellaneous"}
+    for name, kind in BIDS_CHANNEL_TYPES.items():
+        rows = table["name"] == name
+        table.loc[rows, "type"] = kind
+        if "description" in table:
+            table.loc[rows, "description"] = desc[kind]
+    bads = table["status"] == "bad" if "status" in table else np.zeros(len(table), bool)
+    if "status_description" in table:
+        table.loc[bads, "status_description"] = "static bad channel (MaxFilter log)"
+    table.to_csv(channels_tsv, sep="\t", index=False)
+
+
+def _write_head_pos(bids_root: Path, subject: str, run: int, dev_head: np.ndarray, duration: float) -> Path:
+    """The run's head positions in MaxFilter ``.pos`` format (the head does not move within a run)."""
+    import mne
+    from mne.transforms import rot_to_quat
+
+    quat = rot_to_quat(dev_head[:3, :3])
+    row = np.concatenate([quat, dev_head[:3, 3], [1.0, 0.0, 0.0]])
+    pos = np.column_stack([[0.0, duration], np.tile(row, (2, 1))])
+    path = bids_root / HEAD_POS_PATTERN.format(subject=subject, run=run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mne.chpi.write_head_pos(path, pos)
+    return path
 
 
 def _prepare_root(bids_root: Path, fingerprint: str, overwrite: bool) -> bool:
@@ -493,7 +585,8 @@ def simulation_is_complete(bids_root: Path, *, stimuli: xr.Dataset,
 
 
 def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
-                  config: DemoDataConfig, overwrite: bool = False) -> Path:
+                  config: DemoDataConfig, overwrite: bool = False,
+                  weights: WeightsSource | None = None) -> Path:
     """Write the simulated ds000117-like BIDS data set.
 
     Deterministic for a config (seed included) and stimuli set; skips when
@@ -511,6 +604,9 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
     config : DemoDataConfig
     overwrite : bool
         Regenerate even when the same simulation is complete.
+    weights : mapping, optional
+        ``weights label -> (entry params, location)`` of the networks that drive planted
+        effects (``feature: layer``); default: those entries of the default catalog.
 
     Returns
     -------
@@ -524,8 +620,11 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
     if _prepare_root(bids_root, fp, overwrite):
         log.info("demo_data: %s is complete (fingerprint %s), skipping", bids_root, fp)
         return bids_root
-    features = stimulus_features(stimuli, contrast_grid=config.contrast_grid,
-                                 n_face_components=config.n_face_components)
+    if weights is None:
+        from mfrs.demo.drivers import default_weights_sources
+
+        weights = default_weights_sources([d.weights for d in _drivers(config)])
+    features = _features(stimuli, config, weights)
     model = _source_model(subjects_dir, stimuli, features, config)
     ids = [str(s) for s in stimuli["stimulus"].values]
     subjects_truth: dict[str, Any] = {}
@@ -540,6 +639,7 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
                                     delayed_lag=config.delayed_repeat_lag)
             raw, events, drawn = _simulate_run(subject, r, trials, stimuli, model, config)
             fname = _write_run(raw, events, trials, stimuli, bids_root, sub, r)
+            _write_head_pos(bids_root, sub, r, subject.dev_head, drawn["n_times"] / config.sfreq)
             log.info("demo_data: wrote %s (%d trials, %.0f s)", fname.name, len(trials),
                      drawn["n_times"] / config.sfreq)
             drawn["stimuli"] = [ids[t.stimulus] for t in trials]
@@ -553,15 +653,14 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
             "artefact_patterns": {k2: v.tolist() for k2, v in subject.patterns.items()},
             "runs": runs_truth,
         }
-    _write_truth(bids_root, fp, config, stimuli, features, model, subjects_truth)
+    _write_truth(bids_root, fp, config, stimuli, features, model, subjects_truth, weights)
     (bids_root / _INCOMPLETE).unlink(missing_ok=True)
     return bids_root
 
 
 def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.Dataset,
                  features: dict[str, xr.DataArray], model: _SourceModel,
-                 subjects: dict[str, Any]) -> None:
-    import mne
+                 subjects: dict[str, Any], weights: WeightsSource) -> None:
 
     ids = [str(s) for s in stimuli["stimulus"].values]
     effects = []
@@ -569,7 +668,8 @@ def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.D
         parts = [p for p in model.planted if p.effect == k]
         effects.append({
             **effect.model_dump(mode="json"),
-            "feature_key": "contrast" if effect.feature == "contrast" else "face",
+            "feature_key": _feature_key(effect),
+            "driver": _driver_truth(effect, weights),
             "labels": [f"{effect.region}-{p.hemi}" for p in parts],
             "vertices": {p.hemi: p.vertices.tolist() for p in parts},
         })
@@ -583,8 +683,9 @@ def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.D
         "event_id": EVENT_ID,
         "button_codes": list(BUTTON_CODES),
         "channels": {"stim": STIM_CHANNEL, "heog": EOG_CHANNELS[0], "veog": EOG_CHANNELS[1],
-                     "ecg": ECG_CHANNEL,
-                     "meg": list(mne.channels.read_meg_canonical_info("neuromag")["ch_names"])},
+                     "ecg": ECG_CHANNEL, "misc": MISC_CHANNEL, "bids_types": BIDS_CHANNEL_TYPES,
+                     "head_pos": HEAD_POS_PATTERN,
+                     "meg": list(_meg_info()["ch_names"])},
         "stimuli": ids,
         "features": {name: {"dims": ["stimulus", "feature"], "values": arr.values.round(6).tolist()}
                      for name, arr in features.items()},
@@ -596,10 +697,10 @@ def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.D
         "background_vertices": {h: v.tolist() for h, v in model.background.items()},
         "mixing": {
             "ecg": "artefact_patterns.ecg * ECG waveform (R peak 1) in MEG; "
-                   "ECG063 = ecg_amplitude * waveform",
-            "blink": "artefact_patterns.blink * blink waveform in MEG; EOG062 = blink_amplitude * "
-                     "waveform; EOG061 gets 0.1 of it",
-            "saccade": "artefact_patterns.saccade * gaze in MEG; EOG061 = saccade_amplitude * gaze",
+                   "EEG063 (ECG) = ecg_amplitude * waveform",
+            "blink": "artefact_patterns.blink * blink waveform in MEG; EEG062 (VEOG) = blink_amplitude * "
+                     "waveform; EEG061 (HEOG) gets 0.1 of it",
+            "saccade": "artefact_patterns.saccade * gaze in MEG; EEG061 = saccade_amplitude * gaze",
             "line": "artefact_patterns.line * mains (line_freq and harmonics) in MEG",
         },
         "subjects": subjects,
@@ -612,6 +713,25 @@ def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.D
         "GeneratedBy": [{"Name": "mfrs", "Description": "mfrs.demo.simulate.generate_bids"}],
     }, indent=2))
     path.write_text(json.dumps(truth))
+
+
+def _driver_truth(effect: Any, weights: WeightsSource) -> dict[str, Any] | None:
+    """What drives an effect, in the terms of the ``model_rdms`` / ``rsa`` layer coords.
+
+    ``weights`` is the label of the ``weights`` coord the activations stage gives these
+    weights (the entry's ``dataset`` param, as :func:`mfrs.nets.activations.weights_label`).
+    """
+    from mfrs.demo.drivers import layer_depth
+
+    d = effect.driver
+    if d is None:
+        return None
+    params = weights.get(d.weights, ({}, ""))[0]
+    label = str(params.get("dataset") or d.weights)
+    return {"network": d.network, "weights": label, "weights_entry": d.weights,
+            "layer": f"{d.network}/{label}/{d.layer}", "module": d.layer,
+            "depth": layer_depth(d.network, d.layer, list(d.kinds), d.input_size),
+            "n_components": d.n_components, "input_size": d.input_size}
 
 
 def read_truth(bids_root: Path) -> dict[str, Any]:

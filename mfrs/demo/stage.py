@@ -43,9 +43,17 @@ class Config(DemoDataConfig):
     """
 
 
+def _driver_weights(cfg: DemoDataConfig) -> list[str]:
+    """The ``weights`` catalog entries of the networks that drive planted effects."""
+    from mfrs.nets.specs import parse_untrained
+
+    names = {e.driver.weights for e in cfg.effects if e.driver is not None}
+    return sorted(w for w in names if parse_untrained(w) is None)
+
+
 def inputs(cfg: Config) -> list[str]:
-    """Catalog entries read."""
-    return ["stimuli"]
+    """Catalog entries read: the stimuli and the weights of the networks driving planted effects."""
+    return ["stimuli", *_driver_weights(cfg)]
 
 
 def outputs(cfg: Config) -> list[str]:
@@ -100,16 +108,16 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=notes)
 
 
-def _generate(args: tuple[DemoDataConfig, Path, Path, Any, dict[str, Any], bool]) -> str:
+def _generate(args: tuple[DemoDataConfig, Path, Path, Any, dict[str, Any], bool, dict]) -> str:
     """The one task: template anatomy, then the BIDS set (runs on a worker)."""
     from mfrs.demo.anatomy import build_template_subjects_dir
     from mfrs.demo.simulate import generate_bids
 
-    cfg, anatomy, bids, stimuli, provenance, overwrite = args
+    cfg, anatomy, bids, stimuli, provenance, overwrite, weights = args
     build_template_subjects_dir(Path(anatomy), grid=cfg.grid, region_size=cfg.region_size,
                                 seed=cfg.seed, overwrite=overwrite)
     root = generate_bids(Path(bids), subjects_dir=Path(anatomy), stimuli=stimuli, config=cfg,
-                         overwrite=overwrite)
+                         overwrite=overwrite, weights=weights)
     path = root / PROVENANCE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(provenance, indent=1, default=str))
@@ -147,6 +155,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
             + [f"ds000117 {bids} missing, incomplete or from another config or stimuli"]
             * (not bids_done))
     log.info("demo_data: %s, generating", reason)
-    item = (cfg, anatomy, bids, stimuli, provenance, overwrite)
+    weights = {w: (dict(catalog.entry(w).params), catalog.entry(w).uri) for w in _driver_weights(cfg)}
+    item = (cfg, anatomy, bids, stimuli, provenance, overwrite, weights)
     run_units(client, _generate, [item], key=lambda _: "ds000117", description="demo data",
               stage=NAME)

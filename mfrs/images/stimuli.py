@@ -29,7 +29,7 @@ from mfrs.stage import Plan, StageConfig
 from mfrs.store import Unit, ZarrStore
 from mfrs.types import CATEGORIES
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "list_stimuli", "phase_scramble",
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "list_stimuli", "exclusion_list", "phase_scramble",
            "load_stimulus_pixels", "EMBEDDED_LFW"]
 
 NAME = "stimuli"
@@ -49,6 +49,9 @@ class Config(StageConfig):
         None, ge=1, description="stimuli per category (embedded: at most 50; None: all)")
     chunk_size: int = Field(50, ge=1, description="stimuli per store chunk (one task each)")
     seed: int = Field(0, description="root seed of the phase scrambling")
+    exclude: list[str] = Field(
+        default_factory=list, description="stimulus ids (f001, u017, ...) left out of every analysis, "
+        "added to the list file the catalog entry 'stimulus_images' names in params.exclude")
 
 
 def inputs(cfg: Config) -> list[str]:
@@ -128,11 +131,59 @@ def _folder_specs(folder: Path, n: int | None, entry_name: str) -> list[Stimulus
     return specs
 
 
-def list_stimuli(entry: CatalogEntry, n_per_category: int | None) -> list[StimulusSpec]:
-    """The stimuli of a ``stimulus_images`` entry, in study order (famous, unfamiliar, scrambled)."""
+def exclusion_list(entry: CatalogEntry, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """Stimulus id -> why it is excluded, from the entry's list file and the stage config.
+
+    ``params.exclude`` of the ``stimulus_images`` entry names a text file (relative to the
+    entry's folder, or absolute): one stimulus id per line, then optionally a reason; ``#``
+    starts a comment. The study's list holds the famous faces whose identity could not be
+    matched to CelebA (reference.md §1).
+    """
+    out: dict[str, str] = {}
+    listed = entry.params.get("exclude")
+    if listed:
+        path = Path(str(listed))
+        if not path.is_absolute():
+            path = (entry.path if entry.uri != EMBEDDED_LFW else Path(".")) / path
+        if not path.is_file():
+            raise InputDataError(f"catalog entry {entry.name!r}: params.exclude names {path}, which does not "
+                                 "exist; write the list (one stimulus id per line) or remove the parameter")
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            sid, _, reason = text.partition(" ")
+            if not _FILE_RE.match(f"{sid}.bmp"):
+                raise InputDataError(f"{path}:{number}: {sid!r} is not a stimulus id like f001, u017 or s150")
+            out[sid.lower()] = reason.strip() or f"listed in {path.name}"
+    for sid in extra:
+        out.setdefault(sid.lower(), "excluded by the stimuli stage config (exclude)")
+    return out
+
+
+def list_stimuli(entry: CatalogEntry, n_per_category: int | None,
+                 exclude: list[str] | tuple[str, ...] = ()) -> list[StimulusSpec]:
+    """The stimuli of a ``stimulus_images`` entry, in study order (famous, unfamiliar, scrambled).
+
+    Stimuli of the entry's exclusion list and of ``exclude`` are left out (see
+    :func:`exclusion_list`); ``n_per_category`` counts the stimuli kept.
+    """
+    dropped = exclusion_list(entry, exclude)
     if entry.uri == EMBEDDED_LFW:
-        return _embedded_specs(n_per_category)
-    return _folder_specs(entry.path, n_per_category, entry.name)
+        specs = _embedded_specs(None if dropped else n_per_category)
+    else:
+        specs = _folder_specs(entry.path, None if dropped else n_per_category, entry.name)
+    if dropped:
+        unknown = sorted(set(dropped) - {s.stimulus for s in specs})
+        if unknown:
+            raise InputDataError(f"catalog entry {entry.name!r}: the exclusion list names stimuli it does "
+                                 f"not have: {', '.join(unknown[:5])}; fix the list")
+        specs = [s for s in specs if s.stimulus not in dropped]
+        if n_per_category is not None:
+            specs = [s for c in CATEGORIES for s in [x for x in specs if x.category == c][:n_per_category]]
+        log.info("stimuli: %d stimuli excluded (%s), %d kept", len(dropped), ", ".join(sorted(dropped)),
+                 len(specs))
+    return specs
 
 
 def phase_scramble(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -230,7 +281,7 @@ def write_unit(args: tuple[ZarrStore, Unit, list[StimulusSpec], int, int]) -> st
 
 def plan(*, config: Config, catalog: Catalog) -> Plan:
     """Sizes of the stimuli stage."""
-    specs = list_stimuli(catalog.entry("stimulus_images"), config.n_per_category)
+    specs = list_stimuli(catalog.entry("stimulus_images"), config.n_per_category, config.exclude)
     n_units = -(-len(specs) // config.chunk_size)
     missing = n_units
     if (catalog.path("stimuli") / "zarr.json").exists():
@@ -242,14 +293,25 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
     return Plan(stage=NAME, reads={"stimulus_images": len(specs) * 25 * 25},
                 writes={"stimuli": len(specs) * image_bytes}, n_tasks=missing, n_units=n_units,
                 memory_per_task=config.chunk_size * image_bytes * 16, seconds=0.01 * len(specs),
-                notes=[f"{len(specs)} stimuli at {config.size}x{config.size}"])
+                notes=[f"{len(specs)} stimuli at {config.size}x{config.size} after exclusions: "
+                       + ", ".join(f"[{a}:{b}] {c}" for c, a, b in _category_slices(specs))])
+
+
+def _category_slices(specs: list[StimulusSpec]) -> list[tuple[str, int, int]]:
+    """(category, start, stop) of each category's block in store order."""
+    out, start = [], 0
+    for c in CATEGORIES:
+        n = sum(s.category == c for s in specs)
+        out.append((c, start, start + n))
+        start += n
+    return out
 
 
 def prepare(*, config: Config, catalog: Catalog, client: Any = None,
             overwrite: bool = False) -> tuple[ZarrStore, list[tuple[ZarrStore, Unit, list[StimulusSpec], int, int]]]:
     """Create or resume the ``stimuli`` store and list the work of its missing units."""
     entry = catalog.entry("stimulus_images")
-    specs = list_stimuli(entry, config.n_per_category)
+    specs = list_stimuli(entry, config.n_per_category, config.exclude)
     provenance = make_provenance(stage=NAME, config=config,
                                  inputs={"stimulus_images": _source_fingerprint(entry, specs)},
                                  seed=config.seed, client=client)

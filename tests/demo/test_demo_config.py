@@ -14,6 +14,8 @@ from mfrs.demo.config import DemoDataConfig
     ({"sfreq": 90.0}, r"line_freq=50.0 Hz is not below the Nyquist frequency 45.0 Hz"),
     ({"sfreq": 100.0, "artefacts": {"line_freq": 40.0}, "alpha": {"band": (8.0, 55.0)}},
      r"alpha band \(8.0, 55.0\) reaches the Nyquist frequency 50.0 Hz"),
+    ({"effects": [{"region": "V1", "feature": "layer", "latency": 0.1, "width": 0.02,
+                   "amplitude": 10.0}]}, r"feature .layer. needs a driver"),
     ({"effects": [{"region": "PPA", "feature": "face", "latency": 0.2, "width": 0.02,
                    "amplitude": 10.0}]}, r"region 'PPA' is not a named region"),
     ({"n_subject": 2}, r"n_subject\n  Extra inputs are not permitted"),

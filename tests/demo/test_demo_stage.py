@@ -31,7 +31,7 @@ def with_stimuli(catalog, local_client, subjects_dir):
 def test_protocol() -> None:
     cfg = stage.Config(**TINY)
     assert stage.NAME == "demo_data"
-    assert stage.inputs(cfg) == ["stimuli"]
+    assert stage.inputs(cfg) == ["stimuli", "weights_mobilenet_v2_imagenet"]  # the drivers of the effects
     assert stage.outputs(cfg) == ["ds000117", "anatomy"]
     assert stage.__doc__.splitlines()[0].startswith("Demo data:")
     with pytest.raises(ValueError, match="n_subject"):

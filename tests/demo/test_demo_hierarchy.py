@@ -1,0 +1,67 @@
+"""`mfrs demo` recovers its planted cortical hierarchy (the issue's acceptance check).
+
+Oracle: the simulation's ground truth (``truth.json``: each region's latency and the layer
+that drives it). The check is a brute-force reading of the ``rsa`` store's group r with
+numpy, not the similarity code's helpers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+TOLERANCE = 0.020  # s
+
+
+def _peaks(root) -> tuple[dict, dict]:
+    truth = json.loads((root / "demo/ds000117/derivatives/mfrs-simulation/truth.json").read_text())
+    ds = xr.open_zarr(root / "rsa.zarr")
+    r = ds["r"].sel(subject="group", signal="broadband", category="all").load()
+    layers = np.asarray(r["layer"].values).astype(str)
+    depth = np.asarray(r["depth"].values, dtype=float)
+    weights = np.asarray(r["weights"].values).astype(str)
+    times = np.asarray(r["time"].values, dtype=float)
+    regions = list(np.asarray(r["region"].values).astype(str))
+    peaks = {}
+    for effect in truth["effects"]:
+        driver = effect["driver"]
+        out = {}
+        for w in sorted(set(weights)):
+            cols = np.flatnonzero(weights == w)
+            # hemispheres pooled: the mean of the region's labels' r, per time and layer
+            rows = [regions.index(lab) for lab in effect["labels"]]
+            pooled = np.zeros((times.size, cols.size))
+            for i in rows:
+                pooled += np.asarray(r.values[i])[:, cols]
+            pooled /= len(rows)
+            best = pooled.max(axis=1)  # best-layer r at each time
+            t = int(np.argmax(best))
+            j = int(np.argmax(pooled[t]))
+            out[w] = {"time": times[t], "r": float(best[t]), "layer": layers[cols[j]],
+                      "depth": float(depth[cols[j]])}
+        peaks[effect["region"]] = {"latency": effect["latency"], "driver": driver, **out}
+    return truth, peaks
+
+
+def test_rsa_recovers_the_planted_hierarchy(demo_run):
+    root, _ = demo_run
+    truth, peaks = _peaks(root)
+    trained = truth["effects"][0]["driver"]["weights"]  # the ImageNet network's weights label
+    assert trained == "imagenet"
+    for region, p in peaks.items():
+        assert abs(p[trained]["time"] - p["latency"]) <= TOLERANCE + 1e-9, (region, p)
+    # the best layer at the peak: shallower for V1 than for FFA
+    assert peaks["V1"][trained]["depth"] < peaks["FFA"][trained]["depth"], peaks
+    # and the untrained network matches FFA's deep geometry far worse than V1's early one
+    untrained = next(w for w in peaks["V1"] if w.startswith("untrained"))
+    assert peaks["FFA"][untrained]["r"] < peaks["V1"][untrained]["r"], peaks
+
+
+def test_demo_summary_shows_truth_and_recovered(demo_run):
+    _, proc = demo_run
+    out = proc.stdout
+    assert "planted vs recovered" in out
+    for region in ("V1", "OFA", "FFA", "STS"):
+        assert f"{region}:" in out
