@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["draw_bootstrap_weights", "draw_sign_flips", "signflip_null", "signflip_mean", "percentile_ci", "peak_summary",
+__all__ = ["draw_bootstrap_weights", "draw_sign_flips", "signflip_null", "signflip_mean", "signflip_test",
+           "percentile_ci", "peak_summary",
            "merge_peaks"]
 
 
@@ -85,6 +86,36 @@ def signflip_null(r_sub: np.ndarray, flips: np.ndarray) -> np.ndarray:
 def signflip_mean(r_sub: np.ndarray) -> np.ndarray:
     """The observed mean over subjects, computed as :func:`signflip_null` does: ``(subject, ...) -> (...)``."""
     return signflip_null(r_sub, np.ones((1, r_sub.shape[0])))[0]
+
+
+def signflip_test(values: np.ndarray, flips: np.ndarray, *, axes: tuple[int, ...] = (), two_sided: bool = False,
+                  family_null: np.ndarray | None = None, max_bytes: int = 64 << 20) -> dict[str, np.ndarray]:
+    """Sign-flip test of the mean of ``values (subject, ...)`` over subjects.
+
+    Returns ``p (...)`` and, with family ``axes`` (of the dims after ``subject``),
+    ``p_fwe (...)`` against the per-flip family maximum ``family_max (flip, ...)`` (size 1
+    along ``axes``), which is also returned; ``family_null`` replaces it when the family
+    spans more than ``values`` (its maximum over every part). The null goes through in
+    chunks of flips of about ``max_bytes``; what is kept is the count per element and the
+    family maximum per flip. ``two_sided`` compares ``|mean|``.
+    """
+    from mfrs.similarity.inference import family_max, p_against, p_from_counts
+
+    stat = signflip_mean(values)
+    stat = np.abs(stat) if two_sided else stat
+    k, maxima = np.zeros(stat.shape), []
+    step = max(1, max_bytes // (8 * max(1, stat.size)))
+    for start in range(0, len(flips), step):
+        null = signflip_null(values, flips[start : start + step])
+        null = np.abs(null) if two_sided else null
+        k += (null >= stat[None]).sum(axis=0)
+        if axes:
+            maxima.append(family_max(null, axes))
+    out = {"stat": stat, "p": p_from_counts(k, len(flips), stat)}
+    if axes:
+        out["family_max"] = np.concatenate(maxima)
+        out["p_fwe"] = p_against(out["family_max"] if family_null is None else family_null, stat)
+    return out
 
 
 def percentile_ci(samples: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:

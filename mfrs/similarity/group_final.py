@@ -237,16 +237,13 @@ class GroupFinal:
         """Sign-flip p and family-wise p of a region block's ``source`` (or its per-flip family maximum).
 
         ``source``: ``r`` (per-subject r, one-sided unless ``alternative`` is two-sided)
-        or ``contrast`` (paired differences, two-sided). The sign-flip null goes through
-        in chunks of flips (about 64 MiB each); what is kept is the count per element and
-        the family maximum per flip.
+        or ``contrast`` (paired differences, two-sided), by
+        :func:`mfrs.similarity.group.signflip_test`.
         """
-        from mfrs.similarity.group import draw_sign_flips, signflip_mean, signflip_null
-        from mfrs.similarity.inference import family_max, p_against, p_from_counts
+        from mfrs.similarity.group import draw_sign_flips, signflip_test
         from mfrs.similarity.seeds import unit_rng
 
         r = self._values(reg, source)
-        two_sided = self.gs.two_sided or source == "contrast"
         shape = r.shape[1:]
         p, p_fwe = np.empty(shape), np.empty(shape)
         fmax_all = None
@@ -255,28 +252,18 @@ class GroupFinal:
             for c, cat in enumerate(self.ds["category"].values.tolist()):
                 labels = ("signflip", signal, cat) if source == "r" else ("signflip", "contrast", signal, cat)
                 flips = draw_sign_flips(unit_rng(self.gs.seed, *labels), len(self.subjects), self.gs.n_signflips)
-                stat = signflip_mean(r[:, s, c])
-                if two_sided:
-                    stat = np.abs(stat)
-                k, maxima = np.zeros(stat.shape), []
-                step = max(1, (64 << 20) // (8 * max(1, stat.size)))  # flips per null chunk: about 64 MiB
-                for start in range(0, len(flips), step):
-                    null = signflip_null(r[:, s, c], flips[start : start + step])
-                    null = np.abs(null) if two_sided else null
-                    k += (null >= stat[None]).sum(axis=0)
-                    if axes:
-                        maxima.append(family_max(null, axes))
-                fmax = np.concatenate(maxima) if axes else None
+                family = self._family_max[source][s, c] if source in self._family_max else None
+                res = signflip_test(r[:, s, c], flips, axes=axes, two_sided=self.gs.two_sided or source == "contrast",
+                                    family_null=family)
                 if family_max_only:
                     if fmax_all is None:
-                        fmax_all = np.empty((len(self.ds["signal"]), len(self.ds["category"]), *fmax.shape))
-                    fmax_all[s, c] = fmax
+                        fmax_all = np.empty((len(self.ds["signal"]), len(self.ds["category"]),
+                                             *res["family_max"].shape))
+                    fmax_all[s, c] = res["family_max"]
                     continue
-                p[s, c] = p_from_counts(k, len(flips), stat)
-                if fmax is not None:
-                    if source in self._family_max:
-                        fmax = self._family_max[source][s, c]
-                    p_fwe[s, c] = p_against(fmax, stat)
+                p[s, c] = res["p"]
+                if axes:
+                    p_fwe[s, c] = res["p_fwe"]
         return fmax_all if family_max_only else (p, p_fwe)
 
     def region_block(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:

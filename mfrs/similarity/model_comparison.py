@@ -50,17 +50,17 @@ def select_layers(r: xr.DataArray, sel: Mapping[str, Any] | Sequence[Hashable], 
 def _paired_tests(d: np.ndarray, *, fwe_axes: tuple[int, ...], n_signflips: int, n_bootstrap: int, ci: float,
                   seed: int, label: str, two_sided: bool) -> dict[str, np.ndarray]:
     """Tests of paired differences ``d (subject, ...)``: see the module docstring."""
-    from mfrs.similarity.group import draw_sign_flips, percentile_ci, signflip_mean, signflip_null
-    from mfrs.similarity.inference import family_max, fdr_bh, p_against, paired_t_p
+    from mfrs.similarity.group import draw_sign_flips, percentile_ci, signflip_test
+    from mfrs.similarity.inference import fdr_bh, paired_t_p
     from mfrs.similarity.seeds import unit_rng
 
     n_sub = d.shape[0]
-    stat = signflip_mean(d)
-    null = signflip_null(d, draw_sign_flips(unit_rng(seed, "signflip", label), n_sub, n_signflips))
-    s, ns = (np.abs(stat), np.abs(null)) if two_sided else (stat, null)
-    out = {"difference": stat, "p_signflip": p_against(ns, s), "p_ttest": paired_t_p(d, two_sided=two_sided)}
+    flips = draw_sign_flips(unit_rng(seed, "signflip", label), n_sub, n_signflips)
+    res = signflip_test(d, flips, axes=fwe_axes, two_sided=two_sided)
+    out = {"difference": d.mean(axis=0), "p_signflip": res["p"],
+           "p_ttest": paired_t_p(d, two_sided=two_sided)}
     if fwe_axes:
-        out["p_signflip_fwe"] = p_against(family_max(ns, fwe_axes), s)
+        out["p_signflip_fwe"] = res["p_fwe"]
     out["p_fdr"] = fdr_bh(out["p_signflip"], fwe_axes or None)
     if n_bootstrap:
         draws = unit_rng(seed, "bootstrap", label).integers(0, n_sub, size=(n_bootstrap, n_sub))

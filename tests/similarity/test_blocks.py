@@ -361,3 +361,28 @@ def test_block_statistics_cluster_family_matches_brute_force(fwe_dims, per_layer
             for t in np.flatnonzero(mass > 0):
                 assert out["p_cluster"][g, t, m] == pytest.approx((np.sum(family >= mass[t]) + 1) / 31)
     assert out["p_cluster"][1, 4, 0] == pytest.approx(1 / 31)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_signflip_test_in_chunks_equals_enumeration(two_sided):
+    """Every sign vector of 5 subjects (31 + the identity), one flip per chunk or all at once: the same p."""
+    import itertools
+
+    from mfrs.similarity.group import draw_sign_flips, signflip_test
+
+    rng = np.random.default_rng(16)
+    values = rng.normal(0.05, 0.1, (5, 4, 3))
+    values[:, 1, 2] = [0.3, 0.25, 0.2, 0.35, 0.3]  # every subject positive: the smallest p
+    flips = draw_sign_flips(rng, 5, 1000)
+    assert len(flips) == 31
+    signs = np.array(list(itertools.product([1, -1], repeat=5)))
+    null = np.einsum("fs,s...->f...", signs, values) / 5
+    obs = values.mean(axis=0)
+    null, obs = (np.abs(null), np.abs(obs)) if two_sided else (null, obs)
+    p = (null >= obs - 1e-12).sum(axis=0) / 32
+    p_fwe = (null.max(axis=(1, 2))[:, None, None] >= obs - 1e-12).sum(axis=0) / 32
+    for max_bytes in (1, 64 << 20):
+        res = signflip_test(values, flips, axes=(0, 1), two_sided=two_sided, max_bytes=max_bytes)
+        np.testing.assert_array_equal(res["p"], p)  # exact: ties (the negated identity) count without tolerance
+        np.testing.assert_array_equal(res["p_fwe"], p_fwe)
+    assert res["p"][1, 2] == (2 / 32 if two_sided else 1 / 32)
