@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mfrs.errors import ClusterError, MfrsError, StageFailures
@@ -19,6 +20,24 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, MfrsError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class _InTask:
+    """``func`` run as a task: dask reads inside it run synchronously in the task's own thread.
+
+    Without this, ``.values`` on a dask-backed block inside a task goes through the
+    worker's client, which secedes and lets more tasks pile up on the worker (memory
+    grows, one worker is left with the tail). Reads are the task's own work.
+    """
+
+    func: Callable[[Any], Any]
+
+    def __call__(self, item: Any) -> Any:
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return self.func(item)
 
 
 def run_units(client: Any, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
@@ -65,7 +84,7 @@ def run_units(client: Any, func: Callable[[T], Any], items: Iterable[T], *, key:
     futures = {}
     for item in items:
         name = key(item)
-        fut = client.submit(func, item, key=f"{description}-{name}-{id(item):x}", pure=False,
+        fut = client.submit(_InTask(func), item, key=f"{description}-{name}-{id(item):x}", pure=False,
                             resources=resources)
         futures[fut] = name
     results: dict[str, Any] = {}
