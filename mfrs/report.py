@@ -249,7 +249,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
     t0 = time.perf_counter()
     import mne
 
-    from mfrs.results import open_rsa
+    from mfrs.results import open_rsa, p_variables
 
     ds = open_rsa(catalog)
     signal = str(ds["signal"].values[0])
@@ -266,7 +266,11 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
             ("depth", "depth"), ("peak_time", "peak time (s)"), ("peak_r", "peak r"),
             ("noise_ceiling_lower", "ceiling lower"), ("noise_ceiling_upper", "ceiling upper")]
     cols += [(k, k) for k in rows[0] if k == "p" or k.startswith("p_")] if rows else []
-    report.add_html(intro + _table(rows, cols), title="Headline findings", section="Findings")
+    families = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(ds[k].attrs.get('description', '')))}; "
+                       f"family: {html.escape(str(ds[k].attrs.get('family', 'not recorded')))}</li>"
+                       for k in p_variables(ds))
+    notes = f"<p>p-values (regions pooled: Bonferroni over the two hemispheres):</p><ul>{families}</ul>" if families else ""
+    report.add_html(intro + _table(rows, cols) + notes, title="Headline findings", section="Findings")
     if compared:
         report.add_html("<p>The simulation planted these effects; recovered: the peak of the region's best "
                         "trained layer (pooled hemispheres).</p>" + _table(compared, [
