@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Stores a report reads (sources only for the brain RDM at the peak).
 REQUIRED_STORES = ("rsa", "model_rdms", "sources")
-_FORMAT = 1  # bump when the report's content changes, so cached reports are rebuilt
+_FORMAT = 2  # bump when the report's content changes, so cached reports are rebuilt
 
 
 @dataclass
@@ -113,7 +113,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
                    for r in rows)
-    return f'<table class="table table-sm table-striped"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div style="overflow-x: auto"><table class="table table-sm table-striped"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table></div>')
 
 
 def _provenance_html(outputs: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> str:
