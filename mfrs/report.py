@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Stores a report reads (sources only for the brain RDM at the peak).
 REQUIRED_STORES = ("rsa", "model_rdms", "sources")
-_FORMAT = 1  # bump when the report's content changes, so cached reports are rebuilt
+_FORMAT = 2  # bump when the report's content changes, so cached reports are rebuilt
 
 
 @dataclass
@@ -113,7 +113,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
                    for r in rows)
-    return f'<table class="table table-sm table-striped"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div style="overflow-x: auto"><table class="table table-sm table-striped"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table></div>')
 
 
 def _provenance_html(outputs: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> str:
@@ -249,7 +250,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
     t0 = time.perf_counter()
     import mne
 
-    from mfrs.results import open_rsa
+    from mfrs.results import open_rsa, p_variables
 
     ds = open_rsa(catalog)
     signal = str(ds["signal"].values[0])
@@ -266,7 +267,11 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
             ("depth", "depth"), ("peak_time", "peak time (s)"), ("peak_r", "peak r"),
             ("noise_ceiling_lower", "ceiling lower"), ("noise_ceiling_upper", "ceiling upper")]
     cols += [(k, k) for k in rows[0] if k == "p" or k.startswith("p_")] if rows else []
-    report.add_html(intro + _table(rows, cols), title="Headline findings", section="Findings")
+    families = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(ds[k].attrs.get('description', '')))}; "
+                       f"family: {html.escape(str(ds[k].attrs.get('family', 'not recorded')))}</li>"
+                       for k in p_variables(ds))
+    notes = f"<p>p-values (regions pooled: Bonferroni over the two hemispheres):</p><ul>{families}</ul>" if families else ""
+    report.add_html(intro + _table(rows, cols) + notes, title="Headline findings", section="Findings")
     if compared:
         report.add_html("<p>The simulation planted these effects; recovered: the peak of the region's best "
                         "trained layer (pooled hemispheres).</p>" + _table(compared, [

@@ -77,7 +77,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
     from tests_support import run_mfrs
 
     root = tmp_path_factory.mktemp("demo")
-    return root, run_mfrs("demo", root=root)
+    # the demo (and its report) takes ~15 min on 2 busy cores; the limit only catches a hang
+    return root, run_mfrs("demo", root=root, timeout=2400)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,24 @@ def demo_catalog(demo_run):
     return load_catalog(REPO / "data_catalog.yaml", root=root)
 
 
+@pytest.fixture
+def demo_copy(demo_run, tmp_path):
+    """A private copy of the finished demo's data root, made of hard links (cheap; the shared root is untouched:
+    deleting or atomically replacing a file in the copy never changes the original)."""
+    import os
+    import shutil
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system
+            shutil.copy2(src, dst)
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_run[0], root, copy_function=link)
+    return root
+
+
 @pytest.fixture(scope="session")
 def rsa(demo_catalog):
     """The demo's ``rsa`` store, labelled, loaded into memory (it is small)."""

@@ -158,3 +158,32 @@ def test_brain_rdm_equals_scipy_on_sources(demo_catalog, rsa):
         assert float(stored.sel(time=time)) == pytest.approx(rho, abs=1e-4)
     with pytest.raises(InputDataError, match="region 'XX-lh' is not a region of rsa"):
         res.brain_rdm(region="XX-lh", time=time, catalog=demo_catalog)
+
+
+def test_headline_and_truth_against_brute_force(rsa, demo_catalog):
+    from mfrs.results.headline import headline, headline_sentences, read_truth, truth_vs_recovered
+
+    raw = _stored(demo_catalog)
+    sig = str(raw["signal"].values[0])
+    rows = headline(rsa, signal=sig)
+    r = raw["r"].sel(subject="group", signal=sig, category="all")
+    pooled = (r.sel(region="FFA-lh") + r.sel(region="FFA-rh")) / 2  # (time, layer)
+    for weights in ("imagenet", "untrained-seed0"):
+        keep = raw["weights"].values == weights
+        sub = pooled.values[:, keep]
+        t, k = np.unravel_index(np.nanargmax(sub), sub.shape)
+        row = next(x for x in rows if x["region"] == "FFA" and x["weights"] == weights)
+        assert row["peak_time"] == pytest.approx(raw["time"].values[t])
+        assert row["best_layer"] == raw["layer"].values[keep][k]
+        assert row["trained"] == (weights == "imagenet")
+    assert any(s.startswith("FFA: best layer mobilenet_v2/imagenet/") for s in headline_sentences(rows))
+    truth = {"effects": [{"region": "FFA", "latency": 0.17, "labels": ["FFA-lh", "FFA-rh"],
+                          "driver": {"network": "mobilenet_v2", "layer": "features.10"}},
+                         {"region": "nowhere", "latency": 0.1, "labels": []}]}
+    got = truth_vs_recovered(truth, rows)
+    ffa = next(x for x in rows if x["region"] == "FFA" and x["trained"])
+    assert got[0]["recovered_latency"] == ffa["peak_time"] and got[0]["driver"] == "network=mobilenet_v2, layer=features.10"
+    assert got[0]["latency_error"] == pytest.approx(ffa["peak_time"] - 0.17)
+    assert got[1]["recovered_latency"] is None
+    planted = read_truth(demo_catalog)
+    assert [e["region"] for e in planted["effects"]] and all("latency" in e for e in planted["effects"])

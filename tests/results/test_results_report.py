@@ -29,7 +29,7 @@ def test_demo_ends_with_headline_and_report_path(demo_run):
     assert "noise ceiling" in head and "planted" in head
     text = path.read_text()
     for needle in ("Headline findings", "Planted truth vs recovered", "What ran", "git revision",
-                   "Wall time per stage"):
+                   "Wall time per stage", "family: max statistic over"):
         assert needle in text
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["n_figures"] >= 6
@@ -39,9 +39,8 @@ def _snapshot(root: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "reports" not in p.parts}
 
 
-def test_report_rerun_is_unchanged_and_recomputes_nothing(demo_run, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(demo_run[0], root)
+def test_report_rerun_is_unchanged_and_recomputes_nothing(demo_copy):
+    root = demo_copy
     html = root / "reports" / "demo.html"
     before, html_before = _snapshot(root), html.stat().st_mtime_ns
     proc = run_mfrs("report", "demo", root=root)
@@ -51,9 +50,8 @@ def test_report_rerun_is_unchanged_and_recomputes_nothing(demo_run, tmp_path):
     assert _snapshot(root) == before  # no store, mark or intermediate touched
 
 
-def test_report_on_incomplete_stores_names_them_and_writes_nothing(demo_run, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(demo_run[0], root)
+def test_report_on_incomplete_stores_names_them_and_writes_nothing(demo_copy):
+    root = demo_copy
     shutil.rmtree(root / "reports")
     marks = sorted((root / "rsa.zarr" / ".mfrs-complete").glob("region=*.json"))
     unit = json.loads(marks[0].read_text())["unit"]  # e.g. region=0:2,time=0:50
