@@ -117,7 +117,7 @@ def test_results_follow_a_recomputed_input(demo_run, demo_copy):
     data = sources.dataset().isel(unit.region).drop_vars(["category", "condition", "file", "hemi", "region",
                                                           "fs_vertex", "ch_type"], errors="ignore")
     noise = np.random.default_rng(0).standard_normal(data["activity"].shape).astype("float32")
-    changed = data.assign(activity=data["activity"] + data["activity"].std() * noise).load()
+    changed = data.assign(activity=data["activity"] + float(data["activity"].std()) * noise).load()
     sources.write_unit(unit, changed)  # sub-02's sources recomputed with other numbers
 
     status = json.loads(run_mfrs("status", "--json", "--stages", "similarity", root=demo_copy).stdout)[0]
