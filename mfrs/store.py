@@ -775,7 +775,7 @@ def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) ->
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise StoreError(f"stage {stage!r}: its input store {path} (catalog entry {entry_name!r}) does not exist; "
-                         f"run `mfrs run <pipeline> --stages {writer}` first.")
+                         f"run the {writer!r} stage first (`mfrs run <pipeline> --stages {writer}`).")
     store = ZarrStore.open(path, entry_name=entry_name)
     store.check_complete(stage=stage, writer=writer)
     return store

@@ -89,7 +89,7 @@ def test_incomplete_inputs_are_refused_at_the_door(tmp_path):
     with pytest.raises(StoreError, match=r"cannot read .*'sources'.*subject=sub-02: not marked complete.*"
                                          r"`mfrs run <pipeline> --stages meg`"):
         open_input(store.path, entry_name="sources", stage="similarity", writer="meg")
-    with pytest.raises(StoreError, match=r"input store .*nothing\.zarr.*does not exist.*--stages meg"):
+    with pytest.raises(StoreError, match=r"input store .*nothing\.zarr.*does not exist; run the 'meg' stage first.*--stages meg"):
         open_input(tmp_path / "nothing.zarr", entry_name="sources", stage="similarity", writer="meg")
 
 
