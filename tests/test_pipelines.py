@@ -28,7 +28,8 @@ def test_study_runs_the_reference_sizes():
     nets = {s.network for s in stage_config(stage_module("activations"), pipe).networks}
     assert len(nets) == 7
     sim = stage_config(stage_module("similarity"), pipe)
-    assert (sim.mode, sim.window, sim.step, sim.n_permutations) == ("avg", 0.5, 0.045, 1000)
+    assert (sim.mode, sim.window, sim.window_start, sim.n_permutations) == ("avg", 0.5, 0.0, 1000)
+    assert round(sim.step * 1100) == 50  # the study's 50-sample step at 1100 Hz
 
 
 def test_global_seed_reaches_the_stages_that_declare_it():

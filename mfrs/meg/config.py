@@ -50,6 +50,10 @@ class MaxwellConfig(_Section):
     destination_run: int | None = Field(
         4, description="move every run to this run's head position (ds000117: run 4; "
         "the first run when absent); None keeps each run's own position")
+    movement_compensation: bool = Field(
+        True, description="compensate head movements with each run's head positions when the "
+        "catalog entry 'ds000117' names them (params.head_pos); skipped, with the reason logged, "
+        "where it does not")
 
 
 class FilterConfig(_Section):

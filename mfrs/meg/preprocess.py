@@ -14,22 +14,43 @@ if TYPE_CHECKING:
 
     from mfrs.meg.config import FilterConfig, IcaConfig, MaxwellConfig
 
-__all__ = ["maxwell_filter_runs", "filter_raw", "IcaResult", "fit_ica", "ECG_CHANNEL", "EOG_CHANNELS"]
+__all__ = ["maxwell_filter_runs", "filter_raw", "IcaResult", "fit_ica", "artefact_channels"]
 
 log = logging.getLogger("mfrs.meg")
 
-ECG_CHANNEL = "ECG063"
-EOG_CHANNELS = ("EOG061", "EOG062")
+
+def artefact_channels(info: "mne.Info") -> tuple[list[str], list[str]]:
+    """The ECG and EOG channels of a recording, found by channel type, never by name.
+
+    ds000117 records them as EEG061/EEG062 (EOG) and EEG063 (ECG) in the FIF files; its
+    BIDS ``channels.tsv`` types them (HEOG, VEOG, ECG; EEG064 is MISC) and mne-bids applies
+    those types when reading, as it would the study's renaming to EOG061/EOG062/ECG063.
+    Bad channels are left out.
+
+    Returns
+    -------
+    (ecg, eog) : lists of channel names
+    """
+    import mne
+
+    def names(**kind: bool) -> list[str]:
+        return [info["ch_names"][i] for i in mne.pick_types(info, meg=False, exclude="bads", **kind)]
+
+    return names(ecg=True), names(eog=True)
 
 
 def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "MaxwellConfig", *,
                         calibration: Path | None, crosstalk: Path | None,
-                        subject: str) -> list["mne.io.BaseRaw"]:
+                        subject: str, head_pos: dict[int, Path] | None = None) -> list["mne.io.BaseRaw"]:
     """tSSS every run, moved to the head position of ``cfg.destination_run``.
 
     Skipped, with the reason logged, when disabled or when the catalog gives no
     calibration / cross-talk file (tSSS without them would mis-model the sensors),
-    unless ``cfg.require_files`` is False.
+    unless ``cfg.require_files`` is False. Each run's static bad channels
+    (``info["bads"]``: the BIDS channels.tsv ``status``, where ds000117 keeps the
+    MaxFilter log's) are reconstructed. With ``head_pos`` (run -> MaxFilter ``.pos``
+    file) a run is movement-compensated; a run without one is filtered with its
+    initial head position, which the log says.
     """
     import mne
 
@@ -45,20 +66,31 @@ def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "Max
         idx = runs.index(cfg.destination_run) if cfg.destination_run in runs else 0
         dest = raws[idx].info["dev_head_t"]
     out = []
-    for raw in raws:
+    for run, raw in zip(runs, raws):
         bads = list(raw.info["bads"])
+        pos_file = (head_pos or {}).get(run)
+        pos = None
+        if not cfg.movement_compensation:
+            log.info("meg: sub-%s run %d movement compensation skipped: disabled in the config "
+                     "(maxwell.movement_compensation)", subject, run)
+        elif pos_file is None:
+            log.info("meg: sub-%s run %d movement compensation skipped: the data set gives no head "
+                     "positions for it (catalog entry 'ds000117' params.head_pos)", subject, run)
+        else:
+            pos = mne.chpi.read_head_pos(str(pos_file))
         out.append(mne.preprocessing.maxwell_filter(
             raw, calibration=None if calibration is None else str(calibration),
             cross_talk=None if crosstalk is None else str(crosstalk),
-            st_duration=cfg.st_duration, destination=dest, verbose="error"))
-        log.debug("meg: sub-%s tSSS done (bads %s)", subject, bads)
+            st_duration=cfg.st_duration, destination=dest, head_pos=pos, verbose="error"))
+        log.info("meg: sub-%s run %d tSSS done: bad channels %s reconstructed%s", subject, run,
+                 bads or "none", f", movement compensated from {pos_file}" if pos is not None else "")
     return out
 
 
 def filter_raw(raw: "mne.io.BaseRaw", cfg: "FilterConfig") -> "mne.io.BaseRaw":
     """Notch, band-limit MEG and high-pass EOG in place (zero-phase FIR, Hamming, firwin)."""
     meg = [raw.ch_names[i] for i in _picks(raw, "meg")]
-    eog = [c for c in EOG_CHANNELS if c in raw.ch_names]
+    eog = artefact_channels(raw.info)[1]
     kw = dict(method="fir", phase="zero", fir_window="hamming", fir_design="firwin", verbose="error")
     if cfg.notch_freqs:
         raw.notch_filter(cfg.notch_freqs, picks=meg, **kw)
@@ -79,7 +111,8 @@ def _picks(inst, kind: str) -> np.ndarray:
 class IcaResult:
     """The fitted ICA and what was detected.
 
-    ``ecg_scores`` / ``eog_scores`` are per component (EOG: max |score| over channels).
+    ``ecg_scores`` / ``eog_scores`` are per component (EOG: max |score| over channels);
+    ``ecg_channels`` / ``eog_channels`` the reference channels used (empty: none in the data).
     """
 
     ica: "mne.preprocessing.ICA"
@@ -87,14 +120,24 @@ class IcaResult:
     eog: list[int] = field(default_factory=list)
     ecg_scores: np.ndarray | None = None
     eog_scores: np.ndarray | None = None
+    ecg_channels: list[str] = field(default_factory=list)
+    eog_channels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
+        """What was removed and on which evidence (JSON-able, for the log and provenance)."""
         return {"n_components": int(self.ica.n_components_), "ecg": list(map(int, self.ecg)),
-                "eog": list(map(int, self.eog))}
+                "eog": list(map(int, self.eog)), "n_removed": len(self.ecg) + len(self.eog),
+                "ecg_channels": list(self.ecg_channels), "eog_channels": list(self.eog_channels),
+                "notes": list(self.notes)}
 
 
-def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int) -> IcaResult:
+def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int, subject: str = "") -> IcaResult:
     """Fit ICA on MEG channels and mark ECG and EOG components (at most ``max_*`` each).
+
+    The ECG and EOG reference channels are found by type (:func:`artefact_channels`);
+    data without one says so in the log (and in ``notes``), and no component of that
+    kind is removed.
 
     Parameters
     ----------
@@ -104,6 +147,8 @@ def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int) -> IcaResult:
     cfg : IcaConfig
     seed : int
         ``random_state`` of the ICA.
+    subject : str
+        For the log.
 
     Returns
     -------
@@ -124,12 +169,19 @@ def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int) -> IcaResult:
     ica = ICA(n_components=cfg.n_components, method=cfg.method, random_state=seed,
               max_iter=cfg.max_iter, fit_params=fit_params, verbose="error")
     ica.fit(fit_raw, picks="meg", decim=cfg.decim, reject=reject or None, verbose="error")
-    res = IcaResult(ica)
-    if ECG_CHANNEL in fit_raw.ch_names and cfg.max_ecg:
-        idx, scores = ica.find_bads_ecg(fit_raw, ch_name=ECG_CHANNEL, method=cfg.ecg_method,
+    ecg, eog = artefact_channels(fit_raw.info)
+    res = IcaResult(ica, ecg_channels=ecg[:1], eog_channels=eog)
+    for kind, chans, limit in (("ECG", ecg, cfg.max_ecg), ("EOG", eog, cfg.max_eog)):
+        if not chans:
+            res.notes.append(f"no {kind} channel (no channel typed {kind} in the data or its BIDS "
+                             f"channels.tsv): {kind} components were not searched nor removed")
+            log.warning("meg: sub-%s %s", subject, res.notes[-1])
+        elif not limit:
+            res.notes.append(f"{kind} components not searched: ica.max_{kind.lower()} is 0")
+    if ecg and cfg.max_ecg:
+        idx, scores = ica.find_bads_ecg(fit_raw, ch_name=ecg[0], method=cfg.ecg_method,
                                         threshold=cfg.ecg_threshold, verbose="error")
         res.ecg, res.ecg_scores = list(idx)[: cfg.max_ecg], np.asarray(scores)
-    eog = [c for c in EOG_CHANNELS if c in fit_raw.ch_names]
     if eog and cfg.max_eog:
         idx, scores = ica.find_bads_eog(fit_raw, ch_name=eog, threshold=cfg.eog_threshold,
                                         verbose="error")

@@ -59,6 +59,26 @@ def _optional_file(entry, key: str) -> Path | None:
     return path
 
 
+def _head_pos_files(entry, layout) -> dict[str, dict[int, Path]]:
+    """Subject -> run -> head position file, from ``params.head_pos`` of the BIDS entry.
+
+    ``head_pos`` is a path pattern relative to the BIDS root with ``{subject}`` and
+    ``{run}`` (e.g. ``derivatives/headpos/sub-{subject}/sub-{subject}_run-{run:02d}_headpos.pos``);
+    runs whose file does not exist get none (their movement compensation is skipped, logged).
+    """
+    pattern = entry.params.get("head_pos")
+    out: dict[str, dict[int, Path]] = {s: {} for s in layout.subjects}
+    if not pattern:
+        return out
+    for sub in layout.subjects:
+        for run in layout.runs[sub]:
+            path = Path(str(pattern).format(subject=sub, run=run.run))
+            path = path if path.is_absolute() else entry.path / path
+            if path.is_file():
+                out[sub][run.run] = path
+    return out
+
+
 def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
     from mfrs.store import open_input
 
@@ -90,6 +110,7 @@ def subject_jobs(config: Config, catalog: "Catalog",
         raise InputDataError(f"catalog entry 'ds000117' ({bids.path}) has no subject; run `mfrs demo` "
                              "to generate the embedded set, or point the entry at ds000117")
     calibration, crosstalk = _optional_file(bids, "calibration"), _optional_file(bids, "crosstalk")
+    head_pos = _head_pos_files(bids, layout)
     file_to_stimulus = dict(zip(stim["file"].values.astype(str), stim["stimulus"].values.astype(str)))
     work = work_folder(catalog)
     jobs = []
@@ -100,9 +121,10 @@ def subject_jobs(config: Config, catalog: "Catalog",
                                                            "epochs", "envelopes"})
         fp = fingerprint({"config": cleaning, "files": _files_fingerprint(
             [p for r in runs for p in (r.raw, r.events)], catalog), "stimuli": file_to_stimulus,
-            "calibration": catalog.relative(calibration), "crosstalk": catalog.relative(crosstalk)})
+            "calibration": catalog.relative(calibration), "crosstalk": catalog.relative(crosstalk),
+            "head_pos": _files_fingerprint(list(head_pos[sub].values()), catalog)})
         jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, dict(anat.params),
-                               file_to_stimulus, calibration, crosstalk, fp))
+                               file_to_stimulus, calibration, crosstalk, fp, head_pos[sub]))
     inputs_fp = {"ds000117": fingerprint({"path": catalog.relative(bids.path), "subjects": list(layout.subjects),
                                           "params": bids.params}),
                  "anatomy": fingerprint({"path": catalog.relative(anat.path), "params": anat.params}),
@@ -271,7 +293,7 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
     for s, why in excluded.items():
         log.info("meg: stimulus %s excluded for every subject: %s", s, why)
     stim_kept = stim.sel(stimulus=kept)
-    channels, ch_types = first.ch_names, first.ch_types
+    channels, ch_types = _channel_union([prepared[k] for k in sorted(prepared)])
     attrs = {"excluded_stimuli": excluded,
              "exclusion_rule": "a stimulus missing (not presented, or every epoch rejected) in any "
                                "successfully processed subject is excluded for all",
@@ -280,6 +302,9 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
                                   ch_types=ch_types, times=np.asarray(first.times),
                                   vertices=_vertices(config, catalog), attrs=attrs)
     prov = make_provenance(stage=NAME, config=config, inputs=inputs_fp, seed=config.seed, client=client)
+    # what cleaning removed, per subject: ICA components and the channels that found them
+    prov["cleaning"] = {f"sub-{k}": {"ica": v.report.get("ica"), "bad_channels": v.report.get("bad_channels")}
+                        for k, v in prepared.items()}
     ep_store = ZarrStore.create(catalog.path("epochs"), ep_t, unit_dims=("subject",), provenance=prov,
                                 overwrite=overwrite, entry_name="epochs")
     src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,
@@ -311,6 +336,20 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
         failures.update(exc.failures)
     if failures:
         raise StageFailures(NAME, failures)
+
+
+def _channel_union(prepared: list["Prepared"]) -> tuple[list[str], list[str]]:
+    """Every channel some subject kept (bad channels differ between subjects), in recording order."""
+    order: list[str] = []
+    types: dict[str, str] = {}
+    for p in prepared:
+        prev = None
+        for name, kind in zip(p.ch_names, p.ch_types):
+            if name not in types:
+                order.insert(order.index(prev) + 1 if prev is not None else 0, name)
+                types[name] = kind
+            prev = name
+    return order, [types[n] for n in order]
 
 
 def _localize_item(item: tuple) -> dict:

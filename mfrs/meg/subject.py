@@ -47,6 +47,7 @@ class SubjectJob:
     calibration: Path | None = None
     crosstalk: Path | None = None
     fingerprint: str = ""
+    head_pos: dict[int, Path] | None = None  # run -> MaxFilter .pos file
 
     @property
     def folder(self) -> Path:
@@ -148,9 +149,20 @@ def prepare(job: SubjectJob) -> Prepared:
     with _timed(sub, "reading"):
         raws = [read_run(job.bids_root, run) for run in job.runs]
     run_numbers = [run.run for run in job.runs]
+    bads = {run: list(raw.info["bads"]) for run, raw in zip(run_numbers, raws)}
+    for run, names in bads.items():
+        log.info("meg: sub-%s run %d static bad channels (channels.tsv status): %s", sub, run,
+                 ", ".join(names) or "none")
     with _timed(sub, "Maxwell filter"):
         raws = maxwell_filter_runs(raws, run_numbers, cfg.maxwell, calibration=job.calibration,
-                                   crosstalk=job.crosstalk, subject=job.subject)
+                                   crosstalk=job.crosstalk, subject=job.subject, head_pos=job.head_pos)
+    union = sorted({c for raw in raws for c in raw.info["bads"]})
+    if any(set(raw.info["bads"]) != set(union) for raw in raws):
+        # not reconstructed by a Maxwell filter: a channel bad in one run is left out of all
+        log.info("meg: sub-%s bad channels %s differ between runs and were not reconstructed: "
+                 "marked bad in every run (%d channels)", sub, union, len(union))
+        for raw in raws:
+            raw.info["bads"] = list(union)
     with _timed(sub, "filters"):
         for raw in raws:
             filter_raw(raw, cfg.filter)
@@ -174,17 +186,21 @@ def prepare(job: SubjectJob) -> Prepared:
     delay = int(round(cfg.events.delay * raw.info["sfreq"]))
     events["trigger_sample"] = events["sample"] - delay
     report: dict[str, Any] = {"n_events": int(len(events)), "runs": run_numbers,
+                              "bad_channels": {str(r): b for r, b in bads.items()},
+                              "bads_after_maxwell": list(raw.info["bads"]),
                               "maxwell": bool(cfg.maxwell.enabled and (
                                   not cfg.maxwell.require_files or (job.calibration and job.crosstalk)))}
     job.folder.mkdir(parents=True, exist_ok=True)
     if cfg.ica.enabled:
         with _timed(sub, "ICA"):
-            res = fit_ica(raw, cfg.ica, seed=cfg.seed)
+            res = fit_ica(raw, cfg.ica, seed=cfg.seed, subject=sub)
             res.ica.apply(raw, verbose="error")
         res.ica.save(ica_path(job), overwrite=True, verbose="error")
         report["ica"] = res.summary()
-        log.info("meg: sub-%s ICA removed ECG %s and EOG %s of %d components", job.subject,
-                 res.ecg, res.eog, res.ica.n_components_)
+        log.info("meg: sub-%s ICA removed %d of %d components: ECG %s (found with %s), EOG %s "
+                 "(found with %s)", sub, len(res.ecg) + len(res.eog), res.ica.n_components_, res.ecg,
+                 ", ".join(res.ecg_channels) or "no ECG channel", res.eog,
+                 ", ".join(res.eog_channels) or "no EOG channel")
     with _timed(sub, "epochs + autoreject"):
         epochs = make_epochs(raw, events, cfg.epochs)
         if cfg.epochs.autoreject:

@@ -44,3 +44,20 @@ def test_tsss_moves_every_run_to_the_destination_run(meg_inputs):
     # SSS keeps the brain signal: the filtered data still correlates with the input
     a, b = raws[0].get_data(picks="mag"), out[0].get_data(picks="mag")
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.5
+
+
+def test_movement_compensation_from_each_runs_head_positions(meg_inputs, caplog):
+    from mfrs.demo.simulate import HEAD_POS_PATTERN
+
+    raws = _runs(meg_inputs)
+    root = meg_inputs.path("ds000117")
+    head_pos = {1: root / HEAD_POS_PATTERN.format(subject="01", run=1)}  # run 2: none given
+    caplog.set_level(logging.INFO, logger="mfrs")
+    cfg = MaxwellConfig(require_files=False, st_duration=None, destination_run=2)
+    bads = [list(r.info["bads"]) for r in raws]
+    out = maxwell_filter_runs(raws, [1, 2], cfg, calibration=None, crosstalk=None, subject="01",
+                              head_pos=head_pos)
+    assert f"sub-01 run 1 tSSS done: bad channels {bads[0]} reconstructed, movement compensated from" \
+        in caplog.text
+    assert "sub-01 run 2 movement compensation skipped: the data set gives no head positions" in caplog.text
+    assert all(r.info["bads"] == [] for r in out)  # the static bad channels were reconstructed
