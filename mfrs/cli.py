@@ -190,7 +190,6 @@ def demo(obj: _Ctx, cluster: str, overwrite: bool) -> None:
     for r in rows:
         if r["state"] == "complete":
             _describe_store(catalog, r["entry"])
-    _echo_truth_vs_recovered(catalog)
     if nothing:
         click.echo("demo: every store was already complete; nothing to do (use --overwrite to recompute).")
     else:
@@ -206,23 +205,16 @@ def _echo_report(catalog: Any, pipeline: str, *, force: bool = False) -> None:
     click.echo("headline findings:")
     for line in result.headline:
         click.echo(f"  {line}")
+    if result.truth:
+        click.echo("planted vs recovered (group RDM, all stimuli, best trained layer; hemispheres pooled):")
     for row in result.truth:
         if row.get("recovered_latency") is not None and row.get("planted_latency") is not None:
-            click.echo(f"  planted {row['region']} at {row['planted_latency'] * 1e3:.0f} ms; recovered "
-                       f"{row['recovered_latency'] * 1e3:.0f} ms (r = {row['recovered_r']:.3f})")
+            driver = f" (driven by {row['driver']})" if row.get("driver") else ""
+            click.echo(f"  {row['region']}: planted {row['planted_latency'] * 1e3:.0f} ms{driver}; recovered "
+                       f"{row['recovered_latency'] * 1e3:.0f} ms, r = {row['recovered_r']:.3f}, "
+                       f"layer {row['recovered_layer']}")
     click.echo(f"report ({'written' if result.rebuilt else 'unchanged'}, {result.n_figures} figures): "
                f"{result.path}")
-
-
-def _echo_truth_vs_recovered(catalog: Any) -> None:
-    """The demo's planted truth beside what the RSA recovered (when both exist)."""
-    from mfrs.demo.report import truth_vs_recovered
-    from mfrs.demo.simulate import TRUTH_FILE
-
-    truth = catalog.path("ds000117") / TRUTH_FILE
-    if truth.exists() and (catalog.path("rsa") / "zarr.json").exists():
-        for line in truth_vs_recovered(catalog.open("rsa"), json.loads(truth.read_text())):
-            click.echo(line)
 
 
 def _describe_store(catalog: Any, entry: str) -> None:

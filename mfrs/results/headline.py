@@ -84,10 +84,11 @@ def headline_sentences(rows: list[dict[str, Any]], *, alpha: float = 0.05) -> li
         ps = [f"{k} = {best[k]:.3g}" for k in best if (k == "p" or k.startswith("p_")) and best[k] is not None]
         if ps:
             text += "; " + ", ".join(ps)
-            corrected = [k for k in best if k.startswith("p_")]
+            corrected = [k for k in best if k.startswith("p_") and best[k] is not None]
             if corrected:
-                sig = all(best[k] <= alpha for k in corrected)
-                text += f" ({'significant' if sig else 'not significant'} at {alpha} corrected)"
+                passed = [k for k in corrected if best[k] <= alpha]
+                text += (f" (significant at {alpha} by {', '.join(passed)})" if passed
+                         else f" (not significant at {alpha} by any correction)")
         if trained and untrained:
             u = untrained[0]
             text += f"; untrained {u['weights']}: peak r = {u['peak_r']:.3f} at {u['peak_time'] * 1e3:.0f} ms"
@@ -110,6 +111,9 @@ def _driver_text(driver: Any) -> str:
     if not driver:
         return ""
     if isinstance(driver, dict):
+        if "layer" in driver:  # the simulation's form: one layer of one network drives the region
+            depth = f" (depth {float(driver['depth']):.2f})" if driver.get("depth") is not None else ""
+            return f"{driver['layer']}{depth}"
         return ", ".join(f"{k}={v}" for k, v in driver.items())
     return str(driver)
 
