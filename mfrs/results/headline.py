@@ -137,6 +137,6 @@ def truth_vs_recovered(truth: dict[str, Any], rows: list[dict[str, Any]]) -> lis
                "recovered_r": best["peak_r"] if best else None,
                "recovered_layer": best["best_layer"] if best else None}
         if best and planted is not None:
-            row["latency_error"] = best["peak_time"] - float(planted)
+            row["latency_error"] = round(best["peak_time"] - float(planted), 6)  # no float noise such as -2.8e-17
         out.append(row)
     return out
