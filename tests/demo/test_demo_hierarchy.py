@@ -39,8 +39,9 @@ def _peaks(root) -> tuple[dict, dict]:
             best = pooled.max(axis=1)  # best-layer r at each time
             t = int(np.argmax(best))
             j = int(np.argmax(pooled[t]))
+            at = int(np.argmin(np.abs(times - effect["latency"])))
             out[w] = {"time": times[t], "r": float(best[t]), "layer": layers[cols[j]],
-                      "depth": float(depth[cols[j]])}
+                      "depth": float(depth[cols[j]]), "r_at_latency": float(best[at])}
         peaks[effect["region"]] = {"latency": effect["latency"], "driver": driver, **out}
     return truth, peaks
 
@@ -54,9 +55,12 @@ def test_rsa_recovers_the_planted_hierarchy(demo_run):
         assert abs(p[trained]["time"] - p["latency"]) <= TOLERANCE + 1e-9, (region, p)
     # the best layer at the peak: shallower for V1 than for FFA
     assert peaks["V1"][trained]["depth"] < peaks["FFA"][trained]["depth"], peaks
-    # and the untrained network matches FFA's deep geometry far worse than V1's early one
+    # and the untrained network, relative to the trained one, matches FFA's deep geometry worse
+    # than V1's early one (at the planted latencies)
     untrained = next(w for w in peaks["V1"] if w.startswith("untrained"))
-    assert peaks["FFA"][untrained]["r"] < peaks["V1"][untrained]["r"], peaks
+    ratio = {reg: peaks[reg][untrained]["r_at_latency"] / peaks[reg][trained]["r_at_latency"]
+             for reg in ("V1", "FFA")}
+    assert ratio["FFA"] < ratio["V1"], (ratio, peaks)
 
 
 def test_demo_summary_shows_truth_and_recovered(demo_run):
