@@ -58,6 +58,7 @@ def test_a_copied_root_resumes_with_nothing_to_do_and_plan_counts_per_unit(demo_
 
 def test_a_corrupt_sources_chunk_is_named_verified_repaired_and_recomputed(demo_run, demo_copy):
     path, key, rsa_unit = _rsa_unit_chunk(demo_copy, "sub-02")
+    content_before = _mark(demo_copy / "sources.zarr", "subject=sub-02.json")["content"]
     raw = bytearray(path.read_bytes())
     raw[40:56] = bytes(b ^ 0xFF for b in raw[40:56])  # 16 bytes flipped
     path.write_bytes(bytes(raw))
@@ -76,7 +77,6 @@ def test_a_corrupt_sources_chunk_is_named_verified_repaired_and_recomputed(demo_
     assert "unmarked, `mfrs run` recomputes it" in repair.stdout
 
     before = _marks(demo_copy)
-    content_before = _mark(demo_copy / "sources.zarr", "subject=sub-02.json").get("content")
     run_mfrs("run", "demo", "--stages", "meg,similarity", root=demo_copy)
     after = _marks(demo_copy)
     changed = {k for k in after if after[k] != before.get(k)}
