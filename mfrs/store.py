@@ -515,7 +515,7 @@ class ZarrStore:
         problems = {u.key: self.unit_problem(u) for u in units}
         missing = [k for k, why in problems.items() if why]
         complete = len(units) - len(missing)
-        if not self.is_final_complete():
+        if self.final_variables and (missing or not self.is_final_complete()):  # merged from every unit
             missing.append("final:" + ",".join(self.final_variables))
         return {"path": str(self.path), "units": len(units), "complete": complete, "missing": missing,
                 "tasks": len(units) + bool(self.final_variables),
