@@ -182,7 +182,7 @@ def test_headline_and_truth_against_brute_force(rsa, demo_catalog):
                          {"region": "nowhere", "latency": 0.1, "labels": []}]}
     got = truth_vs_recovered(truth, rows)
     ffa = next(x for x in rows if x["region"] == "FFA" and x["trained"])
-    assert got[0]["recovered_latency"] == ffa["peak_time"] and got[0]["driver"] == "network=mobilenet_v2, layer=features.10"
+    assert got[0]["recovered_latency"] == ffa["peak_time"] and got[0]["driver"] == "features.10"
     assert got[0]["latency_error"] == pytest.approx(ffa["peak_time"] - 0.17)
     assert got[1]["recovered_latency"] is None
     planted = read_truth(demo_catalog)

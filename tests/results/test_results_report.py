@@ -29,7 +29,7 @@ def test_demo_ends_with_headline_and_report_path(demo_run):
     assert "noise ceiling" in head and "planted" in head
     text = path.read_text()
     for needle in ("Headline findings", "Planted truth vs recovered", "What ran", "git revision",
-                   "Wall time per stage", "family: max statistic over"):
+                   "Wall time per stage", "family: time x layer"):
         assert needle in text
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["n_figures"] >= 6
