@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from mfrs.store import MARKER_DIR, ZarrStore
 
 
 @pytest.fixture
-def demo_copy(demo_run, tmp_path) -> Path:
+def demo_copy(demo_run, tmp_path) -> Iterator[Path]:
     """A private copy of the finished demo's data root (the shared one is never damaged)."""
     root, _ = demo_run
     copy = tmp_path / "data"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".mfrs-lock"))
-    return copy
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)  # GBs each: one copy on disk at a time
 
 
 def _marks(root: Path) -> dict[str, int]:
