@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from mfrs.store import MARKER_DIR, ZarrStore
 
 
 @pytest.fixture
-def demo_copy(demo_run, tmp_path) -> Path:
+def demo_copy(demo_run, tmp_path) -> Iterator[Path]:
     """A private copy of the finished demo's data root (the shared one is never damaged)."""
     root, _ = demo_run
     copy = tmp_path / "data"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".mfrs-lock"))
-    return copy
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)  # GBs each: one copy on disk at a time
 
 
 def _marks(root: Path) -> dict[str, int]:
@@ -95,8 +97,10 @@ def test_a_corrupt_sources_chunk_is_named_verified_repaired_and_recomputed(demo_
     fixed, clean = xr.open_zarr(demo_copy / "sources.zarr"), xr.open_zarr(clean_root / "sources.zarr")
     _assert_subject_close(fixed["activity"], clean["activity"], "sub-02")
     fixed, clean = xr.open_zarr(demo_copy / "rsa.zarr"), xr.open_zarr(clean_root / "rsa.zarr")
+    # a recomputed MEG subject equals the clean one to ~1e-6 (not bit for bit: see the meg stage tests), which
+    # moves a few Spearman ranks: r within 1e-4
     for name in ("r", "noise_ceiling_lower", "noise_ceiling_upper"):
-        np.testing.assert_allclose(fixed[name].values, clean[name].values, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(fixed[name].values, clean[name].values, atol=1e-4, err_msg=name)
 
 
 def _assert_subject_close(got: xr.DataArray, want: xr.DataArray, subject: str) -> None:

@@ -95,3 +95,4 @@ def test_the_demo_similarity_stage_on_slurm_with_tls_equals_the_local_run(demo_r
     assert tls.attrs["provenance"]["cluster"]["scheduler"].startswith("tls://")
     for name in clean.data_vars:
         np.testing.assert_array_equal(tls[name].values, clean[name].values, err_msg=name)
+    shutil.rmtree(root, ignore_errors=True)
