@@ -32,6 +32,8 @@ def _kill_while_writing(item):
 @pytest.fixture
 def fragile_client():
     """A real local cluster whose scheduler gives up on a task after one killed worker."""
+    import distributed  # noqa: F401 - its config defaults must exist before set(), or leaving set() deletes them
+
     from mfrs.cluster import LocalProfile, get_client
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
