@@ -380,10 +380,11 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         stores already complete are absent.
     """
     from mfrs.cluster import gpu_workers
+    from mfrs.store import open_input
 
     _check_unique(config, catalog)
-    stimuli_store = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli")
-    stimuli = stimuli_store.dataset()
+    stimuli_store = open_input(catalog.path("stimuli"), entry_name="stimuli", stage=NAME, writer="stimuli")
+    stimuli = stimuli_store.dataset(warn_incomplete=False)
     stimuli_fp = stimuli_store.provenance.get("fingerprint", "")
     jobs = []
     for spec in config.networks:
@@ -395,6 +396,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         store = ZarrStore.create(catalog.path(name), template, unit_dims=("stimulus",),
                                  provenance=_provenance(spec, config, catalog, stimuli_fp, client),
                                  overwrite=overwrite, entry_name=name)
+        store.depends_on(stimuli_store)  # batches computed from other stimuli count as stale
         units = store.units()
         missing = store.missing_units()
         for unit in units:

@@ -163,16 +163,11 @@ def _compute(job: _Job) -> list[str]:
 
 
 def _open_sources(names: list[str], catalog: Catalog) -> list[tuple[str, ZarrStore, xr.Dataset]]:
+    from mfrs.store import open_input
+
     sources = []
-    for name in names:
-        store = ZarrStore.open(catalog.path(name), entry_name=name)
-        missing = store.missing_units()
-        if missing:
-            raise StoreError(
-                f"stage model_rdms: activations store {store.path} (catalog entry {name!r}) has "
-                f"{len(missing)} unfinished batches ({missing[0].key}...); run "
-                f"`mfrs run <pipeline> --stages activations` first."
-            )
+    for name in names:  # refused unless every batch is complete, intact and up to date
+        store = open_input(catalog.path(name), entry_name=name, stage=NAME, writer="activations")
         sources.append((name, store, store.dataset(warn_incomplete=False)))
     first = sources[0][2]
     for name, _, ds in sources[1:]:
@@ -236,6 +231,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         inputs={name: store.provenance.get("fingerprint", "") for name, store, _ in sources})
     store = ZarrStore.create(catalog.path("model_rdms"), template, unit_dims=("layer",),
                              provenance=provenance, overwrite=overwrite, entry_name="model_rdms")
+    store.depends_on(*(st for _, st, _ in sources))  # layers computed from other activations count as stale
     by_layer = dict(zip(index["layer"].values.tolist(), where))
     groups: dict[str, list[tuple[Unit, str]]] = {}
     for unit in store.units():
