@@ -51,21 +51,26 @@ def test_controller_down_is_exit_3_in_one_line(cpu_profile, tmp_path):
 
 
 def test_cancelled_jobs_are_replaced_then_the_run_ends_with_exit_3(cpu_profile):
+    others = set(_squeue("mfrs-cpu"))  # jobs of other clients of this session (the shared SLURM fixture's)
+
+    def ours() -> list[str]:
+        return [j for j in _squeue("mfrs-cpu") if j not in others]
+
     with get_client(cpu_profile) as client:
-        first = _squeue("mfrs-cpu")
+        first = ours()
         assert len(first) == 1
         subprocess.run(["scancel", first[0]], check=True)
-        _wait(lambda: any(j != first[0] for j in _squeue("mfrs-cpu")), what="the job submitted again")
+        _wait(lambda: any(j != first[0] for j in ours()), what="the job submitted again")
         client.wait_for_workers(1, timeout=120)
         assert client.submit(lambda x: x + 1, 41, pure=False).result(timeout=120) == 42
 
-        second = _squeue("mfrs-cpu")
+        second = ours()
         subprocess.run(["scancel", *second], check=True)  # the one resubmission is spent
         _wait(lambda: not client.scheduler_info()["workers"], what="the worker to leave")
         with dask.config.set({"mfrs.no-worker-timeout": "5s"}):
             with pytest.raises(ClusterError, match=r"no worker for 5 s with 2 unit\(s\) waiting"):
                 run_units(client, lambda x: x, [1, 2], key=str, description="probe")
-        assert _squeue("mfrs-cpu") == []
+        assert ours() == []
 
 
 def test_tls_between_client_scheduler_and_slurm_workers(cpu_profile, tmp_path):
