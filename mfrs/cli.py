@@ -230,6 +230,23 @@ def _describe_store(catalog: Any, entry: str) -> None:
                f"  {len(ds.data_vars)} variable(s), {size / 2**20:.1f} MiB uncompressed")
 
 
+def _demo_data_warning(catalog: Any, pipe: Any) -> str | None:
+    """A warning when a pipeline other than the demo is sized on the demo's simulated recordings."""
+    from mfrs.demo.simulate import TRUTH_FILE
+
+    if pipe.source is not None and Path(pipe.source).stem == "demo":
+        return None
+    try:
+        truth = Path(catalog.path("ds000117")) / TRUTH_FILE
+    except Exception:  # noqa: BLE001 - a remote or absent entry is not the demo's set
+        return None
+    if not truth.is_file():
+        return None
+    return (f"catalog entry 'ds000117' ({truth.parents[2]}) is the demo's simulated set, so these sizes are the "
+            f"demo's, not {Path(pipe.source).stem if pipe.source else 'this pipeline'}'s real data; point "
+            "'ds000117', 'anatomy' and 'stimulus_images' in the catalog at the real data to size it.")
+
+
 @cli.command()
 @click.argument("pipeline", default="demo")
 @_stages_opt
@@ -271,9 +288,12 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
         if worker_memory:
             p.check_fits(parse_bytes(worker_memory))
         plans.append(p)
+    warning = _demo_data_warning(catalog, pipe)
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
         return
+    if warning:
+        click.echo(f"warning: {warning}")
     for p in plans:
         if not p.n_units:
             click.echo(f"{p.stage}: not sized yet")

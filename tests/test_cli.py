@@ -82,3 +82,19 @@ def test_plan_before_any_run_sizes_what_it_can(tmp_path):
     out = _mfrs("plan", "demo", root=tmp_path).stdout
     assert "stimuli: 3 of 3 task(s) to run" in out
     assert "similarity: not sized yet" in out and "run the 'meg' stage first" in out
+
+
+def test_plan_warns_when_another_pipeline_is_sized_on_the_demo_data(catalog):
+    from mfrs.cli import _demo_data_warning
+    from mfrs.demo.simulate import TRUTH_FILE
+    from mfrs.pipeline import load_pipeline
+
+    study, demo = load_pipeline("study"), load_pipeline("demo")
+    assert _demo_data_warning(catalog, study) is None  # no data yet: nothing to warn about
+    truth = catalog.path("ds000117") / TRUTH_FILE      # what the demo's simulation leaves behind
+    truth.parent.mkdir(parents=True)
+    truth.write_text("{}")
+    warning = _demo_data_warning(catalog, study)
+    assert warning and "demo's simulated set" in warning and "not study's real data" in warning
+    assert str(catalog.path("ds000117")) in warning
+    assert _demo_data_warning(catalog, demo) is None   # the demo is meant to run on it
