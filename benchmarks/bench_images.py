@@ -73,7 +73,7 @@ def run_once(catalog_path: Path, n_workers: int, output: str) -> tuple[float, in
     from distributed import Client, LocalCluster
 
     from mfrs.catalog import load_catalog
-    from mfrs.images import datasets_stage as stage
+    from mfrs.stages import images as stage
 
     catalog = load_catalog(catalog_path)
     cfg = stage.Config.model_validate({"seed": 0, "datasets": [{
@@ -82,7 +82,7 @@ def run_once(catalog_path: Path, n_workers: int, output: str) -> tuple[float, in
         "crop": CROP, "chunk_items": 250}]})
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("mfrs.images.datasets_stage"))  # imports are not part of the work
+        client.run(lambda: __import__("mfrs.stages.images"))  # imports are not part of the work
         cpu0 = client.run(_cpu_seconds)
         t0 = time.perf_counter()
         stage.run(config=cfg, catalog=catalog, client=client)

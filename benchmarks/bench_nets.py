@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_nets.py [N_STIMULI] [N_UNITS]`` (default 150 stim
 400,000 units). Three parts, each with baselines measured in the same run; the networks
 run on CUDA when this machine has it, else on the CPU, and every table names the device:
 
-1. One layer's correlation RDM. Ours: ``mfrs.nets.model_rdms.layer_rdm`` reading the
+1. One layer's correlation RDM. Ours: ``mfrs.stages.model_rdms.layer_rdm`` reading the
    layer from a Zarr store 65,536 units at a time (I/O included). Baselines: scipy
    ``pdist`` on the whole layer in memory, and the reference study's loop of one
    ``scipy.stats.pearsonr`` per stimulus pair (timed on 30 stimuli, scaled by pairs).
@@ -51,7 +51,7 @@ def bench_rdm(tmp: Path, n: int, p: int) -> None:
     from scipy.spatial.distance import pdist
     from scipy.stats import pearsonr
 
-    from mfrs.nets.model_rdms import layer_rdm
+    from mfrs.stages.model_rdms import layer_rdm
 
     rng = np.random.default_rng(0)
     x = np.maximum(rng.normal(size=(n, p)).astype(np.float32) + rng.normal(size=(n, 1)).astype(np.float32), 0)
@@ -90,10 +90,10 @@ def bench_extraction(tmp: Path, n: int = 32) -> None:
     import torch
     import xarray as xr
 
-    from mfrs.nets.activations import NetworkSpec, _Job, build_template, extract_activations, layer_table
     from mfrs.nets.preprocess import prepare_images
     from mfrs.nets.weights import load_network
     from mfrs.provenance import make_provenance
+    from mfrs.stages.activations import NetworkSpec, _Job, build_template, extract_activations, layer_table
     from mfrs.store import ZarrStore
 
     torch.set_num_threads(1)
@@ -143,10 +143,10 @@ def bench_training(tmp: Path, n: int = 96, batch: int = 16, size: int = 112) -> 
     import torch
     import xarray as xr
 
-    from mfrs.nets import training
     from mfrs.nets.losses import final_linear
     from mfrs.nets.preprocess import prepare_images
     from mfrs.nets.weights import load_network
+    from mfrs.stages import train as training
 
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,7 @@ from mfrs.similarity import _kernels as K  # noqa: E402
 from mfrs.similarity.blocks import n_pairs, prepare_block, rdm_block, spearman_prepare  # noqa: E402
 from mfrs.similarity.fused import model_matrix, rsa_block  # noqa: E402
 from mfrs.similarity.nulls import draw_stimulus_permutations, null_block_labels  # noqa: E402
-from mfrs.similarity.stage import block_memory, calibrate  # noqa: E402
+from mfrs.stages.similarity import block_memory, calibrate  # noqa: E402
 from tests.similarity.reference import REFERENCE, numpy_gemm_rdms  # noqa: E402
 
 N_STIM, N_FEAT, N_LAYER = 428, 45, 100

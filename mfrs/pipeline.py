@@ -24,17 +24,10 @@ __all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_c
 
 log = logging.getLogger("mfrs.pipeline")
 
-#: stage name -> module implementing it (see mfrs.stage for the protocol).
+#: stage name -> module implementing it (see mfrs.stage for the protocol): the files of mfrs/stages.
 STAGES: dict[str, str] = {
-    "stimuli": "mfrs.images.stimuli",
-    "images": "mfrs.images.datasets_stage",
-    "demo_data": "mfrs.demo.stage",
-    "face_identities": "mfrs.demo.identities",
-    "meg": "mfrs.meg.stage",
-    "activations": "mfrs.nets.activations",
-    "model_rdms": "mfrs.nets.model_rdms",
-    "train": "mfrs.nets.training",
-    "similarity": "mfrs.similarity.stage",
+    path.stem: f"mfrs.stages.{path.stem}"
+    for path in sorted((Path(__file__).parent / "stages").glob("*.py")) if not path.stem.startswith("_")
 }
 
 #: Pipeline-level values a stage receives when its Config declares a field of that name.

@@ -52,7 +52,7 @@ def test_missing_catalog_path(tmp_path):
 
 
 def test_missing_stimulus_folder_names_entry_and_path(tmp_path):
-    from mfrs.images.stimuli import list_stimuli
+    from mfrs.stages.stimuli import list_stimuli
 
     cat = tmp_path / "cat.yaml"
     cat.write_text(f"entries:\n  stimulus_images: {{kind: images, location: {tmp_path}/missing}}\n")
@@ -61,7 +61,7 @@ def test_missing_stimulus_folder_names_entry_and_path(tmp_path):
 
 
 def test_wrongly_named_stimulus_file(tmp_path):
-    from mfrs.images.stimuli import list_stimuli
+    from mfrs.stages.stimuli import list_stimuli
 
     folder = tmp_path / "meg"
     folder.mkdir()
@@ -74,7 +74,7 @@ def test_wrongly_named_stimulus_file(tmp_path):
 
 
 def test_unreadable_stimulus_file(tmp_path):
-    from mfrs.images.stimuli import StimulusSpec, load_stimulus_pixels
+    from mfrs.stages.stimuli import StimulusSpec, load_stimulus_pixels
 
     path = tmp_path / "f001.bmp"
     path.write_bytes(b"BM this is not a bitmap")
@@ -84,7 +84,7 @@ def test_unreadable_stimulus_file(tmp_path):
 
 
 def test_embedded_set_is_limited_to_fifty_per_category(catalog):
-    from mfrs.images.stimuli import list_stimuli
+    from mfrs.stages.stimuli import list_stimuli
 
     with pytest.raises(InputDataError, match="50 images per category"):
         list_stimuli(catalog.entry("stimulus_images"), 60)

@@ -11,9 +11,9 @@ import pytest
 import xarray as xr
 
 from mfrs.errors import StageFailures
-from mfrs.images import stimuli
-from mfrs.images.stimuli import Config, load_stimulus_pixels
 from mfrs.runner import run_units
+from mfrs.stages import stimuli
+from mfrs.stages.stimuli import Config, load_stimulus_pixels
 from mfrs.store import MARKER_DIR, ZarrStore
 
 

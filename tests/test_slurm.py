@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mfrs.cluster import gpu_workers
-from mfrs.images import stimuli
+from mfrs.stages import stimuli
 
 pytestmark = pytest.mark.slurm
 
@@ -45,7 +45,7 @@ def test_stimuli_stage_on_slurm_equals_local(tmp_path, slurm_client, local_clien
     from tests_support import REPO
 
     from mfrs.catalog import load_catalog
-    from mfrs.images.stimuli import Config
+    from mfrs.stages.stimuli import Config
 
     cfg = Config(size=24, n_per_category=8, chunk_size=6)
     on_slurm = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "slurm")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mfrs.images import stimuli
-from mfrs.images.stimuli import Config, phase_scramble
+from mfrs.stages import stimuli
+from mfrs.stages.stimuli import Config, phase_scramble
 
 
 def _run(catalog, client, **cfg):

@@ -139,7 +139,7 @@ def test_results_follow_their_inputs(tmp_path):
 
 
 def test_execution_settings_are_not_fingerprinted_science_parameters_are_named():
-    from mfrs.similarity.stage import Config
+    from mfrs.stages.similarity import Config
 
     base = make_provenance(stage="similarity", config=Config(), inputs={"sources": "a"}, seed=0)
     execution = make_provenance(stage="similarity", config=Config(worker_memory="1GB", time_batch=3),

@@ -100,7 +100,7 @@ def layer_depth(network: str, layer: str, kinds: list[str], input_size: int) -> 
 
     The ``depth`` coord of the ``activations`` store for the same kinds.
     """
-    from mfrs.nets.activations import NetworkSpec, layer_table
+    from mfrs.stages.activations import NetworkSpec, layer_table
 
     layers = layer_table(NetworkSpec(network=network, input_size=input_size), kinds)
     names = [lay.name for lay in layers]

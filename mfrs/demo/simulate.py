@@ -719,7 +719,7 @@ def _driver_truth(effect: Any, weights: WeightsSource) -> dict[str, Any] | None:
     """What drives an effect, in the terms of the ``model_rdms`` / ``rsa`` layer coords.
 
     ``weights`` is the label of the ``weights`` coord the activations stage gives these
-    weights (the entry's ``dataset`` param, as :func:`mfrs.nets.activations.weights_label`).
+    weights (the entry's ``dataset`` param, as :func:`mfrs.stages.activations.weights_label`).
     """
     from mfrs.demo.drivers import layer_depth
 

@@ -57,7 +57,7 @@ def to_square(rdm: xr.DataArray, *, stimulus: Any = None, diagonal: float = 0.0)
 
 def stage_config(rsa: xr.Dataset) -> Any:
     """The similarity stage's config that made ``rsa`` (from its provenance)."""
-    from mfrs.similarity.stage import Config
+    from mfrs.stages.similarity import Config
 
     params = rsa.attrs.get("provenance", {}).get("parameters")
     if params is None:
@@ -71,7 +71,7 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
 
     The stage keeps r, not the RDMs (unless ``store_rdms``); this redoes its steps for
     one region and time with its own settings (read from the ``rsa`` provenance):
-    :func:`mfrs.similarity.stage.layout` for the region's vertices and the time (or
+    :func:`mfrs.stages.similarity.layout` for the region's vertices and the time (or
     window) samples, float32 patterns, :func:`mfrs.similarity.blocks.rdm_block` for
     each subject, and the subject mean for ``group``.
 
@@ -96,7 +96,7 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
     from mfrs.catalog import Catalog, load_catalog
     from mfrs.similarity.blocks import rdm_block
     from mfrs.similarity.pairs import pair_coords
-    from mfrs.similarity.stage import layout
+    from mfrs.stages.similarity import layout
 
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     rsa = cat.open("rsa")

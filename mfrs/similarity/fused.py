@@ -197,7 +197,7 @@ def rsa_block(
     time_batch : int
         Time points whose RDMs are held at once: memory is about
         ``4 * (subject + 1) * time_batch * pair * 4`` bytes (see
-        :func:`mfrs.similarity.stage.block_memory`).
+        :func:`mfrs.stages.similarity.block_memory`).
     splits : ndarray (split, subject), optional
         Subject permutations for the split-half noise ceiling: the first half of each
         row against the second half.

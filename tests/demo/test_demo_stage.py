@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from mfrs.demo import stage
 from mfrs.errors import ConfigError
+from mfrs.stages import demo_data as stage
 
 TINY = {"n_subjects": 1, "n_runs": 1, "max_stimuli_per_category": 3, "grid": "ico4", "region_size": 12,
             "noise": {"n_brain_sources": 20}}
@@ -18,7 +18,7 @@ TINY = {"n_subjects": 1, "n_runs": 1, "max_stimuli_per_category": 3, "grid": "ic
 def with_stimuli(catalog, local_client, subjects_dir):
     import shutil
 
-    from mfrs.images import stimuli
+    from mfrs.stages import stimuli
 
     # start from the session's template (surfaces and BEM solution built once); the stage
     # still rewrites the parcellation, built there with another seed

@@ -8,8 +8,8 @@ from image_trees import write_catalog, write_identity_tree
 
 from mfrs.catalog import load_catalog
 from mfrs.errors import InputDataError
-from mfrs.images import datasets_stage as stage
 from mfrs.images.access import iter_batches, split_items, usable
+from mfrs.stages import images as stage
 
 
 @pytest.fixture(scope="module")

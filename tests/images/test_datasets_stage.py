@@ -27,7 +27,7 @@ from PIL import Image
 
 from mfrs.catalog import load_catalog
 from mfrs.errors import ConfigError, StoreError
-from mfrs.images import datasets_stage as stage
+from mfrs.stages import images as stage
 from mfrs.store import MARKER_DIR, ZarrStore
 
 
@@ -206,7 +206,7 @@ _CHILD = """
 import json, sys, time
 from distributed import Client, LocalCluster
 from mfrs.catalog import load_catalog
-from mfrs.images import datasets_stage as stage
+from mfrs.stages import images as stage
 
 convert = stage.convert_items
 def slow(*args, **kwargs):  # slow enough to be killed half-way

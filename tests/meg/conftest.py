@@ -62,7 +62,7 @@ def meg_inputs(tmp_path_factory: pytest.TempPathFactory, local_client, demo_conf
     from mfrs.catalog import load_catalog
     from mfrs.demo.anatomy import build_template_subjects_dir
     from mfrs.demo.simulate import generate_bids
-    from mfrs.images import stimuli
+    from mfrs.stages import stimuli
 
     root = tmp_path_factory.mktemp("meg-data")
     catalog = load_catalog(_write_catalog(root))
@@ -86,7 +86,7 @@ def meg_run(meg_inputs, local_client):
     Returns the catalog, the config and the StageFailures the run raised.
     """
     from mfrs.errors import StageFailures
-    from mfrs.meg import stage
+    from mfrs.stages import meg as stage
 
     catalog = meg_inputs
     broken = catalog.path("ds000117") / "sub-03/ses-meg/meg/sub-03_ses-meg_task-facerecognition_run-02_meg.fif"

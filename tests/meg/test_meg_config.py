@@ -47,8 +47,8 @@ def test_subject_prefix_is_stripped():
 
 
 def test_pipeline_section_and_globals_reach_the_stage():
-    from mfrs.meg import stage
     from mfrs.pipeline import PipelineConfig, stage_config
+    from mfrs.stages import meg as stage
 
     pipe = PipelineConfig(stages=["meg"], seed=5, subjects=["sub-02"], config={"meg": DEMO_OVERRIDES})
     cfg = stage_config(stage, pipe)
@@ -58,8 +58,8 @@ def test_pipeline_section_and_globals_reach_the_stage():
 
 def test_pipeline_typo_is_named():
     from mfrs.errors import ConfigError
-    from mfrs.meg import stage
     from mfrs.pipeline import PipelineConfig, stage_config
+    from mfrs.stages import meg as stage
 
     pipe = PipelineConfig(stages=["meg"], config={"meg": {"envelope": ["theta"]}})
     with pytest.raises(ConfigError, match=r"config\.meg\.envelope.*Did you mean 'envelopes'"):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mfrs.meg.stage import exclude_missing
 from mfrs.meg.subject import Prepared
+from mfrs.stages.meg import exclude_missing
 
 
 def _prep(sub, kept, rejected=()):

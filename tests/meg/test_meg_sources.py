@@ -13,7 +13,7 @@ from mfrs.meg.subject import epochs_path, inverse_model
 
 @pytest.fixture(scope="module")
 def model_and_epochs(meg_run):
-    from mfrs.meg.stage import subject_jobs
+    from mfrs.stages.meg import subject_jobs
 
     jobs, _ = subject_jobs(meg_run["config"], meg_run["catalog"])
     job = next(j for j in jobs if j.subject == "01")

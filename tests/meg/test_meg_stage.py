@@ -24,7 +24,7 @@ def _truth(catalog) -> dict:
 
 
 def _work(catalog, sub: str):
-    from mfrs.meg.stage import work_folder
+    from mfrs.stages.meg import work_folder
 
     return work_folder(catalog) / f"sub-{sub}"
 
@@ -62,7 +62,7 @@ def test_missing_run_file_is_named(meg_inputs, tmp_path):
 
 def test_rerun_skips_complete_subjects(meg_run, local_client, caplog):
     from mfrs.errors import StageFailures
-    from mfrs.meg import stage
+    from mfrs.stages import meg as stage
 
     catalog = meg_run["catalog"]
     store = ZarrStore.open(catalog.path("sources"))
@@ -77,7 +77,7 @@ def test_rerun_skips_complete_subjects(meg_run, local_client, caplog):
 
 def test_subject_whose_cleaning_is_redone_is_rewritten_with_the_same_values(meg_run, local_client, caplog):
     from mfrs.errors import StageFailures
-    from mfrs.meg import stage
+    from mfrs.stages import meg as stage
 
     catalog = meg_run["catalog"]
     before = catalog.open("sources")["activity"].sel(subject="sub-02", signal="broadband").values
@@ -257,7 +257,7 @@ def test_regions_respond_at_planted_latency_to_every_category(meg_run, sub):
 @pytest.mark.slurm
 def test_slurm_profile_writes_the_same_values_as_local(meg_run, slurm_client, tmp_path, write_catalog):
     from mfrs.catalog import load_catalog
-    from mfrs.meg import stage
+    from mfrs.stages import meg as stage
 
     local = meg_run["catalog"]
     catalog = load_catalog(write_catalog(tmp_path / "slurm", inputs_from=local.root))
@@ -277,7 +277,7 @@ def test_slurm_profile_writes_the_same_values_as_local(meg_run, slurm_client, tm
 
 # ---------------------------------------------------------------- stage protocol
 def test_stage_protocol_and_plan(meg_run):
-    from mfrs.meg import stage
+    from mfrs.stages import meg as stage
 
     catalog, config = meg_run["catalog"], meg_run["config"]
     assert stage.NAME == "meg" and stage.__doc__.splitlines()[0].startswith("MEG:")

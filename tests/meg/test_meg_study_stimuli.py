@@ -43,7 +43,7 @@ def test_plan_study_reports_428_with_the_study_split(tmp_path):
 
 def test_listed_stimuli_are_left_out_in_study_order(tmp_path):
     from mfrs.catalog import load_catalog
-    from mfrs.images.stimuli import exclusion_list, list_stimuli
+    from mfrs.stages.stimuli import exclusion_list, list_stimuli
 
     cat, _ = _study_set(tmp_path)
     entry = load_catalog(cat).entry("stimulus_images")
@@ -59,7 +59,7 @@ def test_listed_stimuli_are_left_out_in_study_order(tmp_path):
 def test_a_bad_exclusion_list_is_named(tmp_path):
     from mfrs.catalog import load_catalog
     from mfrs.errors import InputDataError
-    from mfrs.images.stimuli import list_stimuli
+    from mfrs.stages.stimuli import list_stimuli
 
     cat, folder = _study_set(tmp_path)
     (folder.parent / "exclusions.txt").write_text("f001\nface_12\n")

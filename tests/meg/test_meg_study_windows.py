@@ -17,7 +17,7 @@ def _sources(sfreq: float = 1100.0) -> xr.Dataset:
 
 def test_study_pipeline_windows_are_the_reference_seven():
     from mfrs.pipeline import load_pipeline, stage_config
-    from mfrs.similarity import stage
+    from mfrs.stages import similarity as stage
 
     cfg = stage_config(stage, load_pipeline(str(REPO / "pipelines" / "study.yaml")))
     assert cfg.mode == "avg"
@@ -33,7 +33,7 @@ def test_study_pipeline_windows_are_the_reference_seven():
 
 
 def test_window_start_none_keeps_the_epoch_start():
-    from mfrs.similarity import stage
+    from mfrs.stages import similarity as stage
 
     cfg = stage.Config(mode="avg", window=0.5, step=50 / 1100, window_start=None, categories=["all"])
     lay = stage.layout(_sources(), cfg)

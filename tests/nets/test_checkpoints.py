@@ -219,7 +219,7 @@ def test_malicious_pickle_is_refused_and_never_executes(tmp_path: Path) -> None:
         load_network("mobilenet_v2", "evil", in_channels=3, num_classes=3, **entry)
     assert not marker.exists()
     # the training resume reads its checkpoints the same way
-    from mfrs.nets import training
+    from mfrs.stages import train as training
 
     folder = tmp_path / "run"
     (folder / "checkpoints").mkdir(parents=True)

@@ -89,7 +89,7 @@ def test_identity_folders_are_generated_once_and_never_mixed(nets_catalog) -> No
     import yaml
 
     from mfrs.catalog import load_catalog
-    from mfrs.demo import identities
+    from mfrs.stages import face_identities as identities
 
     raw = yaml.safe_load(nets_catalog.source.read_text())
     raw["entries"]["face_identities"] = {"kind": "images", "location": "face_identities"}
@@ -125,7 +125,7 @@ def test_identity_folders_are_generated_once_and_never_mixed(nets_catalog) -> No
 
 
 def test_train_output_folder_as_weights_needs_a_finished_training(nets_catalog) -> None:
-    from mfrs.nets.activations import NetworkSpec, weights_entry, weights_label
+    from mfrs.stages.activations import NetworkSpec, weights_entry, weights_label
 
     spec = NetworkSpec(network="sphereface20", weights="trained")
     assert weights_label(spec, nets_catalog) == "trained"

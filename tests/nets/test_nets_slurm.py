@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nets_helpers import STIMULUS_SIZE, make_catalog, write_stimuli
 
-from mfrs.nets import activations
+from mfrs.stages import activations
 
 
 @pytest.mark.slurm

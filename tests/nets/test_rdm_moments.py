@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
 
-from mfrs.nets.model_rdms import layer_rdm
 from mfrs.nets.rdm_moments import Moments, rdm_from_moments
+from mfrs.stages.model_rdms import layer_rdm
 
 SCIPY = {"correlation": lambda x: pdist(x, "correlation"),
          "abs_correlation": lambda x: 1 - np.abs(1 - pdist(x, "correlation")),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mfrs.errors import ConfigError
-from mfrs.nets import activations, model_rdms, training
 from mfrs.pipeline import PipelineConfig, stage_config
+from mfrs.stages import activations, model_rdms
+from mfrs.stages import train as training
 
 
 def _pipeline(config: dict) -> PipelineConfig:

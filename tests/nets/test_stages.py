@@ -11,7 +11,7 @@ from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256, STIMULUS_SIZE, wr
 from scipy.spatial.distance import pdist
 
 from mfrs.errors import ConfigError, StoreError
-from mfrs.nets import activations, model_rdms
+from mfrs.stages import activations, model_rdms
 from mfrs.store import ZarrStore
 
 SPECS = [

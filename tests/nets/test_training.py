@@ -11,9 +11,9 @@ import torch
 from nets_helpers import write_faces
 
 from mfrs.errors import StoreError
-from mfrs.nets import training
 from mfrs.nets.losses import FaceLoss, margin_logits
 from mfrs.nets.weights import load_network, sha256_file
+from mfrs.stages import train as training
 
 BASE = dict(network="mobilenet_v2", images="faces", output="trained", input_size=32, optimizer="adam",
             lr=2e-3, weight_decay=0.0, epochs=2, batch_size=5, step_size=1, gamma=0.5, seed=3)
@@ -175,7 +175,7 @@ def test_trained_weights_feed_the_activations_stage(nets_catalog, tmp_path, loca
     from nets_helpers import write_stimuli
 
     from mfrs.catalog import load_catalog
-    from mfrs.nets import activations
+    from mfrs.stages import activations
 
     images = write_faces(nets_catalog, n_per_class=2, n_valid=0)
     cfg = training.Config(**{**BASE, "network": "sphereface20", "epochs": 1, "batch_size": 4})

@@ -14,7 +14,7 @@ import pytest
 import scipy.stats as ss
 import xarray as xr
 
-from mfrs.similarity import stage
+from mfrs.stages import similarity as stage
 
 from .reference import REFERENCE
 from .test_stage import EFFECT, N_TIME, _Catalog, _write_inputs

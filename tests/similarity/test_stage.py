@@ -8,8 +8,8 @@ import xarray as xr
 from tests_support import write_complete_store
 
 from mfrs.errors import ConfigError
-from mfrs.similarity import stage
 from mfrs.similarity.blocks import n_pairs
+from mfrs.stages import similarity as stage
 
 from .reference import REFERENCE, max_run_mass_brute
 

@@ -76,7 +76,7 @@ def stage_config(pipeline: Any) -> Config:
 
 
 def _entries(cfg: Config, catalog: Catalog) -> list[str]:
-    from mfrs.nets.activations import NetworkSpec, weights_label
+    from mfrs.stages.activations import NetworkSpec, weights_label
 
     names = [f"activations/{r.network}/{weights_label(NetworkSpec(network=r.network, weights=r.weights), catalog)}"
              for r in cfg.networks]

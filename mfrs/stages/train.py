@@ -285,10 +285,10 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     """
     import torch
 
-    from mfrs.nets.activations import choose_device
     from mfrs.nets.losses import final_linear
     from mfrs.nets.preprocess import prepare_images
     from mfrs.nets.weights import load_network, sha256_file
+    from mfrs.stages.activations import choose_device
 
     try:
         from distributed import get_worker
@@ -469,8 +469,8 @@ def _task(args: tuple[Config, str, str, str, dict | None, str | None, bool, dict
 def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
     """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint."""
     from mfrs.cluster import gpu_workers
-    from mfrs.nets.activations import weights_entry
     from mfrs.nets.specs import parse_untrained
+    from mfrs.stages.activations import weights_entry
 
     params = location = None
     if parse_untrained(config.init) is None:
