@@ -1,0 +1,231 @@
+"""Sensor RSA: brain RDMs of MEG sensor neighbourhoods and channel types against every layer, with noise ceilings.
+
+Stage ``sensor_rsa``. Reads ``epochs`` (``data (subject, signal, stimulus, channel,
+time)``, channel coord ``ch_type``) and ``model_rdms`` (``rdm (layer, pair)``) and
+writes ``rsa_sensors``: ``r (subject, signal, category, channel, time, layer)`` (the
+last subject, ``group``, is the subject-mean RDM), ``noise_ceiling_lower``/``_upper``
+and, with permutations, ``p``/``p_fwe`` (max statistic over ``fwe_dims`` of each
+channel set) and, with ``cluster``, ``p_cluster``/``cluster_mass`` over time. Along
+``channel``: the neighbourhood of every magnetometer and gradiometer (itself and
+its neighbours in MNE's Neuromag-306 adjacency, coord ``set_kind = neighbourhood``,
+labelled by the centre channel) and one set per channel type (``set_kind =
+channel_type``, labelled ``mag``/``grad``). Only channels every subject kept are
+used. One task = a block of ``set_block`` channel sets x every analysed time, all
+subjects, reduced by the region mode's kernel (:mod:`mfrs.similarity.sets`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from mfrs.similarity.sets import SetRsaConfig
+from mfrs.stage import Plan
+
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set_block_memory", "run_set_store"]
+
+NAME = "sensor_rsa"
+log = logging.getLogger("mfrs.similarity.sensor_rsa")
+
+
+class Config(SetRsaConfig):
+    """Settings of the sensor RSA stage."""
+
+    ch_types: list[Literal["mag", "grad"]] = Field(default_factory=lambda: ["mag", "grad"], min_length=1)
+    neighbourhoods: bool = Field(True, description="RSA of every channel's neighbourhood (MNE Neuromag-306 adjacency)")
+    channel_types: bool = Field(True, description="RSA of all channels of each type together")
+    set_block: int = Field(32, ge=1, description="channel sets per task (every analysed time in each task)")
+    fwe_dims: list[Literal["time", "layer"]] = Field(
+        default_factory=lambda: ["time", "layer"], description="the family of p_fwe within each channel set")
+    cluster: bool = Field(False, description="cluster-mass p over time (family: fwe_dims of each channel set)")
+
+
+def inputs(cfg: Config) -> list[str]:
+    return ["epochs", "model_rdms"]
+
+
+def outputs(cfg: Config) -> list[str]:
+    return ["rsa_sensors"]
+
+
+def _input_stores(catalog: Any) -> tuple[Any, Any]:
+    from mfrs.store import open_input
+
+    return (open_input(catalog.path("epochs"), entry_name="epochs", stage=NAME, writer="meg"),
+            open_input(catalog.path("model_rdms"), entry_name="model_rdms", stage=NAME, writer="model_rdms"))
+
+
+def sets_of(epochs: xr.Dataset, cfg: Config) -> tuple[Any, np.ndarray]:
+    """The channel sets of ``epochs`` under ``cfg`` and the channels they index (kept by every subject)."""
+    from mfrs.similarity.sensors import sensor_sets
+
+    data = epochs["data"]
+    finite = np.isfinite(data.isel(stimulus=0, time=0).values).all(axis=(0, 1))  # (channel,)
+    channels = np.asarray(epochs["channel"].values).astype(str)
+    dropped = channels[~finite]
+    if dropped.size:
+        log.info("sensor_rsa: %d channels missing in some subject are left out: %s", dropped.size,
+                 ", ".join(dropped[:10]))
+    keep = np.flatnonzero(finite)
+    types = np.asarray(epochs["ch_type"].values).astype(str)[keep]
+    sets = sensor_sets(channels[keep].tolist(), types.tolist(), types=tuple(cfg.ch_types),
+                       neighbourhoods=cfg.neighbourhoods, channel_types=cfg.channel_types)
+    return sets, keep
+
+
+def _fwe_axes(cfg: Config) -> tuple[int, ...]:
+    return tuple({"time": 0, "layer": 1}[d] for d in cfg.fwe_dims) if cfg.n_permutations else ()
+
+
+def set_block_memory(*, n_sets: int, n_union: int, n_feat: int, n_subjects: int, n_stimuli: int, n_times: int,
+                     n_layers: int, n_signals: int, n_categories: int, time_batch: int, n_permutations: int) -> int:
+    """Peak bytes of one task of a set RSA (:func:`mfrs.similarity.sets.rsa_sets_block`).
+
+    The region mode's :func:`~mfrs.stages.similarity.block_memory` of one set (the
+    sets are reduced one after the other, each with its own null) with the input of
+    the block's ``n_union`` features, plus the outputs of the other sets.
+    """
+    from mfrs.stages.similarity import block_memory
+
+    one = block_memory(n_sub=n_subjects, n_stim=n_stimuli, n_feat=n_feat, samples=n_times, block_vertices=n_union,
+                       n_time=n_times, n_region=1, n_layer=n_layers, n_signal=n_signals, n_cat=n_categories,
+                       time_batch=time_batch, n_permutations=n_permutations)
+    others = 4 * n_signals * n_categories * (n_sets - 1) * n_times * ((n_subjects + 1) * n_layers + 2 + 4 * n_layers)
+    return int(one + others + 4 * n_subjects * n_stimuli * n_times * n_union)  # + the float64 -> float32 copy
+
+
+def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
+    """Memory, disk and time of the stage (seconds from the region mode's kernel calibration)."""
+    from dask.utils import parse_bytes
+
+    from mfrs.similarity.sets import decimated_times
+    from mfrs.stages.similarity import calibrate
+
+    ep_store, md_store = _input_stores(catalog)
+    epochs, models = ep_store.dataset(warn_incomplete=False), md_store.dataset(warn_incomplete=False)
+    sets, _ = sets_of(epochs, config)
+    n_sub, n_sig, n_stim = (epochs.sizes[d] for d in ("subject", "signal", "stimulus"))
+    n_t = decimated_times(epochs["time"].values, config).size
+    n_set, n_layer, n_cat = len(sets.labels), models.sizes["layer"], len(config.categories)
+    block = min(config.set_block, n_set)
+    feat = int(sets.sizes.max())
+    union = int(min(epochs.sizes["channel"], np.sort(sets.sizes)[::-1][:block].sum()))
+    memory = set_block_memory(n_sets=block, n_union=union, n_feat=feat, n_subjects=n_sub, n_stimuli=n_stim,
+                              n_times=n_t, n_layers=n_layer, n_signals=n_sig, n_categories=n_cat,
+                              time_batch=config.time_batch, n_permutations=config.n_permutations)
+    n_rdm = n_sig * n_cat * n_set * n_t * (n_sub + 1)
+    n_group = n_sig * n_cat * n_set * n_t
+    p = n_stim * (n_stim - 1) // 2
+    n_out = (n_sub + 1) * n_layer + 2 + (n_layer * (2 + 2 * config.cluster) if config.n_permutations else 0)
+    seconds, notes = 0.0, [f"{n_rdm} sensor RDMs ({n_set} channel sets, {n_t} times) of {n_stim} stimuli, "
+                           f"{n_layer} layers, {config.n_permutations} permutations"]
+    if calibrated:
+        cal = calibrate(n_stim, feat, n_layer, config.metric, config.method, n_sub=max(2, min(n_sub, 8)))
+        seconds = n_rdm * cal["seconds_per_rdm"] + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
+    result = Plan(stage=NAME, reads={"epochs": int(epochs["data"].nbytes), "model_rdms": int(models["rdm"].nbytes)},
+                  writes={"rsa_sensors": int(4 * n_sig * n_cat * n_set * n_t * n_out)},
+                  n_tasks=math.ceil(n_set / config.set_block), n_units=math.ceil(n_set / config.set_block),
+                  memory_per_task=memory, flops=float(n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)),
+                  seconds=float(seconds), notes=notes)
+    if config.worker_memory is not None:
+        result.check_fits(parse_bytes(config.worker_memory))
+    return result
+
+
+@dataclass
+class _Job:
+    store: Any
+    unit: Any
+    epochs_path: str
+    models_path: str
+    config: Config
+
+
+def _compute(job: _Job) -> None:
+    from mfrs.similarity.sensors import SCALE
+    from mfrs.similarity.sets import (
+        block_dataset,
+        decimated_times,
+        rsa_sets_block,
+        stimulus_subsets,
+        union_members,
+    )
+    from mfrs.store import ZarrStore
+
+    cfg, unit = job.config, job.unit
+    epochs, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
+                      for path, name in ((job.epochs_path, "epochs"), (job.models_path, "model_rdms")))
+    sets, keep = sets_of(epochs, cfg)
+    chosen = unit.region["channel"]
+    members = sets.members[chosen]
+    union, local = union_members(members)
+    t_idx = decimated_times(epochs["time"].values, cfg)
+    data = epochs["data"].isel(channel=keep[union], time=t_idx).transpose(
+        "subject", "signal", "stimulus", "time", "channel").values.astype(np.float64)
+    types = np.asarray(epochs["ch_type"].values).astype(str)[keep[union]]
+    data *= np.array([SCALE.get(t, 1.0) for t in types])
+    model = models["rdm"].transpose("layer", "pair").values
+    stim_index = stimulus_subsets(epochs, cfg.categories, what=NAME)
+    out = rsa_sets_block(data.astype(np.float32), local, model, stim_index,
+                         epochs["signal"].values.tolist(), cfg, fwe_axes=_fwe_axes(cfg), cluster=cfg.cluster)
+    job.store.write_unit(unit, block_dataset(out, "channel", unit.labels))
+
+
+def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRsaConfig, catalog: Any, client: Any,
+                  overwrite: bool, input_stores: tuple[Any, ...], compute: Any, make_job: Any) -> None:
+    """Create or resume the set RSA store ``entry`` from ``template``; ``compute(make_job(store, unit))`` per missing unit.
+
+    Shared by the sensor and searchlight stages: provenance from the inputs'
+    fingerprints, units along the set dim and ``time``, completed units skipped.
+    """
+    from mfrs.provenance import make_provenance
+    from mfrs.runner import run_units
+    from mfrs.store import ZarrStore
+
+    fps = {st.entry_name or str(st.path): str(st.provenance.get("fingerprint", "")) for st in input_stores}
+    provenance = make_provenance(stage=stage, config=config, inputs=fps, seed=config.seed, client=client)
+    set_dim = next(d for d in template["r"].dims if d not in ("subject", "signal", "category", "time", "layer"))
+    store = ZarrStore.create(catalog.path(entry), template, unit_dims=(set_dim, "time"), provenance=provenance,
+                             overwrite=overwrite, entry_name=entry)
+    store.depends_on(*input_stores)
+    jobs = []
+    for unit in store.units():
+        if store.is_complete(unit):
+            log.info("%s: block %s complete in %s, skipping", stage, unit.key, store.path)
+            continue
+        jobs.append(make_job(store, unit))
+    if jobs:
+        run_units(client, compute, jobs, key=lambda j: j.unit.key, description=stage, stage=stage)
+
+
+def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
+    """Create or resume ``rsa_sensors`` and compute every missing block of channel sets (one task each)."""
+    from dask.utils import parse_bytes
+
+    from mfrs.cluster import worker_memory_limit
+    from mfrs.similarity.sets import SetLayout, check_model_pairs, decimated_times, sets_template, stimulus_subsets
+
+    limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
+    plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
+    input_stores = _input_stores(catalog)
+    epochs, models = (st.dataset(warn_incomplete=False) for st in input_stores)
+    check_model_pairs(models, epochs.sizes["stimulus"], NAME, "epochs")
+    stimulus_subsets(epochs, config.categories, what=NAME)
+    sets, _ = sets_of(epochs, config)
+    times = epochs["time"].values[decimated_times(epochs["time"].values, config)]
+    lay = SetLayout("channel", np.array(sets.labels), {
+        "set_kind": ("channel", np.array(sets.kind)), "ch_type": ("channel", np.array(sets.ch_type)),
+        "n_channels": ("channel", sets.sizes)}, config.set_block, max(1, times.size))
+    family = " x ".join(config.fwe_dims) if config.n_permutations and config.fwe_dims else ""
+    template = sets_template([str(s) for s in epochs["subject"].values], epochs["signal"].values, times, models, lay,
+                             config, fwe_family=family, cluster=config.cluster and bool(config.n_permutations))
+    paths = (str(catalog.path("epochs")), str(catalog.path("model_rdms")))
+    run_set_store(stage=NAME, entry="rsa_sensors", template=template, config=config, catalog=catalog, client=client,
+                  overwrite=overwrite, input_stores=input_stores, compute=_compute,
+                  make_job=lambda store, unit: _Job(store, unit, *paths, config))

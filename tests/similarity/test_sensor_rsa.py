@@ -1,0 +1,113 @@
+"""The sensor RSA stage on a small synthetic ``epochs`` store (real Zarr, real LocalCluster), against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
+from tests_support import write_complete_store
+
+from mfrs.similarity.blocks import n_pairs
+from mfrs.stages import sensor_rsa as stage
+
+from .reference import REFERENCE
+
+N_STIM, N_SUB, N_TIME = 12, 3, 8
+
+
+def _catalog(root):
+    from tests_support import REPO
+
+    from mfrs.catalog import load_catalog
+
+    return load_catalog(REPO / "data_catalog.yaml", root=root)
+
+
+def _adjacency():
+    import mne
+
+    return {t: mne.channels.read_ch_adjacency(name) for t, name in (("mag", "neuromag306mag"),
+                                                                    ("grad", "neuromag306planar"))}
+
+
+def _write_inputs(root):
+    rng = np.random.default_rng(1)
+    adj = _adjacency()
+    mags, grads = [str(n) for n in adj["mag"][1][:8]], [str(n) for n in adj["grad"][1][:16]]
+    channels, types = mags + grads, ["mag"] * 8 + ["grad"] * 16
+    scale = np.where(np.array(types) == "mag", 1e-13, 1e-11)[:, None]
+    data = rng.standard_normal((N_SUB, 1, N_STIM, len(channels), N_TIME)) * scale
+    data[1, :, :, 3] = np.nan  # sub-02 lost a magnetometer: left out for everyone
+    cats = np.repeat(["famous", "unfamiliar", "scrambled"], N_STIM // 3)
+    epochs = xr.Dataset({"data": (("subject", "signal", "stimulus", "channel", "time"), data.astype(np.float32))},
+                        coords={"subject": [f"sub-{i + 1:02d}" for i in range(N_SUB)], "signal": ["broadband"],
+                                "stimulus": [f"s{i:02d}" for i in range(N_STIM)], "category": ("stimulus", cats),
+                                "channel": channels, "ch_type": ("channel", types),
+                                "time": np.arange(N_TIME) * 0.01 - 0.02})
+    write_complete_store(epochs, root / "epochs.zarr", "subject")
+    models = xr.Dataset({"rdm": (("layer", "pair"), rng.random((3, n_pairs(N_STIM))).astype(np.float32))},
+                        coords={"layer": ["l0", "l1", "l2"], "network": ("layer", ["net"] * 3)})
+    write_complete_store(models, root / "model_rdms.zarr", "layer")
+    return epochs, models, adj
+
+
+def test_sensor_rsa_equals_scipy_on_random_cells(tmp_path, local_client):
+    from mfrs.similarity.nulls import draw_stimulus_permutations
+    from mfrs.similarity.seeds import unit_rng
+
+    epochs, models, adj = _write_inputs(tmp_path)
+    cfg = stage.Config(categories=["all", "famous"], set_block=7, time_step=2, n_permutations=19, cluster=True)
+    plan = stage.plan(config=cfg, catalog=_catalog(tmp_path))
+    assert plan.n_units == 4 and plan.memory_per_task > 0  # 23 neighbourhoods + 2 channel types, 7 per task
+    stage.run(config=cfg, catalog=_catalog(tmp_path), client=local_client)
+    out = xr.open_zarr(tmp_path / "rsa_sensors.zarr").load()
+    assert out.r.dims == ("subject", "signal", "category", "channel", "time", "layer")
+    assert "MEG0141" not in out.channel.values.tolist()  # the channel sub-02 lost
+    np.testing.assert_allclose(out.time, epochs.time[::2])
+    kept = [c for c in epochs.channel.values.tolist() if c != "MEG0141"]
+    neighbours = {}
+    for a, names in adj.values():  # brute force over MNE's adjacency: the channel and every linked one
+        a = a.toarray()
+        names = [str(n) for n in names]
+        for c in kept:
+            if c in names:
+                row = names.index(c)
+                neighbours[c] = [k for k in kept if k in names and (a[row, names.index(k)] or k == c)]
+    neighbours["mag"] = [c for c in kept if c.endswith("1")]
+    neighbours["grad"] = [c for c in kept if not c.endswith("1")]
+    assert sorted(out.channel.values.tolist()) == sorted(neighbours)
+    assert out.n_channels.sel(channel="mag") == 7 and out.set_kind.sel(channel="grad") == "channel_type"
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        ch = str(rng.choice(out.channel.values))
+        t = int(rng.integers(out.sizes["time"]))
+        layer = str(rng.choice(out.layer.values))
+        cat = str(rng.choice(["all", "famous"]))
+        stim = np.flatnonzero(epochs.category.values == cat) if cat != "all" else np.arange(N_STIM)
+        x = epochs.data.sel(signal="broadband", channel=neighbours[ch]).isel(time=2 * t, stimulus=stim).values
+        rdms = np.stack([pdist(x[s].astype(float), "correlation") for s in range(N_SUB)])
+        iu, ju = np.triu_indices(N_STIM, 1)
+        keep = np.isin(iu, stim) & np.isin(ju, stim)
+        model = models.rdm.sel(layer=layer).values[keep]
+        cell = dict(signal="broadband", category=cat, channel=ch, layer=layer)
+        for s, subject in enumerate(out.subject.values[:-1]):
+            expect = spearmanr(rdms[s], model)[0]
+            assert float(out.r.sel(subject=subject, **cell).isel(time=t)) == pytest.approx(expect, abs=1e-4)
+        group = spearmanr(rdms.mean(axis=0), model)[0]
+        assert float(out.r.sel(subject="group", **cell).isel(time=t)) == pytest.approx(group, abs=1e-4)
+        lo, up = REFERENCE["noise_ceiling:rsatoolbox"](rdms, "spearman")
+        sel = dict(signal="broadband", category=cat, channel=ch)
+        assert float(out.noise_ceiling_lower.sel(**sel).isel(time=t)) == pytest.approx(lo, abs=2e-4)
+        assert float(out.noise_ceiling_upper.sel(**sel).isel(time=t)) == pytest.approx(up, abs=2e-4)
+        # permutation p: the same relabellings of the group RDM, compared by scipy
+        perms = draw_stimulus_permutations(unit_rng(cfg.seed, "permutation", "broadband", cat), stim.size, 19)
+        square = np.zeros((stim.size, stim.size))
+        square[np.triu_indices(stim.size, 1)] = rdms.mean(axis=0)
+        square += square.T
+        null = [spearmanr(square[np.ix_(q, q)][np.triu_indices(stim.size, 1)], model)[0] for q in perms]
+        p = (1 + sum(n >= group - 1e-6 for n in null)) / 20
+        assert float(out.p.sel(**cell).isel(time=t)) == pytest.approx(p, abs=1e-6)
+    assert (out.p_fwe >= out.p - 1e-7).all() and (out.p_cluster >= 0.05 - 1e-7).all()
+    assert "time x layer" in out.p_fwe.attrs["family"]
