@@ -39,6 +39,7 @@ from mfrs.demo.sequence import TRIGGERS, Trial, split_runs, trial_sequence
 from mfrs.errors import InputDataError
 
 __all__ = [
+    "BAD_LOG_PATTERN",
     "BUTTON_CODES",
     "BIDS_CHANNEL_TYPES",
     "ECG_CHANNEL",
@@ -70,6 +71,9 @@ BIDS_CHANNEL_TYPES = {"EEG061": "HEOG", "EEG062": "VEOG", "EEG063": "ECG", "EEG0
 #: Per-run head positions (MaxFilter .pos format), relative to the BIDS root.
 HEAD_POS_PATTERN = ("derivatives/mfrs-simulation/sub-{subject}/sub-{subject}_ses-meg_task-facerecognition"
                     "_run-{run:02d}_headpos.pos")
+#: Per-run MaxFilter logs naming the static bad channels (``Static bad channels (n): 0113 ...``).
+BAD_LOG_PATTERN = ("derivatives/mfrs-simulation/sub-{subject}/sub-{subject}_ses-meg_task-facerecognition"
+                   "_run-{run:02d}_sss_log.txt")
 _N_BADS = (1, 3)  # static bad MEG channels per run: at least, at most + 1
 _BAD_NOISE = 5.0  # white noise added to a bad channel, relative to its own signal's sd
 #: Button presses on STI101 (ds000117 masks them out with 4096 + 256).
@@ -80,7 +84,7 @@ EVENT_ID: dict[str, int] = {
 }
 TRUTH_FILE = Path("derivatives") / "mfrs-simulation" / "truth.json"
 _INCOMPLETE = ".mfrs-simulation-incomplete"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 
 # where the artefact dipoles sit, head coordinates (m): heart below the head, eyes behind nasion
 _HEART = np.array([0.03, 0.0, -0.22])
@@ -537,6 +541,16 @@ def _write_head_pos(bids_root: Path, subject: str, run: int, dev_head: np.ndarra
     return path
 
 
+def _write_bad_log(bids_root: Path, subject: str, run: int, bads: list[str]) -> Path:
+    """The run's static bad channels as a MaxFilter log prints them (logical channel numbers)."""
+    numbers = " ".join(name.upper().removeprefix("MEG").strip() for name in bads)
+    path = bids_root / BAD_LOG_PATTERN.format(subject=subject, run=run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"maxfilter (simulated by mfrs) sub-{subject} run {run:02d}\n"
+                    f"Static bad channels ({len(bads)}): {numbers}\n")
+    return path
+
+
 def _prepare_root(bids_root: Path, fingerprint: str, overwrite: bool) -> bool:
     """True when the data set is already complete for ``fingerprint``; else empty the folder."""
     truth = bids_root / TRUTH_FILE
@@ -640,6 +654,7 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
             raw, events, drawn = _simulate_run(subject, r, trials, stimuli, model, config)
             fname = _write_run(raw, events, trials, stimuli, bids_root, sub, r)
             _write_head_pos(bids_root, sub, r, subject.dev_head, drawn["n_times"] / config.sfreq)
+            _write_bad_log(bids_root, sub, r, drawn["bads"])
             log.info("demo_data: wrote %s (%d trials, %.0f s)", fname.name, len(trials),
                      drawn["n_times"] / config.sfreq)
             drawn["stimuli"] = [ids[t.stimulus] for t in trials]
@@ -684,7 +699,7 @@ def _write_truth(bids_root: Path, fp: str, config: DemoDataConfig, stimuli: xr.D
         "button_codes": list(BUTTON_CODES),
         "channels": {"stim": STIM_CHANNEL, "heog": EOG_CHANNELS[0], "veog": EOG_CHANNELS[1],
                      "ecg": ECG_CHANNEL, "misc": MISC_CHANNEL, "bids_types": BIDS_CHANNEL_TYPES,
-                     "head_pos": HEAD_POS_PATTERN,
+                     "head_pos": HEAD_POS_PATTERN, "bad_channels": BAD_LOG_PATTERN,
                      "meg": list(_meg_info()["ch_names"])},
         "stimuli": ids,
         "features": {name: {"dims": ["stimulus", "feature"], "values": arr.values.round(6).tolist()}

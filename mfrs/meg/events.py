@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,12 +17,25 @@ if TYPE_CHECKING:
 
     from mfrs.meg.config import EventsConfig
 
-__all__ = ["find_trigger_events", "match_events", "trigger_table"]
+__all__ = ["find_trigger_events", "match_events", "stimulus_id", "trigger_table"]
+
+log = logging.getLogger(__name__)
 
 
 def trigger_table() -> dict[int, tuple[str, str]]:
     """Trigger code -> (category, presentation) for ds000117."""
     return {code: (cat, pres) for cat, codes in TRIGGERS.items() for pres, code in codes.items()}
+
+
+def stimulus_id(stim_file: str) -> str:
+    """``meg/f013.bmp`` -> ``f013`` (ds000117's stim_file values name the image file).
+
+    Examples
+    --------
+    >>> stimulus_id("meg/F013.bmp")
+    'f013'
+    """
+    return PurePosixPath(str(stim_file).replace("\\", "/")).stem.lower()
 
 
 def find_trigger_events(raw: "mne.io.BaseRaw", cfg: "EventsConfig") -> np.ndarray:
@@ -43,7 +58,7 @@ def find_trigger_events(raw: "mne.io.BaseRaw", cfg: "EventsConfig") -> np.ndarra
 
 def match_events(events: np.ndarray, table: "pd.DataFrame", *, sfreq: float, first_samp: int,
                  cfg: "EventsConfig", file_to_stimulus: dict[str, str],
-                 source: str) -> "pd.DataFrame":
+                 source: str, excluded: frozenset[str] | set[str] = frozenset()) -> "pd.DataFrame":
     """Pair STI101 triggers with events.tsv rows and apply the screen delay.
 
     Parameters
@@ -60,6 +75,9 @@ def match_events(events: np.ndarray, table: "pd.DataFrame", *, sfreq: float, fir
         ``stim_file`` value -> stimulus id (the ``file`` coord of the ``stimuli`` store).
     source : str
         The events.tsv path, for messages.
+    excluded : set of str
+        Stimulus ids left out of the study (the stimuli stage's exclusion list): their rows
+        are matched to STI101 like every other, then dropped (ds000117 presents all 450).
 
     Returns
     -------
@@ -91,11 +109,17 @@ def match_events(events: np.ndarray, table: "pd.DataFrame", *, sfreq: float, fir
             f"{cfg.tolerance * 1e3:.1f} ms (first: {bad}) and {int((~used).sum())} STI101 triggers "
             f"have no row (first [sample, code]: {extra}); check that the events.tsv belongs to "
             "this run, or widen meg.events.tolerance")
-    unknown = sorted(set(rows["stim_file"]) - set(file_to_stimulus))
+    dropped = np.array([f not in file_to_stimulus and stimulus_id(f) in excluded
+                        for f in rows["stim_file"].astype(str)], dtype=bool)
+    unknown = sorted(set(rows.loc[~dropped, "stim_file"]) - set(file_to_stimulus))
     if unknown:
         raise InputDataError(
             f"{source}: stim_file values {unknown[:5]} are not `file` coords of the 'stimuli' "
             "store; rebuild the stimuli store from the same data set")
+    if dropped.any():
+        log.info("%s: %d events of excluded stimuli dropped (%s)", source, int(dropped.sum()),
+                 ", ".join(sorted({stimulus_id(f) for f in rows.loc[dropped, "stim_file"]})))
+        rows, matched = rows[~dropped].reset_index(drop=True), matched[~dropped]
     trig_samples = events[matched, 0]
     delay = int(round(cfg.delay * sfreq))
     out = pd.DataFrame({

@@ -41,7 +41,8 @@ def artefact_channels(info: "mne.Info") -> tuple[list[str], list[str]]:
 
 def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "MaxwellConfig", *,
                         calibration: Path | None, crosstalk: Path | None,
-                        subject: str, head_pos: dict[int, Path] | None = None) -> list["mne.io.BaseRaw"]:
+                        subject: str, head_pos: dict[int, Path] | None = None,
+                        record: dict | None = None) -> list["mne.io.BaseRaw"]:
     """tSSS every run, moved to the head position of ``cfg.destination_run``.
 
     Skipped, with the reason logged, when disabled or when the catalog gives no
@@ -51,15 +52,24 @@ def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "Max
     MaxFilter log's) are reconstructed. With ``head_pos`` (run -> MaxFilter ``.pos``
     file) a run is movement-compensated; a run without one is filtered with its
     initial head position, which the log says.
+
+    ``record``, when given, receives per run (``str(run)``) what was done and why:
+    ``{"tsss": bool, "movement_compensation": <.pos file> | None, "reason": why not}``,
+    for the stage's provenance.
     """
     import mne
 
+    record = {} if record is None else record
+    skip = None
     if not cfg.enabled:
-        log.info("meg: sub-%s Maxwell filter skipped: disabled in the config (maxwell.enabled)", subject)
-        return raws
-    if cfg.require_files and (calibration is None or crosstalk is None):
-        log.info("meg: sub-%s Maxwell filter skipped: the catalog entry 'ds000117' gives no "
-                 "params.calibration / params.crosstalk file", subject)
+        skip = "disabled in the config (maxwell.enabled)"
+    elif cfg.require_files and (calibration is None or crosstalk is None):
+        skip = "the catalog entry 'ds000117' gives no params.calibration / params.crosstalk file"
+    if skip is not None:
+        log.info("meg: sub-%s Maxwell filter skipped: %s", subject, skip)
+        for run in runs:
+            record[str(run)] = {"tsss": False, "movement_compensation": None,
+                                "reason": f"Maxwell filter skipped: {skip}"}
         return raws
     dest = None
     if cfg.destination_run is not None:
@@ -69,15 +79,19 @@ def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "Max
     for run, raw in zip(runs, raws):
         bads = list(raw.info["bads"])
         pos_file = (head_pos or {}).get(run)
-        pos = None
+        pos, reason = None, None
         if not cfg.movement_compensation:
-            log.info("meg: sub-%s run %d movement compensation skipped: disabled in the config "
-                     "(maxwell.movement_compensation)", subject, run)
+            reason = "movement compensation disabled in the config (maxwell.movement_compensation)"
         elif pos_file is None:
-            log.info("meg: sub-%s run %d movement compensation skipped: the data set gives no head "
-                     "positions for it (catalog entry 'ds000117' params.head_pos)", subject, run)
+            reason = ("the data set gives no head positions for this run (catalog entry 'ds000117' "
+                      "params.head_pos)")
         else:
             pos = mne.chpi.read_head_pos(str(pos_file))
+        if reason:
+            log.info("meg: sub-%s run %d movement compensation skipped: %s", subject, run, reason)
+        record[str(run)] = {"tsss": cfg.st_duration is not None, "bads_reconstructed": bads,
+                            "movement_compensation": None if pos is None else str(pos_file),
+                            "reason": reason}
         out.append(mne.preprocessing.maxwell_filter(
             raw, calibration=None if calibration is None else str(calibration),
             cross_talk=None if crosstalk is None else str(crosstalk),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mfrs.meg.config import Config
     from mfrs.store import Unit, ZarrStore
 
-__all__ = ["SubjectJob", "Prepared", "prepare", "localize", "inverse_model", "ica_path", "epochs_path"]
+__all__ = ["SubjectJob", "Prepared", "prepare", "static_bads", "localize", "inverse_model", "ica_path", "epochs_path"]
 
 log = logging.getLogger("mfrs.meg")
 
@@ -48,6 +48,8 @@ class SubjectJob:
     crosstalk: Path | None = None
     fingerprint: str = ""
     head_pos: dict[int, Path] | None = None  # run -> MaxFilter .pos file
+    bad_logs: dict[int, Path] | None = None  # run -> MaxFilter log naming its static bad channels
+    excluded: frozenset[str] = frozenset()  # stimulus ids the stimuli stage left out (events dropped)
 
     @property
     def folder(self) -> Path:
@@ -149,13 +151,12 @@ def prepare(job: SubjectJob) -> Prepared:
     with _timed(sub, "reading"):
         raws = [read_run(job.bids_root, run) for run in job.runs]
     run_numbers = [run.run for run in job.runs]
-    bads = {run: list(raw.info["bads"]) for run, raw in zip(run_numbers, raws)}
-    for run, names in bads.items():
-        log.info("meg: sub-%s run %d static bad channels (channels.tsv status): %s", sub, run,
-                 ", ".join(names) or "none")
+    bads, bad_sources = static_bads(raws, run_numbers, job.bad_logs or {}, sub)
+    maxwell_record: dict[str, Any] = {}
     with _timed(sub, "Maxwell filter"):
         raws = maxwell_filter_runs(raws, run_numbers, cfg.maxwell, calibration=job.calibration,
-                                   crosstalk=job.crosstalk, subject=job.subject, head_pos=job.head_pos)
+                                   crosstalk=job.crosstalk, subject=job.subject, head_pos=job.head_pos,
+                                   record=maxwell_record)
     union = sorted({c for raw in raws for c in raw.info["bads"]})
     if any(set(raw.info["bads"]) != set(union) for raw in raws):
         # not reconstructed by a Maxwell filter: a channel bad in one run is left out of all
@@ -171,7 +172,8 @@ def prepare(job: SubjectJob) -> Prepared:
         trig = find_trigger_events(raw, cfg.events)
         table = match_events(trig, read_events_tsv(run), sfreq=raw.info["sfreq"],
                              first_samp=raw.first_samp, cfg=cfg.events,
-                             file_to_stimulus=job.file_to_stimulus, source=str(run.events))
+                             file_to_stimulus=job.file_to_stimulus, source=str(run.events),
+                             excluded=job.excluded)
         table["run"] = run.run
         table["run_sample"] = table["sample"]  # within the run's own file, delay applied
         tables.append(table)
@@ -187,6 +189,7 @@ def prepare(job: SubjectJob) -> Prepared:
     events["trigger_sample"] = events["sample"] - delay
     report: dict[str, Any] = {"n_events": int(len(events)), "runs": run_numbers,
                               "bad_channels": {str(r): b for r, b in bads.items()},
+                              "bad_channel_sources": bad_sources, "maxwell_runs": maxwell_record,
                               "bads_after_maxwell": list(raw.info["bads"]),
                               "maxwell": bool(cfg.maxwell.enabled and (
                                   not cfg.maxwell.require_files or (job.calibration and job.crosstalk)))}
@@ -221,6 +224,40 @@ def prepare(job: SubjectJob) -> Prepared:
     tmp.write_text(json.dumps({"fingerprint": job.fingerprint, "prepared": prepared.__dict__, "files": files}))
     os.replace(tmp, record)  # written last: the cache is complete only with it
     return prepared
+
+
+def static_bads(raws: list["mne.io.BaseRaw"], runs: list[int], logs: dict[int, Path],
+                subject: str) -> tuple[dict[int, list[str]], dict[str, str]]:
+    """Mark each run's static bad channels: its BIDS ``channels.tsv`` status plus its MaxFilter log.
+
+    ``info["bads"]`` of every raw is updated in place. A run without a log keeps the
+    channels.tsv ones only, which the log and the returned sources say.
+
+    Returns
+    -------
+    bads : dict
+        Run -> bad channel names.
+    sources : dict
+        ``str(run)`` -> where they come from (or why no MaxFilter log was read).
+    """
+    from mfrs.meg.maxfilter import read_static_bads
+
+    bads, sources = {}, {}
+    for run, raw in zip(runs, raws):
+        tsv = list(raw.info["bads"])
+        log_file = logs.get(run)
+        if log_file is None:
+            logged: list[str] = []
+            sources[str(run)] = ("channels.tsv status only: the data set gives no MaxFilter log for "
+                                 "this run (catalog entry 'ds000117' params.bad_channels)")
+        else:
+            logged = read_static_bads(log_file, raw.ch_names)
+            sources[str(run)] = f"channels.tsv status and MaxFilter log {log_file}"
+        raw.info["bads"] = tsv + [c for c in logged if c not in tsv]
+        bads[run] = list(raw.info["bads"])
+        log.info("meg: sub-%s run %d static bad channels: %s (%s)", subject, run,
+                 ", ".join(bads[run]) or "none", sources[str(run)])
+    return bads, sources
 
 
 def _average(data: np.ndarray, ids: np.ndarray, stimuli: list[str]) -> np.ndarray:

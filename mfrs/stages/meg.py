@@ -59,14 +59,16 @@ def _optional_file(entry, key: str) -> Path | None:
     return path
 
 
-def _head_pos_files(entry, layout) -> dict[str, dict[int, Path]]:
-    """Subject -> run -> head position file, from ``params.head_pos`` of the BIDS entry.
+def per_run_files(entry, layout, key: str) -> dict[str, dict[int, Path]]:
+    """Subject -> run -> file, from the path pattern ``params.<key>`` of the BIDS entry.
 
-    ``head_pos`` is a path pattern relative to the BIDS root with ``{subject}`` and
+    ``head_pos`` (MaxFilter head positions) and ``bad_channels`` (MaxFilter logs naming the
+    static bad channels) are path patterns relative to the BIDS root with ``{subject}`` and
     ``{run}`` (e.g. ``derivatives/headpos/sub-{subject}/sub-{subject}_run-{run:02d}_headpos.pos``);
-    runs whose file does not exist get none (their movement compensation is skipped, logged).
+    runs whose file does not exist get none (movement compensation skipped / bad channels from
+    channels.tsv only, logged and recorded in the provenance).
     """
-    pattern = entry.params.get("head_pos")
+    pattern = entry.params.get(key)
     out: dict[str, dict[int, Path]] = {s: {} for s in layout.subjects}
     if not pattern:
         return out
@@ -83,7 +85,9 @@ def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
     from mfrs.store import open_input
 
     ds = open_input(catalog.path("stimuli"), entry_name="stimuli", stage=NAME, writer="stimuli").dataset()
-    return ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
+    out = ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
+    out.attrs = {"excluded_stimuli": dict(ds.attrs.get("excluded_stimuli") or {})}
+    return out
 
 
 def _files_fingerprint(paths: list[Path], catalog: "Catalog") -> list:
@@ -110,7 +114,9 @@ def subject_jobs(config: Config, catalog: "Catalog",
         raise InputDataError(f"catalog entry 'ds000117' ({bids.path}) has no subject; run `mfrs demo` "
                              "to generate the embedded set, or point the entry at ds000117")
     calibration, crosstalk = _optional_file(bids, "calibration"), _optional_file(bids, "crosstalk")
-    head_pos = _head_pos_files(bids, layout)
+    head_pos = per_run_files(bids, layout, "head_pos")
+    bad_logs = per_run_files(bids, layout, "bad_channels")
+    excluded = frozenset(stim.attrs.get("excluded_stimuli", {}))
     file_to_stimulus = dict(zip(stim["file"].values.astype(str), stim["stimulus"].values.astype(str)))
     work = work_folder(catalog)
     jobs = []
@@ -122,9 +128,12 @@ def subject_jobs(config: Config, catalog: "Catalog",
         fp = fingerprint({"config": cleaning, "files": _files_fingerprint(
             [p for r in runs for p in (r.raw, r.events)], catalog), "stimuli": file_to_stimulus,
             "calibration": catalog.relative(calibration), "crosstalk": catalog.relative(crosstalk),
-            "head_pos": _files_fingerprint(list(head_pos[sub].values()), catalog)})
+            "head_pos": _files_fingerprint(list(head_pos[sub].values()), catalog),
+            "bad_channels": _files_fingerprint(list(bad_logs[sub].values()), catalog),
+            "excluded": sorted(excluded)})
         jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, dict(anat.params),
-                               file_to_stimulus, calibration, crosstalk, fp, head_pos[sub]))
+                               file_to_stimulus, calibration, crosstalk, fp, head_pos[sub],
+                               bad_logs[sub], excluded))
     inputs_fp = {"ds000117": fingerprint({"path": catalog.relative(bids.path), "subjects": list(layout.subjects),
                                           "params": bids.params}),
                  "anatomy": fingerprint({"path": catalog.relative(anat.path), "params": anat.params}),
@@ -303,8 +312,10 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
                                   vertices=_vertices(config, catalog), attrs=attrs)
     prov = make_provenance(stage=NAME, config=config, inputs=inputs_fp, seed=config.seed, client=client)
     # what cleaning removed, per subject: ICA components and the channels that found them
-    prov["cleaning"] = {f"sub-{k}": {"ica": v.report.get("ica"), "bad_channels": v.report.get("bad_channels")}
-                        for k, v in prepared.items()}
+    # and, per run, its static bad channels (with their source) and Maxwell filter / movement
+    # compensation (or why they were skipped)
+    prov["cleaning"] = {f"sub-{k}": {key: v.report.get(key) for key in (
+        "ica", "bad_channels", "bad_channel_sources", "maxwell_runs")} for k, v in prepared.items()}
     ep_store = ZarrStore.create(catalog.path("epochs"), ep_t, unit_dims=("subject",), provenance=prov,
                                 overwrite=overwrite, entry_name="epochs")
     src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,

@@ -245,7 +245,9 @@ def load_stimulus_pixels(spec: StimulusSpec, *, size: int, seed: int) -> np.ndar
     return _to_uint8(gray, size)
 
 
-def _template(specs: list[StimulusSpec], cfg: Config) -> xr.Dataset:
+def _template(specs: list[StimulusSpec], cfg: Config, excluded: dict[str, str]) -> xr.Dataset:
+    """The store's template; ``attrs["excluded_stimuli"]`` (id -> reason) tells the ``meg`` stage
+    which presented images to leave out."""
     import dask.array as da
 
     n = len(specs)
@@ -258,6 +260,7 @@ def _template(specs: list[StimulusSpec], cfg: Config) -> xr.Dataset:
             "condition": ("stimulus", np.array([s.condition for s in specs], dtype=np.int32)),
             "file": ("stimulus", [s.file for s in specs]),
         },
+        attrs={"excluded_stimuli": dict(sorted(excluded.items()))},
     )
 
 
@@ -315,7 +318,8 @@ def prepare(*, config: Config, catalog: Catalog, client: Any = None,
     provenance = make_provenance(stage=NAME, config=config,
                                  inputs={"stimulus_images": _source_fingerprint(entry, specs)},
                                  seed=config.seed, client=client)
-    store = ZarrStore.create(catalog.path("stimuli"), _template(specs, config), unit_dims=("stimulus",),
+    store = ZarrStore.create(catalog.path("stimuli"), _template(specs, config, exclusion_list(entry, config.exclude)),
+                             unit_dims=("stimulus",),
                              provenance=provenance, overwrite=overwrite, entry_name="stimuli")
     by_id = {s.stimulus: s for s in specs}
     work = [(store, u, [by_id[s] for s in u.labels["stimulus"]], config.size, config.seed)

@@ -79,3 +79,23 @@ def test_unknown_stim_file_is_reported():
     with pytest.raises(InputDataError, match=r"stim_file values \['meg/x.bmp'\] are not `file` coords"):
         match_events(find_trigger_events(raw, cfg), table, sfreq=SFREQ, first_samp=FIRST_SAMP, cfg=cfg,
                      file_to_stimulus={}, source="t.tsv")
+
+
+def test_events_of_excluded_stimuli_are_dropped_after_matching(caplog):
+    # ds000117 shows all 450 images; the study's exclusions leave some out of the stimuli store
+    samples, codes = np.array([1000, 3000, 5000]), np.array([5, 13, 17])
+    raw = _raw_with_triggers(samples, codes)
+    table = pd.DataFrame({"onset": (samples - FIRST_SAMP) / SFREQ, "trigger": codes,
+                          "stim_file": ["meg/f004.bmp", "meg/u001.bmp", "meg/s002.bmp"]})
+    cfg = EventsConfig()
+    kept = {"meg/u001.bmp": "u001", "meg/s002.bmp": "s002"}
+    caplog.set_level("INFO", logger="mfrs")
+    out = match_events(find_trigger_events(raw, cfg), table, sfreq=SFREQ, first_samp=FIRST_SAMP, cfg=cfg,
+                       file_to_stimulus=kept, source="t.tsv", excluded={"f004"})
+    assert out["stimulus"].tolist() == ["u001", "s002"]
+    np.testing.assert_array_equal(out["trigger_sample"], samples[1:])
+    assert "t.tsv: 1 events of excluded stimuli dropped (f004)" in caplog.text
+    # a stim_file neither kept nor excluded still names the mismatch
+    with pytest.raises(InputDataError, match=r"stim_file values \['meg/f004.bmp'\]"):
+        match_events(find_trigger_events(raw, cfg), table, sfreq=SFREQ, first_samp=FIRST_SAMP, cfg=cfg,
+                     file_to_stimulus=kept, source="t.tsv", excluded={"f005"})

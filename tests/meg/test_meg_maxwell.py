@@ -55,8 +55,22 @@ def test_movement_compensation_from_each_runs_head_positions(meg_inputs, caplog)
     caplog.set_level(logging.INFO, logger="mfrs")
     cfg = MaxwellConfig(require_files=False, st_duration=None, destination_run=2)
     bads = [list(r.info["bads"]) for r in raws]
+    record: dict = {}
     out = maxwell_filter_runs(raws, [1, 2], cfg, calibration=None, crosstalk=None, subject="01",
-                              head_pos=head_pos)
+                              head_pos=head_pos, record=record)
+    # what the stage's provenance gets: the .pos file used, or why there was none
+    assert record["1"] == {"tsss": False, "bads_reconstructed": bads[0],
+                           "movement_compensation": str(head_pos[1]), "reason": None}
+    assert record["2"]["movement_compensation"] is None
+    assert record["2"]["reason"].startswith("the data set gives no head positions for this run")
+    # run 1 is what MNE's movement compensation makes of that file (the oracle), run 2 is not
+    dest = mne.transforms.Transform("meg", "head", raws[1].info["dev_head_t"]["trans"])
+    pos = mne.chpi.read_head_pos(str(head_pos[1]))
+    for raw, moved, same in ((raws[0], out[0], True), (raws[1], out[1], False)):
+        expected = mne.preprocessing.maxwell_filter(raw, head_pos=pos, destination=dest, verbose="error")
+        names = [raw.ch_names[i] for i in mne.pick_types(raw.info, meg=True, exclude=())]
+        assert np.allclose(moved.get_data(picks=names), expected.get_data(picks=names),
+                           rtol=0, atol=1e-15) is same
     assert f"sub-01 run 1 tSSS done: bad channels {bads[0]} reconstructed, movement compensated from" \
         in caplog.text
     assert "sub-01 run 2 movement compensation skipped: the data set gives no head positions" in caplog.text

@@ -191,6 +191,15 @@ def test_log_and_provenance_name_the_artefact_channels_and_removed_components(me
         assert cleaning["ica"]["n_removed"] == len(ica.exclude) >= 2
         truth_runs = _truth(catalog)["subjects"][sub]["runs"]
         assert cleaning["bad_channels"] == {str(int(r)): v["bads"] for r, v in truth_runs.items()}
+        # per run: the bad channels' source (the MaxFilter log the catalog names) and why the
+        # Maxwell filter, hence movement compensation, did not run (no calibration files)
+        for run in truth_runs:
+            assert cleaning["bad_channel_sources"][str(int(run))].startswith(
+                "channels.tsv status and MaxFilter log "), cleaning["bad_channel_sources"]
+            assert cleaning["maxwell_runs"][str(int(run))] == {
+                "tsss": False, "movement_compensation": None,
+                "reason": "Maxwell filter skipped: the catalog entry 'ds000117' gives no "
+                          "params.calibration / params.crosstalk file"}
 
 
 # ---------------------------------------------------------------- events

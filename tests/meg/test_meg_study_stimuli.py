@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 from tests_support import REPO, run_mfrs
-
-#: the study-shaped exclusions: 20 famous faces not matched to CelebA, 2 scrambled images
-#: missing in a subject's recordings (reference.md §1: 428 remain)
-UNMATCHED = [f"f{k:03d}" for k in range(3, 150, 7)][:20]
-MISSING = ["s041", "s122"]
 
 
 def _study_set(tmp_path):
-    folder = tmp_path / "ds000117" / "stimuli" / "meg"
-    folder.mkdir(parents=True)
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8))
-    for prefix in "fus":
-        for k in range(1, 151):
-            img.save(folder / f"{prefix}{k:03d}.bmp")
-    (folder.parent / "exclusions.txt").write_text(
-        "# stimuli excluded for every subject\n"
-        + "".join(f"{s} identity not matched to CelebA\n" for s in UNMATCHED)
-        + "".join(f"{s}  # missing in one subject\n" for s in MISSING))
+    """The project's embedded study-shaped stimulus folder (450 images, 22 excluded) in a catalog."""
+    from mfrs.demo.study_stimuli import write_study_stimuli
+
+    exclusions = write_study_stimuli(tmp_path / "ds000117" / "stimuli", size=16)
+    folder = exclusions.parent / "meg"
     spec = yaml.safe_load((REPO / "data_catalog.yaml").read_text())
     spec["root"] = str(tmp_path / "data")
     spec["entries"]["stimulus_images"] = {"kind": "images", "location": str(folder),
@@ -45,14 +33,23 @@ def test_listed_stimuli_are_left_out_in_study_order(tmp_path):
     from mfrs.catalog import load_catalog
     from mfrs.stages.stimuli import exclusion_list, list_stimuli
 
-    cat, _ = _study_set(tmp_path)
+    cat, folder = _study_set(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{p}{k:03d}.bmp" for p in "fus" for k in range(1, 151))  # ds000117's 450 file names
+    # the list file, read independently: 20 famous and 2 scrambled ids with their reasons
+    listed = [line.split(" ", 1) for line in (folder.parent / "exclusions.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    unmatched = {sid for sid, why in listed if why == "identity not matched to CelebA"}
+    missing = {sid for sid, why in listed if why == "missing in a subject's recordings"}
+    assert len(unmatched) == 20 and all(s[0] == "f" for s in unmatched)
+    assert len(missing) == 2 and all(s[0] == "s" for s in missing)
     entry = load_catalog(cat).entry("stimulus_images")
     dropped = exclusion_list(entry, ["u007"])
-    assert dropped["f003"] == "identity not matched to CelebA" and "s041" in dropped
+    assert set(dropped) == unmatched | missing | {"u007"}
     assert dropped["u007"].startswith("excluded by the stimuli stage config")
     ids = [s.stimulus for s in list_stimuli(entry, None, ["u007"])]
     expected = [f"{p}{k:03d}" for p in "fus" for k in range(1, 151)]
-    expected = [s for s in expected if s not in {*UNMATCHED, *MISSING, "u007"}]
+    expected = [s for s in expected if s not in {*unmatched, *missing, "u007"}]
     assert ids == expected and len(ids) == 427
 
 
