@@ -253,9 +253,13 @@ def _demo_data_warning(catalog: Any, pipe: Any) -> str | None:
 @_subjects_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--worker-memory", default=None, help="Check against this worker memory (e.g. 4GB).")
+@click.option("--shape", type=click.Choice(["data", "study"]), default="data", show_default=True,
+              help="data: size what the catalog holds; study: the reference study's shape on paper, no data needed.")
+@click.option("--nodes", "nodes", multiple=True, type=click.IntRange(min=1), help="With --shape study: wall time "
+              "on this many SLURM jobs (repeat; cores per job from cluster/slurm.yaml). Default: 1 and 50.")
 @click.pass_obj
 def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str, ...], as_json: bool,
-         worker_memory: str | None) -> None:
+         worker_memory: str | None, shape: str, nodes: tuple[int, ...]) -> None:
     """Say what PIPELINE would read, write and compute, with sizes, before running it."""
     from dask.utils import parse_bytes
 
@@ -263,6 +267,9 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
     from mfrs.stage import Plan, format_bytes
 
+    if shape == "study":
+        _study_on_paper(list(nodes) or [1, 50], as_json)
+        return
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
     plans = []
@@ -309,6 +316,26 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
             click.echo(f"  writes {k}: {format_bytes(v)}")
         for note in p.notes:
             click.echo(f"  note: {note}")
+
+
+def _study_on_paper(nodes: list[int], as_json: bool) -> None:
+    """Print :func:`mfrs.sizing.study_plan` for ``nodes`` SLURM jobs of the ``slurm`` profile."""
+    from mfrs.cluster import load_profile
+    from mfrs.sizing import StudyShape, cores_per_node, format_table, study_plan, wall_seconds
+
+    shape = StudyShape()
+    sizes = study_plan(shape)
+    cores = cores_per_node(load_profile("slurm"))
+    if as_json:
+        click.echo(json.dumps({"shape": shape.__dict__, "cores_per_node": cores, "stages": [
+            {**z.__dict__, "core_hours": z.core_hours,
+             "wall_seconds": {str(n): wall_seconds(z, n * cores) for n in nodes}} for z in sizes]}, indent=2))
+        return
+    click.echo(f"the study on paper: {shape.n_subjects} subjects, {shape.n_signals} signals, {shape.n_networks} "
+               f"networks, {shape.n_regions} regions x {shape.n_samples} samples, {shape.n_stimuli} stimuli, "
+               f"{shape.n_permutations} permutations (no data read)")
+    for line in format_table(sizes, nodes, cores):
+        click.echo(line)
 
 
 @cli.command()

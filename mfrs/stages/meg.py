@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mfrs.meg.subject import Prepared, SubjectJob
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "work_folder", "store_templates",
-           "subject_jobs", "exclude_missing"]
+           "subject_jobs", "exclude_missing", "task_memory", "task_seconds"]
 
 NAME = "meg"
 log = logging.getLogger("mfrs.meg")
@@ -241,6 +241,50 @@ def _vertices(config: Config, catalog: "Catalog") -> xr.Dataset:
     return vertex_table(staged, parc, config.source.grid, drop=config.source.drop_regions)
 
 
+#: RSS of an idle worker that has imported what the stage imports (mne, dask, xarray, zarr), measured.
+WORKER_BASE_BYTES = 450 * 2**20
+#: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``), held about 3 times.
+_INVERSE_BATCH = 2**27
+
+
+def task_memory(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
+                time_chunk: int, n_channels: int = 306) -> int:
+    """Peak RSS of one MEG task (the larger of cleaning and sources), from what the code holds.
+
+    Cleaning (:func:`mfrs.meg.subject.prepare`) holds every run in float64 (twice the
+    float32 FIF bytes) about three times over (the runs, their concatenation, the ICA
+    copy), then the epochs; band envelopes add an MEG-only filtered copy and the complex
+    analytic epochs. Sources (:func:`mfrs.meg.subject.localize`) hold the epochs three
+    times (read, ``get_data``, the kept ones), the stimulus averages and sensor signals,
+    and one time block of sources twice (computed, then reordered by region) besides the
+    inverse's batches: a subject never holds all its sources.
+
+    Examples
+    --------
+    >>> m = task_memory(raw_bytes=6e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
+    ...                 n_signals=6, time_chunk=128)
+    >>> 8e9 < m < 64e9
+    True
+    """
+    raw = 2.0 * raw_bytes
+    epochs = 8.0 * n_epochs * n_channels * n_times
+    bands = n_signals > 1
+    clean = 3 * raw + epochs + bands * (raw * n_channels / (n_channels + 74) + 3 * epochs)
+    tb = min(time_chunk, n_times)
+    block = 2 * 4.0 * n_stim * tb * n_grid
+    band_block = bands * (4.0 * n_epochs * n_channels * n_times + 8.0 * n_epochs * n_channels * tb
+                          + 4.0 * n_epochs * tb * n_grid)
+    sources = (3 * epochs + 8.0 * n_stim * n_channels * n_times + 4.0 * n_signals * n_stim * n_channels * n_times
+               + block + band_block + 3 * _INVERSE_BATCH)
+    return int(WORKER_BASE_BYTES + max(clean, sources))
+
+
+def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:
+    """Seconds of one subject's two tasks on one core: cleaning scales with the recordings,
+    sources with the source values written (inverse, morph, compression)."""
+    return 40.0 + raw_bytes / 4e6 + source_bytes / 2e7
+
+
 def plan(*, config: Config, catalog: "Catalog") -> Plan:
     """Sizes of what the stage reads and writes, from the BIDS layout and the stimuli."""
     from mfrs.meg.types import GRID_VERTICES
@@ -261,12 +305,16 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     src_bytes = n_sub * n_sig * n_stim * n_t * n_v * 4
     ep_bytes = n_sub * n_sig * n_stim * 306 * n_t * 4
     per_sub_raw = raw_bytes / max(n_sub, 1)
+    memory = task_memory(raw_bytes=per_sub_raw, n_epochs=n_stim * len(config.events.presentations),
+                         n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
+                         time_chunk=config.output.time_chunk)
+    seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1))
     return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
-                n_tasks=2 * n_sub, n_units=n_sub,
-                memory_per_task=int(4 * per_sub_raw + 2 * src_bytes / max(n_sub, 1)),
-                seconds=n_sub * (30 + per_sub_raw / 2e7),
+                n_tasks=2 * n_sub, n_units=n_sub, memory_per_task=memory, seconds=seconds,
                 notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "
-                       f"(before dropping {config.source.drop_regions}), signals {config.signals}"])
+                       f"(before dropping {config.source.drop_regions}), signals {config.signals}",
+                       "memory: the larger of cleaning (all runs in memory) and sources (one time block "
+                       f"of {min(config.output.time_chunk, n_t)} samples at a time)"])
 
 
 def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = False) -> None:
