@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from mfrs.meg.types import GRID_VERTICES  # noqa: E402
 from mfrs.stage import format_bytes  # noqa: E402
+from tests.tests_support import peak_rss  # noqa: E402
 
 #: name -> (stimuli per category, runs, sfreq, similarity regions); "study" is reference.md's shape.
 SIZES = {"quick": (10, 2, 1100.0, 2), "medium": (50, 6, 1100.0, 4), "study": (150, 6, 1100.0, 4)}
@@ -61,18 +61,31 @@ class Step:
     baseline_rss: int = 0
 
 
+HEADER = f"{'step':48s} {'wall s':>8s} {'read':>10s} {'written':>10s}  peak RSS per worker"
+
+
+def _print_step(s: Step) -> None:
+    rss = ", ".join(f"{format_bytes(v)}" for v in s.peak_rss.values()) or "-"
+    print(f"{s.name:48s} {s.seconds:8.1f} {format_bytes(s.read):>10s} {format_bytes(s.written):>10s}  {rss}")
+    for task, sec in s.task_seconds.items():
+        peak = s.task_rss.get(task)
+        print(f"  task {task:42s} {sec:8.1f} s compute" + (f", RSS up to {format_bytes(peak)} (sampled; "
+                                                         f"idle worker {format_bytes(s.baseline_rss)})"
+                                                         if peak else ""), flush=True)
+
+
+class _Steps(list):
+    """Steps, each printed as soon as it is measured (a long run shows its numbers as it goes)."""
+
+    def append(self, step: Step) -> None:
+        super().append(step)
+        _print_step(step)
+
+
 def _du(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
-def _max_rss() -> int:
-    """Peak RSS of this process image (``VmHWM``; ``ru_maxrss`` would carry the forking parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _cluster(n_workers: int, memory_limit: str):
@@ -114,7 +127,7 @@ def _catalog(root: Path, stimulus_folder: Path | None, exclude: Path | None) -> 
 
 
 def _worker_rss(client) -> dict[str, int]:
-    return {k.rsplit(":", 1)[-1]: v for k, v in client.run(_max_rss).items()}
+    return {k.rsplit(":", 1)[-1]: v for k, v in client.run(peak_rss).items()}
 
 
 def _rss() -> int:
@@ -277,7 +290,8 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     from mfrs.demo.simulate import generate_bids
     from mfrs.stages import activations, meg, model_rdms, similarity, stimuli
 
-    steps: list[Step] = []
+    steps: list[Step] = _Steps()
+    print(HEADER)
     folder = exclude = None
     if n_per_cat > 50:  # the embedded set has 50 per category
         folder = work / "stimulus-images"
@@ -331,15 +345,9 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     steps.append(sim)
     kernel, read = kernel_seconds(cat2.path("sources"), cat2.path("model_rdms"), regions, scfg)
 
-    print(f"\n{'step':48s} {'wall s':>8s} {'read':>10s} {'written':>10s}  peak RSS per worker")
+    print(f"\n{HEADER}")
     for s in steps:
-        rss = ", ".join(f"{format_bytes(v)}" for v in s.peak_rss.values()) or "-"
-        print(f"{s.name:48s} {s.seconds:8.1f} {format_bytes(s.read):>10s} {format_bytes(s.written):>10s}  {rss}")
-        for task, sec in s.task_seconds.items():
-            peak = s.task_rss.get(task)
-            print(f"  task {task:42s} {sec:8.1f} s compute" + (f", RSS up to {format_bytes(peak)} (sampled; "
-                                                             f"idle worker {format_bytes(s.baseline_rss)})"
-                                                             if peak else ""))
+        _print_step(s)
     meg_step = steps[1]
     factor = GRID_VERTICES["ico5"] / GRID_VERTICES[args.grid]
     if factor != 1:

@@ -257,9 +257,11 @@ def _demo_data_warning(catalog: Any, pipe: Any) -> str | None:
               help="data: size what the catalog holds; study: the reference study's shape on paper, no data needed.")
 @click.option("--nodes", "nodes", multiple=True, type=click.IntRange(min=1), help="With --shape study: wall time "
               "on this many SLURM jobs (repeat; cores per job from cluster/slurm.yaml). Default: 1 and 50.")
+@click.option("--cores", type=click.IntRange(min=1), default=None,
+              help="With --shape study: one-core workers per node instead of the slurm profile's cores.")
 @click.pass_obj
 def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str, ...], as_json: bool,
-         worker_memory: str | None, shape: str, nodes: tuple[int, ...]) -> None:
+         worker_memory: str | None, shape: str, nodes: tuple[int, ...], cores: int | None) -> None:
     """Say what PIPELINE would read, write and compute, with sizes, before running it."""
     from dask.utils import parse_bytes
 
@@ -268,7 +270,7 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from mfrs.stage import Plan, format_bytes
 
     if shape == "study":
-        _study_on_paper(list(nodes) or [1, 50], as_json)
+        _study_on_paper(list(nodes) or [1, 50], as_json, cores)
         return
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
@@ -318,14 +320,14 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
             click.echo(f"  note: {note}")
 
 
-def _study_on_paper(nodes: list[int], as_json: bool) -> None:
+def _study_on_paper(nodes: list[int], as_json: bool, cores: int | None) -> None:
     """Print :func:`mfrs.sizing.study_plan` for ``nodes`` SLURM jobs of the ``slurm`` profile."""
     from mfrs.cluster import load_profile
     from mfrs.sizing import StudyShape, cores_per_node, format_table, study_plan, wall_seconds
 
     shape = StudyShape()
     sizes = study_plan(shape)
-    cores = cores_per_node(load_profile("slurm"))
+    cores = cores or cores_per_node(load_profile("slurm"))
     if as_json:
         click.echo(json.dumps({"shape": shape.__dict__, "cores_per_node": cores, "stages": [
             {**z.__dict__, "core_hours": z.core_hours,

@@ -105,17 +105,18 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
     blocks = math.ceil(s.n_regions / region_block) * math.ceil(s.n_samples / time_block)
     n_rdm = s.n_signals * s.n_categories * s.n_regions * s.n_samples * (s.n_subjects + 1)
     n_group = s.n_signals * s.n_categories * s.n_regions * s.n_samples
-    seconds = 0.0
+    seconds = brain = 0.0
     if calibrated:
         cal = calibrate(s.n_stimuli, feat, n_layer, "correlation", "spearman", n_sub=8)
-        seconds = (n_rdm * cal["seconds_per_rdm"]
-                   + n_group * s.n_permutations * cal["seconds_per_permuted_rdm"]) / blocks
+        brain = n_rdm * cal["seconds_per_rdm"]
+        seconds = (brain + n_group * s.n_permutations * cal["seconds_per_permuted_rdm"]) / blocks
     sim = StageSize(
         "similarity", tasks=blocks, memory_per_task=memory, seconds_per_task=seconds,
         reads=src_per_subject * s.n_subjects + 4.0 * n_layer * p,
         writes=4.0 * n_group * n_layer * (s.n_subjects + 1 + 2),
-        notes=f"raw mode: {n_rdm:,} brain RDMs against {n_layer} layers in one pass, {s.n_permutations} "
-              f"permutations; blocks of {region_block} regions x {time_block} samples")
+        notes=f"raw mode: {n_rdm:,} brain RDMs against {n_layer} layers in one pass ({brain / 3600:,.0f} "
+              f"core-hours), {s.n_permutations} permutations of the group RDM (the rest); blocks of "
+              f"{region_block} regions x {time_block} samples")
     return [meg, sim]
 
 

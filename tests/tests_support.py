@@ -33,3 +33,15 @@ def write_complete_store(ds, path: Path, unit_dim: str):
     for unit in store.units():
         store.write_unit(unit, ds.isel(unit.region))
     return store
+
+
+def peak_rss() -> int:
+    """Peak RSS of this process image in bytes (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries the forking parent's peak into it across ``exec``,
+    so a dask worker spawned by a big process would report its parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")

@@ -208,21 +208,28 @@ def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
 def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_vertices: int, n_time: int,
                  n_region: int, n_layer: int, n_signal: int, n_cat: int, time_batch: int, n_permutations: int,
                  rdm_bytes: int = 0) -> int:
-    """Peak bytes of one similarity task (one region block x time block), by its parts.
+    """Peak RSS of one similarity task (one region block x time block), by its parts.
 
-    Input of one signal, the features of one region, the RDM batch buffers of
-    :func:`mfrs.similarity.fused.rsa_block`, the prepared layer matrix, the permutation
-    stacks, the null of one signal x category and, with ``rdm_bytes``, the stored RDMs.
+    The idle worker (:data:`WORKER_BASE_BYTES`), input of one signal read from the store
+    (twice: the chunks as read, then joined), the features of one region, the RDM batch
+    buffers of :func:`mfrs.similarity.fused.rsa_block`, the prepared layer matrix, the
+    permutation stacks, the null of one signal x category and, with ``rdm_bytes``, the stored RDMs.
     """
     p = n_stim * (n_stim - 1) // 2
     tb = min(time_batch, n_time)
-    inputs = 4 * n_sub * n_stim * samples * block_vertices + 2 * 4 * n_sub * n_time * n_stim * n_feat
+    inputs = 2 * 4 * n_sub * n_stim * samples * block_vertices + 2 * 4 * n_sub * n_time * n_stim * n_feat
     batch = 4 * p * tb * (6 * n_sub + 4) + 8 * 32 * p + 4 * 16 * n_stim * n_stim
     models = 3 * 4 * n_layer * p
     perms = (64 << 20) + 4 * n_permutations * (n_stim + 3 * n_region * n_time * n_layer) if n_permutations else 0
     stored = rdm_bytes * (n_sub + 1) * n_signal * n_region * n_time * p
     outputs = 4 * n_signal * n_cat * n_region * n_time * ((n_sub + 1) * n_layer + 3 + 5 * n_layer)
-    return int(inputs + batch + models + perms + stored + outputs + (32 << 20))
+    return int(inputs + batch + models + perms + stored + outputs + WORKER_BASE_BYTES)
+
+
+#: RSS of an idle worker that has imported and compiled the similarity kernels (numba), measured.
+WORKER_BASE_BYTES = 400 << 20
+#: Bytes per second one core reads (decompresses) from the sources store, measured at study shape.
+READ_RATE = 2.5e8
 
 
 @functools.lru_cache(maxsize=16)
@@ -285,6 +292,9 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     samples = (block_t - 1) * (lay.starts[1] - lay.starts[0] if n_time > 1 else 1) + lay.length
     feat = max_v if config.mode == "raw" else lay.length
     rdm_bytes = {"none": 0, "float32": 4, "float16": 2}[config.store_rdms]
+    # what one task reads: every signal of its regions' vertices over its samples, in whole store chunks
+    t_chunk = act.chunksizes["time"][0] if "time" in act.chunksizes else samples
+    read_bytes = 4 * n_sub * n_sig * n_stim * block_v * max(samples, t_chunk)
     memory = block_memory(n_sub=n_sub, n_stim=n_stim, n_feat=feat, samples=samples, block_vertices=block_v,
                           n_time=block_t, n_region=n_block_reg, n_layer=n_layer, n_signal=n_sig, n_cat=n_cat,
                           time_batch=config.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes)
@@ -317,7 +327,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         # category RDMs hold fewer pairs; the calibration is for all stimuli (an upper bound)
         seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
                    + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
-                   + n_group * config.n_bootstrap * cal["seconds_per_rdm"])  # one mean RDM ranked per sample
+                   + n_group * config.n_bootstrap * cal["seconds_per_rdm"]  # one mean RDM ranked per sample
+                   + units * read_bytes / READ_RATE)
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")

@@ -43,6 +43,12 @@ def _write_catalog(folder: Path, *, inputs_from: Path | None = None) -> Path:
 
 
 @pytest.fixture(scope="session")
+def meg_test_config() -> dict:
+    """:data:`MEG_TEST_CONFIG`, for test modules (they cannot import conftest)."""
+    return dict(MEG_TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
 def write_catalog():
     """``write_catalog(folder, *, inputs_from=None) -> Path`` (see :func:`_write_catalog`)."""
     return _write_catalog
