@@ -70,7 +70,7 @@ def wall_seconds(size: StageSize, workers: int) -> float:
     >>> wall_seconds(StageSize("x", tasks=10, memory_per_task=0, seconds_per_task=60, reads=0, writes=0), 4)
     180.0
     """
-    return math.ceil(size.tasks / max(workers, 1)) * size.seconds_per_task
+    return math.ceil(size.tasks / max(workers, 1)) * float(size.seconds_per_task)
 
 
 def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_block: int = 64,
