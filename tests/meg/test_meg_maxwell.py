@@ -7,6 +7,7 @@ import logging
 import mne
 import numpy as np
 
+from mfrs.demo.simulate import HEAD_POS_PATTERN
 from mfrs.meg.config import MaxwellConfig
 from mfrs.meg.preprocess import maxwell_filter_runs
 
@@ -47,8 +48,6 @@ def test_tsss_moves_every_run_to_the_destination_run(meg_inputs):
 
 
 def test_movement_compensation_from_each_runs_head_positions(meg_inputs, caplog):
-    from mfrs.demo.simulate import HEAD_POS_PATTERN
-
     raws = _runs(meg_inputs)
     root = meg_inputs.path("ds000117")
     head_pos = {1: root / HEAD_POS_PATTERN.format(subject="01", run=1)}  # run 2: none given
@@ -75,3 +74,21 @@ def test_movement_compensation_from_each_runs_head_positions(meg_inputs, caplog)
         in caplog.text
     assert "sub-01 run 2 movement compensation skipped: the data set gives no head positions" in caplog.text
     assert all(r.info["bads"] == [] for r in out)  # the static bad channels were reconstructed
+
+
+def test_catalog_patterns_give_each_run_its_head_positions_and_maxfilter_log(meg_inputs, tmp_path):
+    from mfrs.catalog import load_catalog
+    from mfrs.demo.simulate import BAD_LOG_PATTERN
+    from mfrs.stages import meg
+
+    root = meg_inputs.path("ds000117")
+    jobs, _ = meg.subject_jobs(meg.Config(), meg_inputs)
+    for job in jobs:
+        runs = [r.run for r in job.runs]
+        assert job.head_pos == {r: root / HEAD_POS_PATTERN.format(subject=job.subject, run=r) for r in runs}
+        assert job.bad_logs == {r: root / BAD_LOG_PATTERN.format(subject=job.subject, run=r) for r in runs}
+    # patterns that name no file (a data set without MaxFilter derivatives): nothing, per run
+    text = meg_inputs.source.read_text().replace("_headpos.pos", "_nothere.pos").replace("_sss_log.txt", "_x.txt")
+    (tmp_path / "cat.yaml").write_text(text)
+    jobs, _ = meg.subject_jobs(meg.Config(), load_catalog(tmp_path / "cat.yaml"))
+    assert all(job.head_pos == {} and job.bad_logs == {} for job in jobs)
