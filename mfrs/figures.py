@@ -23,7 +23,8 @@ from mfrs.results.stores import flat_layers
 from mfrs.results.summary import group_r, is_untrained, peaks
 
 __all__ = ["layer_profile", "time_course", "trained_vs_untrained", "rdm_comparison", "category_panels",
-           "latency_summary", "cortex_map", "cortex_values", "NOISE_CEILING_LABEL", "model_labels"]
+           "latency_summary", "cortex_map", "cortex_values", "NOISE_CEILING_LABEL", "model_labels", "peak_r",
+           "sensor_topomaps", "searchlight_map"]
 
 NOISE_CEILING_LABEL = "noise ceiling"
 _BAND = {"color": "0.8", "alpha": 0.7, "linewidth": 0}
@@ -317,3 +318,90 @@ def cortex_map(ds: xr.Dataset, subjects_dir: str | Path, *, subject: str = "fsav
                  label=f"peak r over time and layers ({category})")
     return fig
 
+
+
+def peak_r(ds: xr.Dataset, *, signal: str | None = None, category: str = "all") -> xr.DataArray:
+    """Peak r of the subject-mean RDM over time and every layer, per element of a set RSA store.
+
+    ``ds``: ``rsa_sensors`` or ``searchlight`` (``r (subject, signal, category, <set>, time, layer)``).
+    """
+    one = _one(ds, signal, category, None)
+    r = one["r"].sel(subject="group") if "subject" in one["r"].dims else one["r"]
+    return r.max(["time", "layer"], skipna=True)
+
+
+def sensor_topomaps(ds: xr.Dataset, *, signal: str | None = None, category: str = "all") -> Any:
+    """Topomaps of the peak r of each sensor neighbourhood: magnetometers and the two gradiometer orientations.
+
+    ``ds`` is an ``rsa_sensors`` store; positions come from MNE's ``Vectorview-all``
+    layout, drawn with ``mne.viz.plot_topomap``. Each panel's title holds the peak r
+    of that channel type taken as one set, when the store has it.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from mne.viz import plot_topomap
+
+    from mfrs.similarity.sensors import gradiometer_orientation, sensor_positions
+
+    peak = peak_r(ds, signal=signal, category=category)
+    kind = np.asarray(ds["set_kind"].values).astype(str)
+    names = np.asarray(ds["channel"].values).astype(str)
+    ch_type = np.asarray(ds["ch_type"].values).astype(str)
+    near = kind == "neighbourhood"
+    panels = [("mag", "magnetometers", near & (ch_type == "mag"))]
+    orient = np.array([gradiometer_orientation(n) for n in names])
+    panels += [(o, f"gradiometers ({o})", near & (ch_type == "grad") & (orient == o)) for o in ("grad1", "grad2")]
+    panels = [p for p in panels if p[2].any()]
+    if not panels:
+        raise InputDataError("sensor topomaps: rsa_sensors holds no sensor neighbourhood (run sensor_rsa with "
+                             "neighbourhoods: true)")
+    values = peak.values
+    vmax = float(np.nanmax(values[near])) if np.isfinite(values[near]).any() else 1.0
+    fig, axes = _figure(len(panels), 1, width=3.4, height=3.4)
+    pos = sensor_positions(names.tolist())
+    for ax, (t, title, sel) in zip(axes[0], panels):
+        xy = (pos[sel] - 0.5) * 0.2  # layout units (0..1) to a head of radius 0.1
+        plot_topomap(values[sel], xy, axes=ax, show=False, sphere=0.1, cmap="Reds", vlim=(0.0, vmax), contours=0)
+        whole = t if t == "mag" else "grad"
+        extra = (f"; all {whole}: {float(peak.sel(channel=whole)):.2f}" if whole in names.tolist() else "")
+        ax.set_title(f"{title}\npeak r {np.nanmax(values[sel]):.2f}{extra}", fontsize="small")
+    fig.colorbar(ScalarMappable(Normalize(0.0, vmax), cmap="Reds"), ax=axes[0].tolist(), shrink=0.7,
+                 label=f"peak r over time and layers ({category})")
+    return fig
+
+
+def searchlight_map(ds: xr.Dataset, *, signal: str | None = None, category: str = "all",
+                    highlight: list[str] | None = None) -> Any:
+    """Peak r of every searchlight centre on its white-surface position (lateral and ventral views).
+
+    ``ds`` is a ``searchlight`` store (centre coords ``x, y, z`` in mm, ``hemi``,
+    ``region``). Centres of the regions named in ``highlight`` (prefixes such as
+    ``FFA``; e.g. the regions a simulation planted) are ringed in black.
+    """
+    peak = peak_r(ds, signal=signal, category=category).values
+    hemi = np.asarray(ds["hemi"].values).astype(str)
+    xyz = np.c_[ds["x"].values, ds["y"].values, ds["z"].values]
+    region = np.asarray(ds["region"].values).astype(str) if "region" in ds.coords else np.full(hemi.size, "")
+    ring = np.zeros(hemi.size, bool)
+    for h in highlight or []:
+        ring |= np.char.startswith(region, f"{h}-") | (region == h)
+    finite = np.isfinite(peak)
+    vmax = float(np.nanmax(peak)) if finite.any() else 1.0
+    views = [("lh", "lateral", 0.0, 180.0), ("lh", "ventral", -90.0, 180.0), ("rh", "ventral", -90.0, 0.0),
+             ("rh", "lateral", 0.0, 0.0)]
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    order = np.argsort(np.nan_to_num(peak, nan=-np.inf))  # strongest drawn last (on top)
+    for k, (h, view, elev, azim) in enumerate(views):
+        ax = fig.add_subplot(1, 4, k + 1, projection="3d")
+        sel = order[hemi[order] == h]
+        sc = ax.scatter(*xyz[sel].T, c=peak[sel], cmap="Reds", vmin=0.0, vmax=vmax, s=12, depthshade=False)
+        rim = sel[ring[sel]]
+        if rim.size:
+            ax.scatter(*xyz[rim].T, facecolors="none", edgecolors="k", s=30, linewidths=0.6, depthshade=False)
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_axis_off()
+        ax.set_title(f"{h} {view}", fontsize="small")
+    fig.colorbar(sc, ax=fig.axes, shrink=0.6, label=f"peak r over time and layers ({category})")
+    return fig

@@ -198,6 +198,32 @@ def _figures(catalog: Any, ds: Any, rows: list[dict[str, Any]], truth: Any) -> l
     return out
 
 
+def _set_figures(outputs: dict[str, Any], catalog: Any, truth: Any, signal: str) -> list[tuple[str, str, Any, str]]:
+    """Figures of the sensor and searchlight stores the pipeline wrote (none when it has no such stage)."""
+    from mfrs import figures
+    from mfrs.store import ZarrStore
+
+    out = []
+    if "rsa_sensors" in outputs:
+        ds = ZarrStore.open(catalog.path("rsa_sensors"), entry_name="rsa_sensors").dataset()
+        ds = ds.sel(subject=["group"], signal=[signal] if signal in ds["signal"].values else ds["signal"].values[:1])
+        out.append(("Sensors", "Peak r per sensor neighbourhood", figures.sensor_topomaps(ds.load()),
+                    "Peak r over time and every layer of the subject-mean RDM of each sensor and its neighbours "
+                    "(MNE's Neuromag-306 adjacency): magnetometers and the two planar gradiometer orientations; "
+                    "titles: the same for every channel of a type taken together."))
+    if "searchlight" in outputs:
+        ds = ZarrStore.open(catalog.path("searchlight"), entry_name="searchlight").dataset()
+        ds = ds.sel(subject=["group"], signal=[signal] if signal in ds["signal"].values else ds["signal"].values[:1])
+        planted = sorted({str(e["region"]) for e in (truth or {}).get("effects", []) if "region" in e})
+        radius = ds.attrs.get("radius_mm", "?")
+        out.append(("Searchlight", "Peak r of cortical searchlight patches",
+                    figures.searchlight_map(ds.load(), highlight=planted),
+                    f"Peak r over time and every layer of the subject-mean RDM of each {radius} mm patch, at the "
+                    "patch centre on the white surface" + (f"; ringed: centres in the planted regions "
+                                                            f"({', '.join(planted)})." if planted else ".")))
+    return out
+
+
 def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> ReportResult:
     """Write the HTML report of ``pipeline``'s results under the data root.
 
@@ -280,7 +306,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
                             ("latency_error", "error (s)"), ("recovered_r", "peak r"),
                             ("recovered_layer", "best layer")]),
                         title="Planted truth vs recovered", section="Findings")
-    figs = _figures(catalog, ds, rows, truth)
+    figs = _figures(catalog, ds, rows, truth) + _set_figures(outputs, catalog, truth, signal)
     for section, title, fig, caption in figs:
         report.add_figure(fig, title=title, caption=caption, section=section)
     runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()] if runs_path.exists() else []

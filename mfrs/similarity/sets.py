@@ -13,7 +13,7 @@ lays out the output store shared by the sensor and searchlight stages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import xarray as xr
@@ -44,6 +44,8 @@ class SetRsaConfig(StageConfig):
     alternative: Alternative = "greater"
     seed: int = 0
     worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
+
+    execution_fields: ClassVar[tuple[str, ...]] = ("worker_memory", "time_batch")  # same numbers whatever their values
 
 
 def decimated_times(times: np.ndarray, cfg: SetRsaConfig) -> np.ndarray:

@@ -69,3 +69,23 @@ def test_demo_summary_shows_truth_and_recovered(demo_run):
     assert "planted vs recovered" in out
     for region in ("V1", "OFA", "FFA", "STS"):
         assert f"{region}:" in out
+
+
+def test_demo_searchlight_and_sensors_find_the_planted_effects(demo_run):
+    """Searchlight centres in the planted regions (truth.json) peak above 90 % of the other centres; the best
+    sensor neighbourhood's r after stimulus onset is far above any neighbourhood's r before it."""
+    root = demo_run[0]
+    truth = json.loads((root / "demo/ds000117/derivatives/mfrs-simulation/truth.json").read_text())
+    planted = [label for effect in truth["effects"] for label in effect["labels"]]
+    sl = xr.open_zarr(root / "searchlight.zarr")
+    peak = sl["r"].sel(subject="group", signal="broadband", category="all").load().values.max(axis=(1, 2))
+    inside = np.isin(np.asarray(sl["region"].values).astype(str), planted)
+    assert inside.sum() >= 8
+    assert np.median(peak[inside]) > np.percentile(peak[~inside], 90)
+    se = xr.open_zarr(root / "rsa_sensors.zarr")
+    r = se["r"].sel(subject="group", signal="broadband", category="all").load()
+    near = r.isel(channel=np.flatnonzero(np.asarray(se["set_kind"].values) == "neighbourhood")).values.max(axis=-1)
+    times = np.asarray(r["time"].values)
+    assert near[:, times > 0.05].max() > 3 * near[:, times <= 0.0].max()
+    text = (root / "reports" / "demo.html").read_text()
+    assert "Peak r per sensor neighbourhood" in text and "Peak r of cortical searchlight patches" in text
