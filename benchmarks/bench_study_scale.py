@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_study_scale.py [--size quick|medium|study] [--gri
 (``python -m benchmarks study_scale`` takes the size from ``$MFRS_BENCH_STUDY_SIZE``, default ``quick``).
 
 1. A simulated subject (the project's own simulation, :mod:`mfrs.demo.simulate`) at the study's
-   shape: 428 stimuli (150 per category written as ``f/u/s###.bmp``, 22 excluded as in the study)
+   shape: 428 stimuli (:mod:`mfrs.demo.study_stimuli`: 150 per category, 22 excluded as in the study)
    shown twice (first presentations and repeats), 1100 Hz, 6 runs. The ``ico4`` grid (5,124
    vertices) is the default on small disks: what scales with vertices is also given for ``ico5``
    (20,484, the factor printed).
@@ -43,8 +43,6 @@ from tests.tests_support import peak_rss  # noqa: E402
 
 #: name -> (stimuli per category, runs, sfreq, similarity regions); "study" is reference.md's shape.
 SIZES = {"quick": (10, 2, 1100.0, 2), "medium": (50, 6, 1100.0, 4), "study": (150, 6, 1100.0, 4)}
-#: the study's exclusions (reference.md §1): 20 famous faces without a CelebA identity, 2 scrambled -> 428
-STUDY_EXCLUDED = [f"f{k:03d}" for k in range(131, 151)] + ["s149", "s150"]
 TOLERANCE = 0.30
 N_SUBJECTS = 16
 
@@ -94,32 +92,11 @@ def _cluster(n_workers: int, memory_limit: str):
     return get_client(LocalProfile(n_workers=n_workers, gpu_workers=0, memory_limit=memory_limit))
 
 
-def _stimulus_folder(folder: Path, n_per_category: int, size: int) -> None:
-    """``f/u/s###.bmp`` from the embedded faces: beyond the 50 embedded ones, mirrored and noisy variants."""
-    from PIL import Image
-
-    from mfrs.stages.stimuli import _embedded_specs, load_stimulus_pixels
-
-    base = {s.stimulus: s for s in _embedded_specs(50)}
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix in "fus":
-        for k in range(1, n_per_category + 1):
-            spec = base[f"{prefix}{(k - 1) % 50 + 1:03d}"]
-            img = load_stimulus_pixels(spec, size=size, seed=0).astype(float)
-            if k > 50:
-                img = img[:, ::-1] if (k - 1) // 50 % 2 else img
-                img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255)
-            Image.fromarray(img.astype(np.uint8)).save(folder / f"{prefix}{k:03d}.bmp")
-
-
-def _catalog(root: Path, stimulus_folder: Path | None, exclude: Path | None) -> Path:
+def _catalog(root: Path, stimulus_folder: Path, exclude: Path) -> Path:
     spec = yaml.safe_load((REPO / "data_catalog.yaml").read_text())
     spec["root"] = str(root)
-    if stimulus_folder is not None:
-        spec["entries"]["stimulus_images"]["location"] = str(stimulus_folder)
-        if exclude is not None:
-            spec["entries"]["stimulus_images"]["params"] = {"exclude": str(exclude)}
+    spec["entries"]["stimulus_images"]["location"] = str(stimulus_folder)
+    spec["entries"]["stimulus_images"]["params"] = {"exclude": str(exclude)}
     root.mkdir(parents=True, exist_ok=True)
     path = root / "data_catalog.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -288,21 +265,18 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     from mfrs.demo.anatomy import build_template_subjects_dir
     from mfrs.demo.config import DemoDataConfig
     from mfrs.demo.simulate import generate_bids
+    from mfrs.demo.study_stimuli import write_study_stimuli
     from mfrs.stages import activations, meg, model_rdms, similarity, stimuli
 
     steps: list[Step] = _Steps()
     print(HEADER)
-    folder = exclude = None
-    if n_per_cat > 50:  # the embedded set has 50 per category
-        folder = work / "stimulus-images"
-        _stimulus_folder(folder, n_per_cat, 96)
-        exclude = work / "excluded.txt"
-        exclude.write_text("".join(f"{s} no CelebA identity (as the study)\n" for s in STUDY_EXCLUDED))
+    # ds000117's stimuli/meg in shape: 3 x n_per_cat bitmaps and the study's exclusions (150 -> 428 kept)
+    exclude = write_study_stimuli(work / "stimuli", n_per_category=n_per_cat, size=96)
+    folder = work / "stimuli" / "meg"
     catalog = load_catalog(_catalog(work / "root", folder, exclude))
     t0 = time.perf_counter()
     with _cluster(1, args.memory_limit) as client:
-        stimuli.run(config=stimuli.Config(size=96, n_per_category=None if folder else n_per_cat),
-                    catalog=catalog, client=client)
+        stimuli.run(config=stimuli.Config(size=96), catalog=catalog, client=client)
     region_size = 45 if args.grid == "ico5" else 11
     subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid=args.grid, region_size=region_size)
     demo = DemoDataConfig(n_subjects=1, n_runs=n_runs, sfreq=sfreq, grid=args.grid, region_size=region_size)

@@ -58,6 +58,7 @@ class StageSize:
     reads: float
     writes: float
     notes: str = ""
+    phases: int = 1  # tasks run in this many dependent rounds (meg: cleaning, then sources)
 
     @property
     def core_hours(self) -> float:
@@ -65,12 +66,16 @@ class StageSize:
 
 
 def wall_seconds(size: StageSize, workers: int) -> float:
-    """Wall time of a stage on ``workers`` one-core workers: waves of equal tasks.
+    """Wall time of a stage on ``workers`` one-core workers: waves of equal tasks, phase after phase.
 
     >>> wall_seconds(StageSize("x", tasks=10, memory_per_task=0, seconds_per_task=60, reads=0, writes=0), 4)
     180.0
+    >>> wall_seconds(StageSize("y", tasks=8, memory_per_task=0, seconds_per_task=60, reads=0, writes=0,
+    ...                        phases=2), 4)
+    120.0
     """
-    return math.ceil(size.tasks / max(workers, 1)) * float(size.seconds_per_task)
+    per_phase = math.ceil(size.tasks / size.phases)
+    return size.phases * math.ceil(per_phase / max(workers, 1)) * float(size.seconds_per_task)
 
 
 def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_block: int = 64,
@@ -93,7 +98,8 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
                                     n_signals=s.n_signals, time_chunk=s.time_chunk),
         seconds_per_task=task_seconds(raw_bytes=s.raw_bytes_per_subject, source_bytes=src_per_subject) / 2,
         reads=s.raw_bytes_per_subject * s.n_subjects, writes=src_per_subject * s.n_subjects,
-        notes=f"{s.n_subjects} subjects x 2 tasks (cleaning, sources)")
+        notes=f"{s.n_subjects} subjects x 2 tasks (cleaning, then sources); runs of {s.run_seconds:.0f} s "
+              f"assumed; cleaning holds every run in memory", phases=2)
     n_layer = s.n_networks * s.layers_per_network
     p = s.n_stimuli * (s.n_stimuli - 1) // 2
     feat = s.vertices_per_region

@@ -35,3 +35,7 @@ def test_study_on_paper_counts_match_the_reference(tmp_path):
         # one core per job in cluster/slurm.yaml: one node runs every task in turn
         assert math.isclose(one, s["tasks"] * s["seconds_per_task"] / rows["cores_per_node"])
         assert fifty <= one
+    # 50 one-core nodes: the 16 cleanings at once, then the 16 sources; similarity in waves of 50 blocks
+    assert math.isclose(stages["meg"]["wall_seconds"]["50"], 2 * stages["meg"]["seconds_per_task"])
+    assert math.isclose(stages["similarity"]["wall_seconds"]["50"],
+                        math.ceil(2016 / 50) * stages["similarity"]["seconds_per_task"])

@@ -281,8 +281,13 @@ def task_memory(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n
 
 def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:
     """Seconds of one subject's two tasks on one core: cleaning scales with the recordings,
-    sources with the source values written (inverse, morph, compression)."""
-    return 40.0 + raw_bytes / 4e6 + source_bytes / 2e7
+    sources with the source values written (inverse, morph, compression).
+
+    Rates measured by ``benchmarks/bench_study_scale.py`` (1100 Hz, 6 runs, 150 stimuli, ico4)
+    on a shared 2-core machine: cleaning 136 s for 543 MB of FIF, sources 392 s for 3.4 GB of
+    source values; an idle machine is faster, so the figure errs long.
+    """
+    return 40.0 + raw_bytes / 4.7e6 + source_bytes / 9e6
 
 
 def plan(*, config: Config, catalog: "Catalog") -> Plan:

@@ -252,7 +252,7 @@ def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, 
     p = n_stim * (n_stim - 1) // 2
     x = rng.standard_normal((n_sub, n_time, n_stim, max(2, n_feat))).astype(np.float32)
     model = model_matrix(prepare_block(rng.random((n_layer, p)).astype(np.float32), method))
-    perms = np.stack([rng.permutation(n_stim) for _ in range(4)])
+    perms = np.stack([rng.permutation(n_stim) for _ in range(16)])
     with single_threaded():
         rsa_block(x[:, :1], model, metric=metric, method=method)  # compile / warm up
         best = np.inf
@@ -262,9 +262,11 @@ def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, 
             best = min(best, time.perf_counter() - t0)
         group = prepare_block(rng.random((1, p)).astype(np.float32), method)
         null_block_labels(group, model, perms[:1], method)
-        t0 = time.perf_counter()
-        null_block_labels(group, model, perms, method)
-        t_perm = time.perf_counter() - t0
+        t_perm = np.inf
+        for _ in range(2):  # best of two: a shared machine's pauses are not the kernel's time
+            t0 = time.perf_counter()
+            null_block_labels(group, model, perms, method)
+            t_perm = min(t_perm, time.perf_counter() - t0)
     return {"seconds_per_rdm": best / (n_sub * n_time), "seconds_per_permuted_rdm": t_perm / len(perms)}
 
 
