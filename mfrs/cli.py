@@ -259,9 +259,11 @@ def _demo_data_warning(catalog: Any, pipe: Any) -> str | None:
               "on this many SLURM jobs (repeat; cores per job from cluster/slurm.yaml). Default: 1 and 50.")
 @click.option("--cores", type=click.IntRange(min=1), default=None,
               help="With --shape study: one-core workers per node instead of the slurm profile's cores.")
+@click.option("--searchlight", is_flag=True, help="With --shape study: add a searchlight over every ico5 vertex.")
 @click.pass_obj
 def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str, ...], as_json: bool,
-         worker_memory: str | None, shape: str, nodes: tuple[int, ...], cores: int | None) -> None:
+         worker_memory: str | None, shape: str, nodes: tuple[int, ...], cores: int | None,
+         searchlight: bool) -> None:
     """Say what PIPELINE would read, write and compute, with sizes, before running it."""
     from dask.utils import parse_bytes
 
@@ -270,7 +272,7 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from mfrs.stage import Plan, format_bytes
 
     if shape == "study":
-        _study_on_paper(list(nodes) or [1, 50], as_json, cores)
+        _study_on_paper(list(nodes) or [1, 50], as_json, cores, searchlight)
         return
     catalog = obj.catalog()
     pipe = load_pipeline(pipeline, subjects=_split(subjects))
@@ -320,13 +322,13 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
             click.echo(f"  note: {note}")
 
 
-def _study_on_paper(nodes: list[int], as_json: bool, cores: int | None) -> None:
+def _study_on_paper(nodes: list[int], as_json: bool, cores: int | None, searchlight: bool) -> None:
     """Print :func:`mfrs.sizing.study_plan` for ``nodes`` SLURM jobs of the ``slurm`` profile."""
     from mfrs.cluster import load_profile
     from mfrs.sizing import StudyShape, cores_per_node, format_table, study_plan, wall_seconds
 
     shape = StudyShape()
-    sizes = study_plan(shape)
+    sizes = study_plan(shape, searchlight=searchlight)
     cores = cores or cores_per_node(load_profile("slurm"))
     if as_json:
         click.echo(json.dumps({"shape": shape.__dict__, "cores_per_node": cores, "stages": [

@@ -79,12 +79,14 @@ def wall_seconds(size: StageSize, workers: int) -> float:
 
 
 def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_block: int = 64,
-               time_batch: int = 8, calibrated: bool = True) -> list[StageSize]:
+               time_batch: int = 8, calibrated: bool = True, searchlight: bool = False) -> list[StageSize]:
     """Size the MEG and similarity (raw mode: RDM movies) stages of the study, per task.
 
     Similarity seconds come from :func:`mfrs.stages.similarity.calibrate` (the fused kernel
     at the study's sizes on this machine, one core; a few seconds); ``calibrated=False``
-    leaves them 0.
+    leaves them 0. ``searchlight`` adds a cortex-wide searchlight (every ico5 vertex a
+    centre, :func:`mfrs.stages.searchlight.searchlight_plan`) with the same signals,
+    categories, layers and permutations.
     """
     from mfrs.stages.meg import task_memory, task_seconds
     from mfrs.stages.similarity import block_memory, calibrate
@@ -123,7 +125,25 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
         notes=f"raw mode: {n_rdm:,} brain RDMs against {n_layer} layers in one pass ({brain / 3600:,.0f} "
               f"core-hours), {s.n_permutations} permutations of the group RDM (the rest); blocks of "
               f"{region_block} regions x {time_block} samples")
-    return [meg, sim]
+    out = [meg, sim]
+    if searchlight:
+        out.append(_searchlight(s, n_layer, calibrated))
+    return out
+
+
+def _searchlight(s: StudyShape, n_layer: int, calibrated: bool, patch_size: int = 30) -> StageSize:
+    from mfrs.stages.searchlight import searchlight_plan
+    from mfrs.stages.similarity import calibrate
+
+    cal = (calibrate(s.n_stimuli, patch_size, n_layer, "correlation", "spearman", n_sub=8) if calibrated
+           else {"seconds_per_rdm": 0.0, "seconds_per_permuted_rdm": 0.0})
+    p = searchlight_plan(s.n_vertices, s.n_samples, s.n_subjects, n_stimuli=s.n_stimuli, n_layers=n_layer,
+                         patch_size=patch_size, n_signals=s.n_signals, n_categories=s.n_categories,
+                         n_permutations=s.n_permutations, **cal)
+    return StageSize("searchlight", tasks=p.n_tasks, memory_per_task=p.memory_per_task,
+                     seconds_per_task=p.seconds / max(p.n_tasks, 1), reads=sum(p.reads.values()),
+                     writes=sum(p.writes.values()), notes=f"optional: {s.n_vertices:,} centres of ~{patch_size} "
+                     "vertices (10 mm), as the similarity row otherwise")
 
 
 def format_table(sizes: list[StageSize], nodes: list[int], cores_per_node: int) -> list[str]:

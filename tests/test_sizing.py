@@ -10,13 +10,15 @@ from tests_support import run_mfrs
 
 def test_study_on_paper_needs_no_data_and_prints_every_field(tmp_path):
     empty = tmp_path / "no-data"  # no catalog outputs, no BIDS set, no stimuli
-    out = run_mfrs("plan", "study", "--shape", "study", "--nodes", "1", "--nodes", "50", root=empty).stdout
+    out = run_mfrs("plan", "study", "--shape", "study", "--nodes", "1", "--nodes", "50", "--searchlight",
+                   root=empty).stdout
     assert not empty.exists() or not any(empty.iterdir())  # nothing was read or written
     for field in ("tasks", "memory/task", "reads", "writes", "core-hours", "wall time on 1 node(s)",
                   "wall time on 50 node(s)"):
         assert field in out, field
     assert "16 subjects, 6 signals, 7 networks, 448 regions x 1101 samples" in out
     assert "1000 permutations" in out
+    assert "searchlight" in out and "20,484 centres" in out  # the optional row
 
 
 def test_study_on_paper_counts_match_the_reference(tmp_path):
