@@ -93,17 +93,14 @@ def _settings_changes(stage: str, cfg: Any, store: Any) -> list[str]:
 
 
 def _output_status(pipe: Any, catalog: Any, stages: list[str]) -> list[dict[str, Any]]:
-    from mfrs.pipeline import stage_config, stage_module, stage_outputs
+    from mfrs.pipeline import stage_config, stage_module
     from mfrs.store import ZarrStore
 
     rows = []
     for name in stages:
         module = stage_module(name)
         cfg = stage_config(module, pipe)
-        if hasattr(module, "status"):
-            rows.extend(module.status(config=cfg, catalog=catalog))
-            continue
-        for out in stage_outputs(module, cfg, catalog):
+        for out in module.outputs(cfg, catalog):
             entry = catalog.entry(out)
             row = {"stage": name, "entry": out, "path": entry.uri, "units": 0, "complete": 0, "missing": []}
             if entry.kind == "zarr" and (Path(entry.uri) / "zarr.json").exists():
@@ -377,13 +374,13 @@ def status(obj: _Ctx, pipeline: str, stages: tuple[str, ...], as_json: bool, ver
 
 def _verify(pipe: Any, catalog: Any, stages: list[str], *, repair: bool) -> dict[str, str]:
     """Read and check every chunk of the stages' complete units; print and (``repair``) unmark the damaged."""
-    from mfrs.pipeline import stage_config, stage_module, stage_outputs
+    from mfrs.pipeline import stage_config, stage_module
     from mfrs.store import ZarrStore
 
     damaged = {}
     for name in stages:
         module = stage_module(name)
-        for out in stage_outputs(module, stage_config(module, pipe), catalog):
+        for out in module.outputs(stage_config(module, pipe), catalog):
             entry = catalog.entry(out)
             if entry.kind != "zarr" or not (Path(entry.uri) / "zarr.json").exists():
                 continue

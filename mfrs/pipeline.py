@@ -18,13 +18,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfrs.errors import ConfigError
+from mfrs.stage import StageConfig
 
-__all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config", "stage_outputs",
+__all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config",
            "find_pipeline_file", "run_pipeline"]
 
-log = logging.getLogger("mfrs.pipeline")
+log = logging.getLogger(__name__)
 
-#: stage name -> module implementing it (see mfrs.stage for the protocol): the files of mfrs/stages.
+#: stage name -> module implementing it (the :class:`mfrs.stage.Stage` protocol): the files of mfrs/stages.
 STAGES: dict[str, str] = {
     path.stem: f"mfrs.stages.{path.stem}"
     for path in sorted((Path(__file__).parent / "stages").glob("*.py")) if not path.stem.startswith("_")
@@ -63,35 +64,26 @@ def stage_module(name: str) -> ModuleType:
                           "install mfrs with its extras: pip install -e '.[all]'.") from exc
 
 
-def stage_config(module: ModuleType, pipeline: PipelineConfig) -> BaseModel:
-    """The narrowed config of one stage: its own section plus the globals its Config declares."""
-    if hasattr(module, "stage_config"):
-        return module.stage_config(pipeline)
+def stage_config(module: ModuleType, pipeline: PipelineConfig) -> StageConfig:
+    """The narrowed config of one stage: its section (:meth:`~mfrs.stage.StageConfig.pipeline_section`)
+    plus the pipeline globals its Config declares, validated."""
     name = module.NAME
-    section = dict(pipeline.config.get(name, {}))
-    fields = module.Config.model_fields
+    config_type: type[StageConfig] = module.Config
+    section = config_type.pipeline_section(pipeline.config, name=name)
+    fields = config_type.model_fields
     for key in GLOBAL_FIELDS:
         if key in fields and key not in section and getattr(pipeline, key) is not None:
             section[key] = getattr(pipeline, key)
     try:
-        return module.Config.model_validate(section)
+        return config_type.model_validate(section)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
+            loc = ".".join(str(p) for p in (name, *err["loc"]))
             hint = _did_you_mean(str(err["loc"][-1]), list(fields)) if err["type"] == "extra_forbidden" else ""
-            lines.append(f"  config.{name}.{loc}: {err['msg']}.{hint}")
+            lines.append(f"  config.{loc}: {err['msg']}.{hint}")
         where = pipeline.source or "the pipeline"
         raise ConfigError(f"invalid settings for stage {name!r} in {where}:\n" + "\n".join(lines)) from exc
-
-
-def stage_outputs(module: ModuleType, cfg: BaseModel, catalog: Any) -> list[str]:
-    """Catalog entries a stage writes; ``outputs(cfg, catalog)`` when the stage names them from the catalog."""
-    import inspect
-
-    if "catalog" in inspect.signature(module.outputs).parameters:
-        return list(module.outputs(cfg, catalog=catalog))
-    return list(module.outputs(cfg))
 
 
 def find_pipeline_file(name: str | Path) -> Path:
@@ -176,8 +168,7 @@ def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Any, stages: lis
     for name in select_stages(pipe, stages):
         module = stage_module(name)
         cfg = stage_config(module, pipe)
-        if hasattr(module, "plan"):
-            module.plan(config=cfg, catalog=catalog).check_fits(limit)
+        module.plan(config=cfg, catalog=catalog).check_fits(limit)
         t0 = time.perf_counter()
         log.info("stage %s: starting", name)
         module.run(config=cfg, catalog=catalog, client=client, overwrite=overwrite)

@@ -109,20 +109,19 @@ def _cluster_layout(client: Any) -> dict[str, Any] | None:
 def science_parameters(config: Any) -> tuple[Any, dict[str, Any]]:
     """``(parameters, execution)``: the config's canonical form split into what can change numbers and not.
 
-    A stage config lists its execution settings (memory, batch sizes that do not change
-    any number) in ``execution_fields``; they are recorded but not fingerprinted.
+    The one place that tells science from execution: a stage config holds its execution
+    settings (memory, batch and chunk sizes that change no number, devices) in its nested
+    ``exec`` section (:class:`mfrs.stage.ExecSettings`); they are recorded, not fingerprinted.
 
     Examples
     --------
-    >>> science_parameters({"alpha": 1})
-    ({'alpha': 1}, {})
+    >>> science_parameters({"alpha": 1, "exec": {"time_batch": 8}})
+    ({'alpha': 1}, {'time_batch': 8})
     """
     parameters = _canonical(config)
     execution: dict[str, Any] = {}
     if isinstance(parameters, dict):
-        for key in getattr(config, "execution_fields", ()):
-            if key in parameters:
-                execution[key] = parameters.pop(key)
+        execution = dict(parameters.pop("exec", None) or {})
     return parameters, execution
 
 
@@ -172,7 +171,7 @@ def make_provenance(*, stage: str, config: Any, inputs: dict[str, str], seed: in
     dict
         ``stage, parameters, execution, fingerprint, inputs, seed, versions, git_revision, cluster,
         created``. ``fingerprint`` covers stage, parameters, inputs and seed only, so that a rerun
-        on another cluster, with other execution settings (``config.execution_fields``) or with
+        on another cluster, with other execution settings (``config.exec``) or with
         newer packages resumes the same store.
     """
     parameters, execution = science_parameters(config)

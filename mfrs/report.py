@@ -246,7 +246,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
         A store the report reads is missing or incomplete (nothing is written).
     """
     from mfrs.catalog import load_catalog
-    from mfrs.pipeline import load_pipeline, stage_config, stage_module, stage_outputs
+    from mfrs.pipeline import load_pipeline, stage_config, stage_module
     from mfrs.results.headline import headline, headline_sentences, read_truth, truth_vs_recovered
     from mfrs.store import ZarrStore
 
@@ -259,7 +259,7 @@ def build_report(pipeline: str, *, catalog: Any = None, force: bool = False) -> 
     outputs = {}
     for name in pipe.stages:
         module = stage_module(name)
-        for entry in stage_outputs(module, stage_config(module, pipe), catalog):
+        for entry in module.outputs(stage_config(module, pipe), catalog):
             e = catalog.entry(entry)
             if e.kind == "zarr" and (Path(e.uri) / "zarr.json").exists():
                 outputs[entry] = ZarrStore.open(e.uri, entry_name=entry).provenance

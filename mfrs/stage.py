@@ -1,32 +1,138 @@
-"""What every stage shares: its config base class and the plan it gives before running.
+"""The stage contract: the :class:`Stage` protocol every stage module satisfies, its config base, its plan.
 
-A stage is one module (``mfrs/<domain>/<stage>.py``) with a docstring whose
-first line is its title, ``NAME``, a ``Config`` pydantic model, ``inputs(cfg)``
-and ``outputs(cfg)`` naming catalog entries, ``plan(*, config, catalog)`` and
-``run(*, config, catalog, client, overwrite=False)``. It may define
-``stage_config(pipeline)`` to narrow the pipeline config itself; otherwise
-:func:`mfrs.pipeline.stage_config` takes the stage's section plus the pipeline
-globals (``seed``, ``subjects``) that its Config declares.
+A stage is one module ``mfrs/stages/<stage>.py`` (the registry
+:data:`mfrs.pipeline.STAGES` is that folder's listing) with a docstring whose first
+line is its title, and exactly these names (:class:`Stage`; ``tests/test_stage_contract.py``
+checks every registered stage against it):
+
+``NAME``
+    The stage name (the file's stem).
+``Config``
+    A :class:`StageConfig` subclass: the stage's science settings, plus its execution
+    settings (memory, batch and chunk sizes that change no number, devices) in the nested
+    ``exec`` section (an :class:`ExecSettings` subclass), which provenance records but
+    never fingerprints (:func:`mfrs.provenance.science_parameters`).
+``inputs(cfg, catalog)`` / ``outputs(cfg, catalog)``
+    The catalog entries read and written (an entry name may depend on the catalog: an
+    activations store is named after its weights entry's dataset).
+``plan(*, config, catalog)``
+    A :class:`Plan`: what a run reads, writes, holds and costs.
+``run(*, config, catalog, client, overwrite=False)``
+    Create or resume the outputs on the dask ``client``.
+
+The pipeline narrows its config to a stage's with :meth:`StageConfig.pipeline_section`
+(the stage's own section by default; a Config may override it to take defaults from
+another section) plus the pipeline globals (``seed``, ``subjects``) its Config declares.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfrs.errors import ConfigError
 
-__all__ = ["StageConfig", "Plan", "format_bytes"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from mfrs.catalog import Catalog
+
+__all__ = ["Stage", "StageConfig", "Settings", "ExecSettings", "Plan", "format_bytes"]
 
 
-class StageConfig(BaseModel):
-    """Base of stage configs: unknown keys are errors, values are validated once."""
+class Settings(BaseModel):
+    """Base of a config's nested sections (a network spec, a dataset): unknown keys are errors, frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    #: Fields that do not change any number (memory, batch sizes): recorded, not fingerprinted.
-    execution_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class ExecSettings(Settings):
+    """Execution settings of a stage (the ``exec`` section): what can change no number.
+
+    Memory, batch and chunk sizes that do not change results, devices. Provenance
+    records them (``execution``) but leaves them out of the fingerprint, so a store
+    resumes whatever their values.
+    """
+
+
+class StageConfig(Settings):
+    """Base of stage configs: unknown keys are errors, values are validated once.
+
+    Execution settings live in the nested ``exec`` section; a subclass that has any
+    declares ``exec: <its ExecSettings subclass>``. A key of that section given at the
+    top level (where it used to be) is refused with a message saying where it moved.
+
+    Examples
+    --------
+    >>> class Exec(ExecSettings):
+    ...     chunk: int = 8
+    >>> class Cfg(StageConfig):
+    ...     alpha: float = 1.0
+    ...     exec: Exec = Exec()
+    >>> Cfg.model_validate({"alpha": 2.0, "exec": {"chunk": 4}}).exec.chunk
+    4
+    >>> Cfg.model_validate({"chunk": 4})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Cfg
+    ...
+    """
+
+    exec: ExecSettings = Field(default_factory=ExecSettings,
+                               description="execution settings: recorded, not fingerprinted")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_exec(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            exec_type = cls.model_fields["exec"].annotation
+            exec_fields = getattr(exec_type, "model_fields", {})
+            moved = sorted(k for k in data if k in exec_fields and k not in cls.model_fields)
+            if moved:
+                example = ", ".join(f"{k}: {data[k]}" for k in moved)
+                raise ValueError(f"{', '.join(moved)} moved to exec: write `exec: {{{example}}}`")
+        return data
+
+    @classmethod
+    def pipeline_section(cls, sections: Mapping[str, Mapping[str, Any]], *, name: str) -> dict[str, Any]:
+        """This stage's raw settings from the pipeline's ``config`` sections (stage name -> mapping).
+
+        The default is the stage's own section; a stage whose defaults come from another
+        stage's section overrides this (``model_rdms`` takes ``networks`` from ``activations``).
+
+        Examples
+        --------
+        >>> StageConfig.pipeline_section({"a": {"x": 1}}, name="a")
+        {'x': 1}
+        """
+        return dict(sections.get(name, {}))
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """What a stage module provides (see the module docstring); modules satisfy it structurally."""
+
+    NAME: str
+    Config: type[StageConfig]
+
+    def inputs(self, cfg: Any, catalog: Catalog) -> list[str]:
+        """Catalog entries read."""
+        ...
+
+    def outputs(self, cfg: Any, catalog: Catalog) -> list[str]:
+        """Catalog entries written."""
+        ...
+
+    def plan(self, *, config: Any, catalog: Catalog) -> Plan:
+        """What a run reads, writes, holds and costs."""
+        ...
+
+    def run(self, *, config: Any, catalog: Catalog, client: Client, overwrite: bool = False) -> Any:
+        """Create or resume the outputs."""
+        ...
 
 
 def format_bytes(n: float) -> str:

@@ -161,9 +161,11 @@ def test_results_follow_a_recomputed_input(demo_run, demo_copy):
                                equal_nan=True)
 
 
-def _pipeline(tmp_path: Path, **similarity) -> Path:
+def _pipeline(tmp_path: Path, exec: dict | None = None, **similarity) -> Path:
     pipe = yaml.safe_load((REPO / "pipelines" / "demo.yaml").read_text())
     pipe["config"]["similarity"].update(similarity)
+    if exec:
+        pipe["config"]["similarity"]["exec"] = exec
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(pipe))
     return path
@@ -171,11 +173,11 @@ def _pipeline(tmp_path: Path, **similarity) -> Path:
 
 def test_execution_settings_resume_science_parameters_are_named(demo_copy, tmp_path):
     before = _marks(demo_copy)
-    execution = _pipeline(tmp_path, time_batch=3, worker_memory="3GB")
+    execution = _pipeline(tmp_path, exec={"time_batch": 3, "worker_memory": "3GB"})
     run_mfrs("run", str(execution), "--stages", "similarity", root=demo_copy)
     assert _marks(demo_copy) == before
 
-    science = _pipeline(tmp_path, n_permutations=60, time_batch=3)
+    science = _pipeline(tmp_path, n_permutations=60, exec={"time_batch": 3})
     status = run_mfrs("status", str(science), "--stages", "similarity", root=demo_copy).stdout
     assert "other parameters" in status and "n_permutations: 50 → 60" in status and "time_batch" not in status
     plan = run_mfrs("plan", str(science), "--stages", "similarity", root=demo_copy).stdout

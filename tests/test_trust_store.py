@@ -142,7 +142,7 @@ def test_execution_settings_are_not_fingerprinted_science_parameters_are_named()
     from mfrs.stages.similarity import Config
 
     base = make_provenance(stage="similarity", config=Config(), inputs={"sources": "a"}, seed=0)
-    execution = make_provenance(stage="similarity", config=Config(worker_memory="1GB", time_batch=3),
+    execution = make_provenance(stage="similarity", config=Config(exec={"worker_memory": "1GB", "time_batch": 3}),
                                 inputs={"sources": "a"}, seed=0)
     science = make_provenance(stage="similarity", config=Config(n_permutations=10), inputs={"sources": "a"}, seed=0)
     assert execution["fingerprint"] == base["fingerprint"]

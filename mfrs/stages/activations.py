@@ -27,7 +27,7 @@ from mfrs.errors import ConfigError, StoreError
 from mfrs.nets.types import LAYER_KINDS, Device, LayerKind, Network
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, StageConfig, format_bytes
+from mfrs.stage import Plan, Settings, StageConfig, format_bytes
 from mfrs.store import Unit, ZarrStore
 
 __all__ = ["NAME", "NetworkSpec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
@@ -41,7 +41,7 @@ _RESERVED = {"stimulus", "category", "condition", "file", "layer", "network", "n
              "weights", "units"}
 
 
-class NetworkSpec(StageConfig):
+class NetworkSpec(Settings):
     """One (network, weights) to run, with its input format."""
 
     network: Network
@@ -145,7 +145,7 @@ def _entry_name(spec: NetworkSpec, catalog: Catalog) -> str:
     return f"activations/{spec.network}/{weights_label(spec, catalog)}"
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read: the stimuli and every weights entry named."""
     from mfrs.nets.specs import parse_untrained
 
@@ -153,13 +153,8 @@ def inputs(cfg: Config) -> list[str]:
     return ["stimuli", *dict.fromkeys(named)]
 
 
-def outputs(cfg: Config, catalog: Catalog | None = None) -> list[str]:
-    """Catalog entries written: ``activations/<network>/<weights>`` per spec.
-
-    Without a catalog, trained weights are named by their entry name.
-    """
-    if catalog is None:
-        return [f"activations/{s.network}/{s.weights}" for s in cfg.networks]
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
+    """Catalog entries written: ``activations/<network>/<weights label>`` per spec (see :func:`weights_label`)."""
     return [_entry_name(s, catalog) for s in cfg.networks]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from mfrs.catalog import Catalog
 from mfrs.demo.config import DemoDataConfig
 from mfrs.errors import ConfigError, StoreError
-from mfrs.stage import Plan
+from mfrs.stage import Plan, StageConfig
 
 __all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run"]
 
@@ -35,7 +35,7 @@ _TEMPLATE_SUBJECT = "fsaverage"
 _PARCELLATION = "aparc_sub"
 
 
-class Config(DemoDataConfig):
+class Config(StageConfig, DemoDataConfig):
     """Settings of the demo_data stage: sizes, effects and seed of the simulation.
 
     Every field of :class:`mfrs.demo.config.DemoDataConfig`; ``seed`` comes from
@@ -51,12 +51,12 @@ def _driver_weights(cfg: DemoDataConfig) -> list[str]:
     return sorted(w for w in names if parse_untrained(w) is None)
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read: the stimuli and the weights of the networks driving planted effects."""
     return ["stimuli", *_driver_weights(cfg)]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return ["ds000117", "anatomy"]
 

@@ -54,12 +54,12 @@ class Config(StageConfig):
         return self
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read (none: the faces ship with scikit-image)."""
     return []
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return [cfg.output]
 
@@ -110,7 +110,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{config.n_identities} identities x {config.images_per_identity} images at {config.size} px"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Any = None, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
     """Write the identity folders, unless the same settings wrote them already.
 
     Raises

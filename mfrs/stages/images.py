@@ -52,7 +52,7 @@ from mfrs.images.repartition import SplitSpec, merge_listings, repartition, sele
 from mfrs.images.types import Layout
 from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, StageConfig
+from mfrs.stage import Plan, Settings, StageConfig
 from mfrs.store import Unit, ZarrStore
 
 __all__ = ["NAME", "Config", "DatasetSpec", "AddSource", "inputs", "outputs", "plan", "run",
@@ -68,7 +68,7 @@ FAILED_TABLE_MAX = 10_000
 _SECONDS_PER_ITEM = {"face": 0.012, "center": 0.003, "none": 0.003}
 
 
-class AddSource(StageConfig):
+class AddSource(Settings):
     """Images of another source added to a dataset (e.g. the MEG famous identities)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -77,7 +77,7 @@ class AddSource(StageConfig):
     identities: list[str] | None = Field(None, description="only these identities of it (None: all)")
 
 
-class DatasetSpec(StageConfig):
+class DatasetSpec(Settings):
     """One image dataset written by the stage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -142,7 +142,7 @@ class Config(StageConfig):
         return self
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read: every source, added source and landmark model."""
     names = set()
     for d in cfg.datasets:
@@ -153,7 +153,7 @@ def inputs(cfg: Config) -> list[str]:
     return sorted(names)
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written: one per dataset."""
     return [d.output for d in cfg.datasets]
 

@@ -31,12 +31,12 @@ NAME = "meg"
 log = logging.getLogger("mfrs.meg")
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read."""
     return ["ds000117", "anatomy", "stimuli"]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return ["epochs", "sources"]
 

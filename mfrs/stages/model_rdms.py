@@ -12,6 +12,7 @@ so a layer of 10^6 units is never whole in memory.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,10 @@ from mfrs.nets.rdm_moments import Moments, rdm_from_moments
 from mfrs.nets.types import LayerKind, Network, RdmMetric
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, StageConfig
+from mfrs.stage import Plan, Settings, StageConfig
 from mfrs.store import Unit, ZarrStore
 
-__all__ = ["NAME", "NetworkRef", "Config", "stage_config", "inputs", "outputs", "plan", "run",
+__all__ = ["NAME", "NetworkRef", "Config", "inputs", "outputs", "plan", "run",
            "layer_rdm", "square_rdm"]
 
 NAME = "model_rdms"
@@ -37,7 +38,7 @@ _STIMULUS_COORDS = ("stimulus", "category", "condition", "file")
 _LAYER_COORDS = ("network", "name", "depth", "kind", "weights", "units")
 
 
-class NetworkRef(StageConfig):
+class NetworkRef(Settings):
     """An activations store, named as in the activations stage config."""
 
     network: Network
@@ -58,21 +59,15 @@ class Config(StageConfig):
     unit_chunk: int = Field(65536, ge=1, description="units read at once (float64 copy: n x unit_chunk x 8 B)")
     layers_per_task: int = Field(32, ge=1, description="layers of one activations store per task")
 
-
-def stage_config(pipeline: Any) -> Config:
-    """This stage's section; ``networks`` defaults to the activations section's (network, weights)."""
-    from types import SimpleNamespace
-
-    from mfrs.pipeline import stage_config as generic
-
-    section = dict(pipeline.config.get(NAME, {}))
-    acts = pipeline.config.get("activations", {})
-    if "networks" not in section and "networks" in acts:
-        section["networks"] = [{"network": s["network"], "weights": s.get("weights", "untrained-seed0")}
-                               for s in acts["networks"]]
-    narrowed = pipeline.model_copy(update={"config": {**pipeline.config, NAME: section}})
-    # the generic narrowing (validation, messages) on this stage's Config
-    return generic(SimpleNamespace(NAME=NAME, Config=Config), narrowed)  # type: ignore[arg-type]
+    @classmethod
+    def pipeline_section(cls, sections: Mapping[str, Mapping[str, Any]], *, name: str) -> dict[str, Any]:
+        """This stage's section; ``networks`` defaults to the activations section's (network, weights)."""
+        section = dict(sections.get(name, {}))
+        acts = sections.get("activations", {})
+        if "networks" not in section and "networks" in acts:
+            section["networks"] = [{"network": s["network"], "weights": s.get("weights", "untrained-seed0")}
+                                   for s in acts["networks"]]
+        return section
 
 
 def _entries(cfg: Config, catalog: Catalog) -> list[str]:
@@ -86,14 +81,12 @@ def _entries(cfg: Config, catalog: Catalog) -> list[str]:
     return names
 
 
-def inputs(cfg: Config, catalog: Catalog | None = None) -> list[str]:
-    """Catalog entries read (trained weights named by their entry name when no catalog is given)."""
-    if catalog is None:
-        return [f"activations/{r.network}/{r.weights}" for r in cfg.networks]
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
+    """Catalog entries read: the activations stores of ``networks``."""
     return _entries(cfg, catalog)
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return ["model_rdms"]
 

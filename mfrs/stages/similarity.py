@@ -26,24 +26,25 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 from pydantic import Field, model_validator
 
+from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
 from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
 from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
-from mfrs.stage import Plan, StageConfig
+from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
 
 FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate"]
+__all__ = ["NAME", "Config", "Exec", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate"]
 
 NAME = "similarity"
-log = logging.getLogger("mfrs.similarity")
+log = logging.getLogger(__name__)
 
 StageCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
 #: Dims of the group r over which ``p_fwe`` takes the max statistic.
@@ -52,11 +53,18 @@ FweDim = Literal["region", "time", "layer"]
 RdmStorage = Literal["none", "float32", "float16"]
 
 
-class LayerContrast(StageConfig):
+class LayerContrast(Settings):
     """Two paired sets of layers, by layer coord values (e.g. ``{weights: imagenet}`` vs ``{weights: untrained-seed0}``)."""
 
     a: dict[str, str] = Field(min_length=1)
     b: dict[str, str] = Field(min_length=1)
+
+
+class Exec(ExecSettings):
+    """Execution settings of the similarity stage: the same numbers whatever their values."""
+
+    time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
+    worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
 
 
 class Config(StageConfig):
@@ -77,7 +85,6 @@ class Config(StageConfig):
         None, description="only these regions (names or shell patterns like 'FFA-*'); None: every region")
     region_block: int = Field(4, ge=1, description="regions per task")
     time_block: int = Field(64, ge=1, description="time points (raw) or windows (avg) per task")
-    time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
@@ -102,9 +109,7 @@ class Config(StageConfig):
         "r of layers a minus the paired layers b, sign flips (n_signflips), paired t, bootstrap CI, FDR")
     store_rdms: RdmStorage = Field("none", description="also store the brain RDMs of all stimuli")
     seed: int = 0
-    worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
-
-    execution_fields: ClassVar[tuple[str, ...]] = ("worker_memory", "time_batch")  # same numbers whatever their values
+    exec: Exec = Exec()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -122,11 +127,11 @@ class Config(StageConfig):
         return self
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["sources", "model_rdms"]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["rsa"]
 
 
@@ -299,7 +304,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     read_bytes = 4 * n_sub * n_sig * n_stim * block_v * max(samples, t_chunk)
     memory = block_memory(n_sub=n_sub, n_stim=n_stim, n_feat=feat, samples=samples, block_vertices=block_v,
                           n_time=block_t, n_region=n_block_reg, n_layer=n_layer, n_signal=n_sig, n_cat=n_cat,
-                          time_batch=config.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes)
+                          time_batch=config.exec.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes)
     n_rdm = n_sig * n_cat * n_reg * n_time * (n_sub + 1)
     flops = n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)
     n_group = n_sig * n_cat * n_reg * n_time
@@ -317,7 +322,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         gs.n_signflips)) + 3)
     if gs.contrast:  # checks the layer selections before anything is written
         out_bytes += 4 * 7 * n_sig * n_cat * n_reg * n_time * contrast_layers(models["rdm"], gs)[0].size
-    memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.time_batch, block_t) * p
+    memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.exec.time_batch, block_t) * p
                                                              if config.n_bootstrap else 0)
     final = fam.final_variables + gs.final_variables
     seconds = 0.0
@@ -344,8 +349,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
                   writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(final),
                   n_units=units, memory_per_task=memory,
                   flops=float(flops + flops_perm), seconds=float(seconds), notes=notes)
-    if config.worker_memory is not None:
-        result.check_fits(parse_bytes(config.worker_memory))
+    if config.exec.worker_memory is not None:
+        result.check_fits(parse_bytes(config.exec.worker_memory))
     return result
 
 
@@ -451,7 +456,7 @@ def _compute(job: _Job) -> None:
                             rdms_out[:-1, _s, _g, sl] = rdms
                             rdms_out[-1, _s, _g, sl] = rdms.mean(axis=0)
                     out = rsa_block(np.ascontiguousarray(feats), prepared[cat], metric=cfg.metric, method=cfg.method,
-                                    pooling=cfg.pooling, perms=perms, time_batch=cfg.time_batch, splits=splits,
+                                    pooling=cfg.pooling, perms=perms, time_batch=cfg.exec.time_batch, splits=splits,
                                     return_null=True, rdm_sink=sink, boot_weights=weights)
                     r[:, s, c, g] = out["r"]
                     lower[s, c, g], upper[s, c, g] = out["noise_ceiling_lower"], out["noise_ceiling_upper"]
@@ -597,7 +602,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.store import ZarrStore
 
     # refuse plans that cannot fit before anything is written
-    limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
+    limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
     input_stores = _input_stores(catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)

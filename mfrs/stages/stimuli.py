@@ -54,12 +54,12 @@ class Config(StageConfig):
         "added to the list file the catalog entry 'stimulus_images' names in params.exclude")
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read."""
     return ["stimulus_images"]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return ["stimuli"]
 

@@ -110,14 +110,14 @@ class Config(StageConfig):
         return self.input_size or INPUT_SIZES[self.network]
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries read."""
     from mfrs.nets.specs import parse_untrained
 
     return [cfg.images] + ([] if parse_untrained(cfg.init) is not None else [cfg.init])
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     """Catalog entries written."""
     return [cfg.output]
 

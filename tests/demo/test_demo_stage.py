@@ -28,11 +28,14 @@ def with_stimuli(catalog, local_client, subjects_dir):
     return catalog
 
 
-def test_protocol() -> None:
+def test_protocol(tmp_path) -> None:
+    from mfrs.catalog import Catalog
+
+    catalog = Catalog({}, source=None, root=tmp_path)
     cfg = stage.Config(**TINY)
     assert stage.NAME == "demo_data"
-    assert stage.inputs(cfg) == ["stimuli", "weights_mobilenet_v2_imagenet"]  # the drivers of the effects
-    assert stage.outputs(cfg) == ["ds000117", "anatomy"]
+    assert stage.inputs(cfg, catalog) == ["stimuli", "weights_mobilenet_v2_imagenet"]  # the drivers of the effects
+    assert stage.outputs(cfg, catalog) == ["ds000117", "anatomy"]
     assert stage.__doc__.splitlines()[0].startswith("Demo data:")
     with pytest.raises(ValueError, match="n_subject"):
         stage.Config(n_subject=3)  # typo: unknown keys are refused

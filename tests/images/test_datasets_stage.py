@@ -132,8 +132,8 @@ def test_variants_differ_exactly_by_the_listed_identities(tmp_path: Path, local_
                   {"extends": "images/celeba", "output": "images/celeba_no_meg", "drop_identities": [12, "40"]},
                   {"extends": "images/celeba", "output": "images/celeba_meg",
                    "add": [{"source": "meg_famous", "layout": "identity_folders"}]}, seed=4)
-    assert stage.outputs(cfg) == ["images/celeba", "images/celeba_no_meg", "images/celeba_meg"]
-    assert stage.inputs(cfg) == ["celeba", "meg_famous"]
+    assert stage.outputs(cfg, catalog) == ["images/celeba", "images/celeba_no_meg", "images/celeba_meg"]
+    assert stage.inputs(cfg, catalog) == ["celeba", "meg_famous"]
     stage.run(config=cfg, catalog=catalog, client=local_client)
     full = catalog.open("images/celeba").compute()
     without = catalog.open("images/celeba_no_meg").compute()

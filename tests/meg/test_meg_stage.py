@@ -290,8 +290,8 @@ def test_stage_protocol_and_plan(meg_run):
 
     catalog, config = meg_run["catalog"], meg_run["config"]
     assert stage.NAME == "meg" and stage.__doc__.splitlines()[0].startswith("MEG:")
-    assert stage.inputs(config) == ["ds000117", "anatomy", "stimuli"]
-    assert stage.outputs(config) == ["epochs", "sources"]
+    assert stage.inputs(config, catalog) == ["ds000117", "anatomy", "stimuli"]
+    assert stage.outputs(config, catalog) == ["epochs", "sources"]
     plan = stage.plan(config=config, catalog=catalog)
     raw_files = sorted(catalog.path("ds000117").glob("sub-*/ses-meg/meg/*_meg.fif"))
     assert plan.reads["ds000117"] == sum(f.stat().st_size for f in raw_files)

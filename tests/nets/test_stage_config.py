@@ -44,13 +44,13 @@ def test_unknown_keys_are_refused_with_a_suggestion() -> None:
 
 def test_inputs_and_outputs_name_catalog_entries(nets_catalog) -> None:
     cfg = activations.Config()
-    assert activations.inputs(cfg) == ["stimuli", "weights_mobilenet_v2_imagenet"]
+    assert activations.inputs(cfg, nets_catalog) == ["stimuli", "weights_mobilenet_v2_imagenet"]
     assert activations.outputs(cfg, nets_catalog) == ["activations/mobilenet_v2/imagenet",
                                                       "activations/mobilenet_v2/untrained-seed0"]
     assert model_rdms.inputs(model_rdms.Config(), nets_catalog) == activations.outputs(cfg, nets_catalog)
-    assert model_rdms.outputs(model_rdms.Config()) == ["model_rdms"]
+    assert model_rdms.outputs(model_rdms.Config(), nets_catalog) == ["model_rdms"]
     t = training.Config(images="faces", init="weights_mobilenet_v2_imagenet")
-    assert training.inputs(t) == ["faces", "weights_mobilenet_v2_imagenet"] and training.outputs(t) == ["trained"]
+    assert training.inputs(t, nets_catalog) == ["faces", "weights_mobilenet_v2_imagenet"] and training.outputs(t, nets_catalog) == ["trained"]
 
 
 def test_every_face_loss_is_selectable_in_the_train_section() -> None:

@@ -92,7 +92,7 @@ def test_stage_avg_mode_windows(tmp_path, local_client):
 
 def test_plan_refuses_what_cannot_fit(tmp_path):
     _write_inputs(tmp_path)
-    cfg = stage.Config(worker_memory="10MiB")
+    cfg = stage.Config(exec={"worker_memory": "10MiB"})
     with pytest.raises(ConfigError, match="one task needs .* but a worker has 10.0 MiB"):
         stage.plan(config=cfg, catalog=_Catalog(tmp_path))
 
@@ -141,7 +141,7 @@ def test_stage_fwe_cluster_split_half_and_stored_rdms(tmp_path, local_client):
 
 
 def test_config_checks_and_worker_memory_default():
-    assert stage.Config().worker_memory is None  # default: the cluster's own limit (checked in run)
+    assert stage.Config().exec.worker_memory is None  # default: the cluster's own limit (checked in run)
     with pytest.raises(ValueError, match="store_rdms needs 'all'"):
         stage.Config(categories=["famous"], store_rdms="float32")
 
