@@ -6,7 +6,7 @@ import logging
 import subprocess
 from collections.abc import Sequence
 
-log = logging.getLogger("mfrs.subprocess")
+log = logging.getLogger(__name__)
 
 __all__ = ["run_command", "CommandError"]
 

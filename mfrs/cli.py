@@ -21,16 +21,19 @@ import click
 
 from mfrs.errors import MfrsError
 
-log = logging.getLogger("mfrs.cli")
+log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbosity: int) -> None:
     from rich.logging import RichHandler
 
+    from mfrs.store import ignore_zarr_noise
+
     level = {0: logging.INFO, 1: logging.DEBUG}.get(verbosity, logging.DEBUG) if verbosity >= 0 else logging.WARNING
     handler = RichHandler(show_path=False, console=None, rich_tracebacks=False, markup=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("mfrs")
+    ignore_zarr_noise()  # the application's choice, made once for the process
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False

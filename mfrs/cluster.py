@@ -16,17 +16,20 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mfrs.errors import ClusterError, ConfigError
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 __all__ = ["LocalProfile", "SlurmProfile", "AddressProfile", "SecuritySpec", "LOOPBACK", "load_profile", "get_client",
            "gpu_workers", "worker_memory_limit", "render_job_scripts", "WORKER_ENV"]
 
-log = logging.getLogger("mfrs.cluster")
+log = logging.getLogger(__name__)
 
 #: Environment of every worker process: one BLAS / OpenMP / Numba thread each (threads fight here).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -426,7 +429,15 @@ def get_client(profile: str | LocalProfile | SlurmProfile | AddressProfile | Non
         yield from _connected(prof)
 
 
-def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[Any]:
+def _quiet_workers(client: Client) -> Client:
+    """Every worker (also those started later) hides the zarr warnings of :data:`mfrs.store.ZARR_NOISE`."""
+    from mfrs.store import ignore_zarr_noise
+
+    client.register_worker_callbacks(setup=ignore_zarr_noise)
+    return client
+
+
+def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[Client]:
     from distributed import Client
 
     if isinstance(prof, AddressProfile):
@@ -436,7 +447,7 @@ def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[A
         except OSError as exc:
             raise ClusterError(f"cannot reach the scheduler at {prof.address}: {exc}. Is it running?") from exc
         with client:
-            yield client
+            yield _quiet_workers(client)
         return
     cluster_cm = contextlib.closing(_local_cluster(prof)) if isinstance(prof, LocalProfile) else _slurm_cluster(prof)
     with cluster_cm as cluster, Client(cluster) as client:
@@ -449,7 +460,7 @@ def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[A
                     f"only {len(client.scheduler_info()['workers'])} of {n} SLURM workers started within "
                     f"{prof.wait_for_workers_s:.0f} s; check `squeue` and the job logs in "
                     f"{prof.log_directory or 'the working directory'}.") from exc
-        yield client
+        yield _quiet_workers(client)
 
 
 def gpu_workers(client: Any) -> list[str]:

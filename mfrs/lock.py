@@ -15,7 +15,7 @@ from mfrs.errors import RunLockedError
 
 __all__ = ["data_root_lock", "LOCK_NAME"]
 
-log = logging.getLogger("mfrs.lock")
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".mfrs-lock"
 

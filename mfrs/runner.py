@@ -12,7 +12,7 @@ from mfrs.errors import ClusterError, MfrsError, StageFailures
 
 __all__ = ["run_units", "no_worker_timeout"]
 
-log = logging.getLogger("mfrs.runner")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

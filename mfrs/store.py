@@ -31,6 +31,8 @@ import shutil
 import socket
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -42,19 +44,39 @@ import xarray as xr
 from mfrs.errors import StoreError
 from mfrs.provenance import fingerprint
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "chunk_codecs", "load_small_coords"]
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "ZARR_NOISE", "ignore_zarr_noise", "quiet_zarr", "chunk_codecs", "load_small_coords"]
 
-log = logging.getLogger("mfrs.store")
+log = logging.getLogger(__name__)
 
 MARKER_DIR = ".mfrs-complete"
 _FINAL_MARKER = "_final.json"
 _STORE_ATTR = "mfrs_store"
 
-# Zarr v3 warns on fixed-width string coords and consolidated metadata, both of which
-# xarray uses by design; the stores stay readable by zarr-python and xarray.
-warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
-warnings.filterwarnings("ignore", message=f".*Object at {MARKER_DIR} is not recognized.*")
+#: Warnings zarr-python gives on what xarray writes by design (fixed-width string coords, consolidated
+#: metadata) and on the completion-mark folder; the stores stay readable by zarr-python and xarray.
+ZARR_NOISE = (".*does not have a Zarr V3 specification.*", ".*Consolidated metadata is currently not part.*",
+              f".*Object at {MARKER_DIR} is not recognized.*")
+
+
+def ignore_zarr_noise() -> None:
+    """Hide the :data:`ZARR_NOISE` warnings in this process (the CLI and every cluster worker call it)."""
+    for message in ZARR_NOISE:
+        warnings.filterwarnings("ignore", message=message)
+
+
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Hide the :data:`ZARR_NOISE` warnings inside the block only.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with quiet_zarr():
+    ...     warnings.warn("Consolidated metadata is currently not part of the Zarr format 3 specification")
+    """
+    with warnings.catch_warnings():
+        ignore_zarr_noise()
+        yield
 
 
 @dataclass(frozen=True)
@@ -294,7 +316,8 @@ class ZarrStore:
             # Encodings read from another store (fixed string widths, codecs) would truncate
             # longer labels or clash with the chunks here: the template's values decide.
             var.encoding = {}
-        tmp.to_zarr(path, mode="w-", compute=False, consolidated=True, encoding=encoding, zarr_format=3)
+        with quiet_zarr():
+            tmp.to_zarr(path, mode="w-", compute=False, consolidated=True, encoding=encoding, zarr_format=3)
         (path / MARKER_DIR).mkdir(exist_ok=True)
         log.info("%s: created (%d units over %s)", label,
                  int(np.prod([len(v) for v in unit_chunks.values()])), ", ".join(unit_dims))
@@ -315,7 +338,8 @@ class ZarrStore:
             raise StoreError(f"{label} does not exist (no zarr.json). Run the stage that writes it "
                              "(see `mfrs status`).")
         try:
-            ds = xr.open_zarr(path, chunks=None, consolidated=True)
+            with quiet_zarr():
+                ds = xr.open_zarr(path, chunks=None, consolidated=True)
         except Exception as exc:  # zarr raises many types for damaged metadata
             raise StoreError(f"{label} cannot be read as Zarr: {exc}. Move it away or rerun with --overwrite.") from exc
         meta = ds.attrs.get(_STORE_ATTR)
@@ -624,7 +648,8 @@ class ZarrStore:
         region = {d: unit.region.get(d, slice(0, self._sizes[d])) for d in payload.dims}
         for name in payload.data_vars:
             payload[name] = payload[name].astype(self._variables[name][1], copy=False)
-        payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
+        with quiet_zarr():
+            payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
 
     def _mark(self, marker: Path, key: str, *, chunks: dict[str, str] | None = None,
               inputs: dict[str, str] | None = None) -> None:
@@ -669,7 +694,8 @@ class ZarrStore:
             elif not self.is_final_complete():
                 log.warning("%s: final variables %s are not written yet; they read as fill values",
                             self._label, list(self.final_variables))
-        ds = xr.open_zarr(self.path, chunks={}, consolidated=True)
+        with quiet_zarr():
+            ds = xr.open_zarr(self.path, chunks={}, consolidated=True)
         for name, var in ds.data_vars.items():
             # read chunk by chunk through _read_chunk (errors name store, chunk and unit); a variable
             # that xarray decodes to another dtype keeps xarray's reading

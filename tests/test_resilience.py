@@ -19,10 +19,10 @@ from mfrs.store import MARKER_DIR, ZarrStore
 
 def _kill_while_writing(item):
     """Write garbage into the unit's region, then die by SIGKILL before the unit is marked."""
-    store, unit = item[0], item[1]
+    store, unit = item.store, item.unit
     if unit.index == (1,):
         n = unit.region["stimulus"].stop - unit.region["stimulus"].start
-        junk = xr.Dataset({"image": (("stimulus", "y", "x"), np.full((n, item[3], item[3]), 255, np.uint8))})
+        junk = xr.Dataset({"image": (("stimulus", "y", "x"), np.full((n, item.size, item.size), 255, np.uint8))})
         junk.to_zarr(store.path, region={"stimulus": unit.region["stimulus"], "y": slice(None), "x": slice(None)},
                      mode="r+")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -42,10 +42,10 @@ def fragile_client():
 
 
 def test_rerun_after_a_killed_worker_completes_every_unit_once(catalog, fragile_client):
-    cfg = Config(size=20, n_per_category=6, chunk_size=4)
+    cfg = Config(size=20, n_per_category=6, exec={"chunk_size": 4})
     store, work = stimuli.prepare(config=cfg, catalog=catalog, client=fragile_client)
     with pytest.raises(StageFailures, match=r"stimulus=4:8: KilledWorker") as failed:
-        run_units(fragile_client, _kill_while_writing, work, key=lambda w: w[1].key,
+        run_units(fragile_client, _kill_while_writing, work, key=lambda w: w.unit.key,
                   description="stimuli", stage="stimuli")
     # Tasks queued on the killed worker fail with it; every other unit is complete.
     missing = [u.key for u in store.missing_units()]

@@ -47,7 +47,7 @@ def test_stimuli_stage_on_slurm_equals_local(tmp_path, slurm_client, local_clien
     from mfrs.catalog import load_catalog
     from mfrs.stages.stimuli import Config
 
-    cfg = Config(size=24, n_per_category=8, chunk_size=6)
+    cfg = Config(size=24, n_per_category=8, exec={"chunk_size": 6})
     on_slurm = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "slurm")
     on_local = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "local")
     stimuli.run(config=cfg, catalog=on_slurm, client=slurm_client)

@@ -16,7 +16,7 @@ def _run(catalog, client, **cfg):
 
 
 def test_embedded_set_has_the_ds000117_labels(catalog, local_client):
-    ds = _run(catalog, local_client, size=32, chunk_size=40)
+    ds = _run(catalog, local_client, size=32, exec={"chunk_size": 40})
     assert ds.image.dims == ("stimulus", "y", "x") and ds.image.dtype == np.uint8
     assert ds.sizes["stimulus"] == 150 and ds.sizes["y"] == ds.sizes["x"] == 32
     ids = list(ds.stimulus.values)
@@ -33,7 +33,7 @@ def test_faces_are_the_lfw_crops(catalog, local_client):
     from skimage.data import lfw_subset
     from skimage.transform import resize
 
-    ds = _run(catalog, local_client, size=50, n_per_category=10, chunk_size=10)
+    ds = _run(catalog, local_client, size=50, n_per_category=10, exec={"chunk_size": 10})
     faces = lfw_subset()
     for sid, index in (("f003", 2), ("u007", 56)):
         stored = ds.image.sel(stimulus=sid).values / 255.0
@@ -44,7 +44,7 @@ def test_faces_are_the_lfw_crops(catalog, local_client):
 def test_scrambled_faces_keep_amplitude_and_lose_the_face(catalog, local_client):
     from skimage.data import lfw_subset
 
-    ds = _run(catalog, local_client, size=25, n_per_category=4, chunk_size=4)
+    ds = _run(catalog, local_client, size=25, n_per_category=4, exec={"chunk_size": 4})
     face = lfw_subset()[0]
     scrambled = ds.image.sel(stimulus="s001").values / 255.0
     amp_face = np.abs(np.fft.fft2(face - face.mean())).ravel()
@@ -69,9 +69,9 @@ def test_chunking_does_not_change_the_result(tmp_path, local_client):
     from mfrs.catalog import load_catalog
 
     a = _run(load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "a"), local_client,
-             size=24, n_per_category=6, chunk_size=18)
+             size=24, n_per_category=6, exec={"chunk_size": 18})
     b = _run(load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "b"), local_client,
-             size=24, n_per_category=6, chunk_size=5)
+             size=24, n_per_category=6, exec={"chunk_size": 5})
     np.testing.assert_array_equal(a.image.values, b.image.values)
 
 
@@ -93,7 +93,7 @@ def _bmp_catalog(tmp_path, names):
 def test_reads_a_ds000117_bmp_folder(tmp_path, local_client):
     names = ["f002.bmp", "f001.bmp", "u150.bmp", "s017.bmp"]
     catalog, folder = _bmp_catalog(tmp_path, names)
-    ds = _run(catalog, local_client, size=20, chunk_size=2)
+    ds = _run(catalog, local_client, size=20, exec={"chunk_size": 2})
     assert list(ds.stimulus.values) == ["f001", "f002", "u150", "s017"]
     assert list(ds.condition.values) == [1, 2, 300, 317]
     # Oracle: PIL's own grayscale conversion and resize of the file.
@@ -109,7 +109,7 @@ def test_a_corrupt_bmp_fails_its_unit_and_the_rest_completes(tmp_path, local_cli
     catalog, folder = _bmp_catalog(tmp_path, ["f001.bmp", "f002.bmp", "u001.bmp", "u002.bmp"])
     (folder / "u002.bmp").write_bytes(b"BM\x00\x01 truncated")
     with pytest.raises(StageFailures, match=r"stimulus=2:4: .*u002\.bmp is not a readable image"):
-        stimuli.run(config=Config(size=16, chunk_size=2), catalog=catalog, client=local_client)
+        stimuli.run(config=Config(size=16, exec={"chunk_size": 2}), catalog=catalog, client=local_client)
     store = ZarrStore.open(catalog.path("stimuli"))
     assert [u.key for u in store.missing_units()] == ["stimulus=2:4"]
     with Image.open(folder / "f001.bmp") as img:  # the good unit is written and marked

@@ -45,3 +45,12 @@ def peak_rss() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
+
+
+def driver_weights(config) -> dict:
+    """The ``weights`` argument of ``generate_bids`` for ``config``: its driving networks' entries in the
+    repository's catalog (as the demo_data stage passes them)."""
+    from mfrs.catalog import load_catalog
+    from mfrs.stages.demo_data import weights_sources
+
+    return weights_sources(config, load_catalog())

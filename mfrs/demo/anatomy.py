@@ -46,7 +46,7 @@ __all__ = [
     "template_is_complete",
 ]
 
-log = logging.getLogger("mfrs.demo")
+log = logging.getLogger(__name__)
 
 #: Target grid on which regions are counted: ico-4 (2,562 vertices per hemisphere) or ico-5 (10,242).
 Grid = Literal["ico4", "ico5"]

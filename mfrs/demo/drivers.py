@@ -21,27 +21,12 @@ import xarray as xr
 
 from mfrs.errors import ConfigError
 
-__all__ = ["WeightsSource", "default_weights_sources", "layer_activations", "layer_code", "layer_depth"]
+__all__ = ["WeightsSource", "layer_activations", "layer_code", "layer_depth"]
 
-log = logging.getLogger("mfrs.demo")
+log = logging.getLogger(__name__)
 
 #: ``weights label -> (entry params, entry location)`` of the catalog's ``weights`` entries.
 WeightsSource = Mapping[str, tuple[dict[str, Any], str]]
-
-
-def default_weights_sources(labels: list[str]) -> dict[str, tuple[dict[str, Any], str]]:
-    """Params and locations of the ``weights`` entries ``labels`` in the default catalog.
-
-    Untrained labels (``untrained-seed<N>``) need none and are skipped.
-    """
-    from mfrs.catalog import load_catalog
-    from mfrs.nets.specs import parse_untrained
-
-    wanted = [w for w in labels if parse_untrained(w) is None]
-    if not wanted:
-        return {}
-    catalog = load_catalog()
-    return {w: (dict(catalog.entry(w).params), catalog.entry(w).uri) for w in wanted}
 
 
 def _network(driver: Any, weights: WeightsSource) -> Any:
@@ -100,9 +85,9 @@ def layer_depth(network: str, layer: str, kinds: list[str], input_size: int) -> 
 
     The ``depth`` coord of the ``activations`` store for the same kinds.
     """
-    from mfrs.stages.activations import NetworkSpec, layer_table
+    from mfrs.nets.hooks import network_layers
 
-    layers = layer_table(NetworkSpec(network=network, input_size=input_size), kinds)
+    layers = network_layers(network, kinds, in_channels=1, size=input_size)
     names = [lay.name for lay in layers]
     if layer not in names:
         raise ConfigError(f"planted effect driver: layer {layer!r} is not among the {kinds} layers of "

@@ -57,7 +57,7 @@ __all__ = [
     "simulation_is_complete",
 ]
 
-log = logging.getLogger("mfrs.demo")
+log = logging.getLogger(__name__)
 
 TASK = "facerecognition"
 SESSION = "meg"
@@ -600,7 +600,7 @@ def simulation_is_complete(bids_root: Path, *, stimuli: xr.Dataset,
 
 def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
                   config: DemoDataConfig, overwrite: bool = False,
-                  weights: WeightsSource | None = None) -> Path:
+                  weights: WeightsSource) -> Path:
     """Write the simulated ds000117-like BIDS data set.
 
     Deterministic for a config (seed included) and stimuli set; skips when
@@ -618,9 +618,9 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
     config : DemoDataConfig
     overwrite : bool
         Regenerate even when the same simulation is complete.
-    weights : mapping, optional
+    weights : mapping
         ``weights label -> (entry params, location)`` of the networks that drive planted
-        effects (``feature: layer``); default: those entries of the default catalog.
+        effects (``feature: layer``): :func:`mfrs.stages.demo_data.weights_sources`.
 
     Returns
     -------
@@ -634,10 +634,6 @@ def generate_bids(bids_root: Path, *, subjects_dir: Path, stimuli: xr.Dataset,
     if _prepare_root(bids_root, fp, overwrite):
         log.info("demo_data: %s is complete (fingerprint %s), skipping", bids_root, fp)
         return bids_root
-    if weights is None:
-        from mfrs.demo.drivers import default_weights_sources
-
-        weights = default_weights_sources([d.weights for d in _drivers(config)])
     features = _features(stimuli, config, weights)
     model = _source_model(subjects_dir, stimuli, features, config)
     ids = [str(s) for s in stimuli["stimulus"].values]

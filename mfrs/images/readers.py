@@ -32,7 +32,7 @@ from mfrs.images.types import IMAGE_SUFFIXES, LAYOUTS, Layout
 __all__ = ["Reader", "READERS", "list_images", "IdentityFoldersReader", "CelebAReader",
            "ImageNetReader", "ClassFoldersReader"]
 
-log = logging.getLogger("mfrs.images")
+log = logging.getLogger(__name__)
 
 #: Folder names that mark a split level in folder layouts.
 _SPLIT_FOLDERS = {"train": "train", "training": "train", "valid": "valid", "val": "valid",

@@ -26,7 +26,7 @@ from mfrs.images.types import SPLITS, ShortIdentity, Split, SplitMode
 __all__ = ["SplitSpec", "allocate", "select_identities", "merge_listings", "assign_splits",
            "assign_labels", "order_items", "repartition", "natural_key"]
 
-log = logging.getLogger("mfrs.images")
+log = logging.getLogger(__name__)
 
 Amount = int | float | None
 

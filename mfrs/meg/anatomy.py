@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Anatomy", "resolve_anatomy", "stage_subjects_dir", "cached_source_space",
            "cached_bem_solution", "TEMPLATE"]
 
-log = logging.getLogger("mfrs.meg")
+log = logging.getLogger(__name__)
 
 TEMPLATE = "fsaverage"
 

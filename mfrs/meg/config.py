@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mfrs.meg.types import (
@@ -19,7 +17,7 @@ from mfrs.meg.types import (
     SourceSpacing,
     TargetGrid,
 )
-from mfrs.stage import StageConfig
+from mfrs.stage import ExecSettings, StageConfig
 
 __all__ = [
     "Config",
@@ -30,8 +28,7 @@ __all__ = [
     "EpochsConfig",
     "CovarianceConfig",
     "SourceConfig",
-    "OutputConfig",
-    "DEMO_OVERRIDES",
+    "Exec",
 ]
 
 
@@ -145,8 +142,8 @@ class SourceConfig(_Section):
         description="labels dropped from `vertex` (prefix match; reference drops the 2 unknown)")
 
 
-class OutputConfig(_Section):
-    """Chunking of the epochs and sources stores."""
+class Exec(ExecSettings):
+    """Execution settings of the MEG stage: chunking of the epochs and sources stores (no number changes)."""
 
     chunk_mb: float = Field(64.0, gt=0, description="target chunk size (design: 16-128 MB)")
     time_chunk: int = Field(128, ge=1, description="time samples per chunk")
@@ -172,7 +169,7 @@ class Config(StageConfig):
     covariance: CovarianceConfig = CovarianceConfig()
     source: SourceConfig = SourceConfig()
     envelopes: list[Band] = Field(default_factory=list, description="Hilbert envelope bands")
-    output: OutputConfig = OutputConfig()
+    exec: Exec = Exec()
 
     @field_validator("subjects")
     @classmethod
@@ -202,18 +199,3 @@ class Config(StageConfig):
         from mfrs.meg.types import signal_names
 
         return signal_names(self.envelopes)
-
-
-#: Overrides that make the stage fast on the embedded demo set (the ``meg`` section of
-#: pipelines/demo.yaml): picard (python-picard) on 20 components fitted on the first 90 s
-#: instead of fastica at 99.9 % variance on everything, empirical instead of shrunk
-#: covariance (85 s -> 1 s), oct5 sources morphed to ico-4, epochs resampled to 100 Hz
-#: after a 40 Hz low-pass (which also removes the 50 Hz line noise), small chunks.
-DEMO_OVERRIDES: dict[str, Any] = {
-    "ica": {"method": "picard", "n_components": 20, "decim": 3, "fit_duration": 90.0},
-    "covariance": {"method": "empirical"},
-    "source": {"spacing": "oct5", "grid": "ico4"},
-    "filter": {"h_freq": 40.0},
-    "epochs": {"resample_sfreq": 100.0},
-    "output": {"chunk_mb": 8.0, "time_chunk": 64},
-}

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["make_epochs", "reject_global", "band_epochs", "analytic_epochs", "hilbert_envelope"]
 
-log = logging.getLogger("mfrs.meg")
+log = logging.getLogger(__name__)
 
 
 def make_epochs(raw: "mne.io.BaseRaw", events: "pd.DataFrame", cfg: "EpochsConfig") -> "mne.Epochs":

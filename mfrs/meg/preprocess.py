@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["maxwell_filter_runs", "filter_raw", "IcaResult", "fit_ica", "artefact_channels"]
 
-log = logging.getLogger("mfrs.meg")
+log = logging.getLogger(__name__)
 
 
 def artefact_channels(info: "mne.Info") -> tuple[list[str], list[str]]:

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     import mne
 
     from mfrs.meg.config import Config
-    from mfrs.store import Unit, ZarrStore
 
-__all__ = ["SubjectJob", "Prepared", "prepare", "static_bads", "localize", "inverse_model", "ica_path", "epochs_path"]
+__all__ = ["SubjectJob", "Prepared", "Localized", "prepare", "static_bads", "localize", "timed", "inverse_model",
+           "ica_path", "epochs_path"]
 
-log = logging.getLogger("mfrs.meg")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Prepared:
 
 
 @contextmanager
-def _timed(subject: str, step: str):
+def timed(subject: str, step: str):
     import mne
 
     start = time.perf_counter()
@@ -148,12 +148,12 @@ def prepare(job: SubjectJob) -> Prepared:
             log.info("meg: sub-%s cleaning recomputed: %s was made with other settings", job.subject, record)
     cfg = job.config
     sub = job.subject
-    with _timed(sub, "reading"):
+    with timed(sub, "reading"):
         raws = [read_run(job.bids_root, run) for run in job.runs]
     run_numbers = [run.run for run in job.runs]
     bads, bad_sources = static_bads(raws, run_numbers, job.bad_logs or {}, sub)
     maxwell_record: dict[str, Any] = {}
-    with _timed(sub, "Maxwell filter"):
+    with timed(sub, "Maxwell filter"):
         raws = maxwell_filter_runs(raws, run_numbers, cfg.maxwell, calibration=job.calibration,
                                    crosstalk=job.crosstalk, subject=job.subject, head_pos=job.head_pos,
                                    record=maxwell_record)
@@ -164,7 +164,7 @@ def prepare(job: SubjectJob) -> Prepared:
                  "marked bad in every run (%d channels)", sub, union, len(union))
         for raw in raws:
             raw.info["bads"] = list(union)
-    with _timed(sub, "filters"):
+    with timed(sub, "filters"):
         for raw in raws:
             filter_raw(raw, cfg.filter)
     tables, ev_arrays = [], []
@@ -195,7 +195,7 @@ def prepare(job: SubjectJob) -> Prepared:
                                   not cfg.maxwell.require_files or (job.calibration and job.crosstalk)))}
     job.folder.mkdir(parents=True, exist_ok=True)
     if cfg.ica.enabled:
-        with _timed(sub, "ICA"):
+        with timed(sub, "ICA"):
             res = fit_ica(raw, cfg.ica, seed=cfg.seed, subject=sub)
             res.ica.apply(raw, verbose="error")
         res.ica.save(ica_path(job), overwrite=True, verbose="error")
@@ -204,14 +204,14 @@ def prepare(job: SubjectJob) -> Prepared:
                  "(found with %s)", sub, len(res.ecg) + len(res.eog), res.ica.n_components_, res.ecg,
                  ", ".join(res.ecg_channels) or "no ECG channel", res.eog,
                  ", ".join(res.eog_channels) or "no EOG channel")
-    with _timed(sub, "epochs + autoreject"):
+    with timed(sub, "epochs + autoreject"):
         epochs = make_epochs(raw, events, cfg.epochs)
         if cfg.epochs.autoreject:
             report["reject"] = reject_global(epochs, seed=cfg.seed)
     report["n_dropped"] = int(len(events) - len(epochs))
     epochs.save(epochs_path(job), overwrite=True, verbose="error")
     for band in cfg.envelopes:
-        with _timed(sub, f"{band} envelope"):
+        with timed(sub, f"{band} envelope"):
             np.save(_band_path(job, band),
                     analytic_epochs(raw, events, epochs.selection, band, cfg.epochs).get_data()
                     .astype(np.complex64))
@@ -287,7 +287,7 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
     anat = resolve_anatomy(job.subjects_dir, job.anatomy_params, job.subject)
     staged = stage_subjects_dir(anat, job.work)
     cache = job.work / "anatomy"
-    with _timed(job.subject, "source space + BEM"):
+    with timed(job.subject, "source space + BEM"):
         src = cached_source_space(staged, anat.fs_subject, cfg.spacing, cache)
         bem = cached_bem_solution(staged, anat.fs_subject, cfg.bem_ico, cfg.conductivity, cache)
     # one forward per head position and anatomy, shared by every subject that has them
@@ -296,7 +296,7 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
                        "bem": [cfg.bem_ico, cfg.conductivity], "mindist": cfg.mindist,
                        "chs": info["ch_names"]})
     fwd_file = cache / f"{anat.fs_subject}-{key}-fwd.fif"
-    with _timed(job.subject, "forward"):
+    with timed(job.subject, "forward"):
         fwd = None
         if fwd_file.exists():
             try:
@@ -312,21 +312,47 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
             os.replace(tmp, fwd_file)
             # use what the cache holds (FIF rounds it): sources are bit-identical with or without the cache
             fwd = mne.read_forward_solution(fwd_file, verbose="error")
-    with _timed(job.subject, "covariance + inverse + morph"):
+    with timed(job.subject, "covariance + inverse + morph"):
         cov = noise_covariance(epochs, job.config.covariance, seed=job.config.seed)
         inv = make_inverse(info, fwd, cov, cfg)
         morph = make_morph(fwd["src"], subject_from=anat.fs_subject, subjects_dir=staged, cfg=cfg)
     return InverseModel(inv, morph, cfg.method, 1.0 / cfg.snr ** 2, cfg.orientation), staged, anat
 
 
-def localize(job: SubjectJob, stimuli: list[str], epochs_store: "ZarrStore", epochs_unit: "Unit",
-             sources_store: "ZarrStore", sources_unit: "Unit") -> dict:
-    """Sources of the kept ``stimuli``, written with the sensor epochs as this subject's units.
+@dataclass(frozen=True)
+class Localized:
+    """One subject's unit data: sensor averages (in memory) and sources (lazy, one block per time chunk).
 
-    Returns
-    -------
-    dict
-        Summary (shapes, inverse settings) for the log.
+    Attributes
+    ----------
+    epochs : xarray.Dataset
+        ``data (subject, signal, stimulus, channel, time)``.
+    sources : xarray.Dataset
+        ``activity (subject, signal, stimulus, time, vertex)``, dask-backed: computing it runs the
+        inverse and the morph block by block (compute it with the synchronous scheduler).
+    summary : dict
+        Shapes and inverse settings, for the log.
+    """
+
+    epochs: xr.Dataset
+    sources: xr.Dataset
+    summary: dict
+
+
+def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times: np.ndarray,
+             vertices: np.ndarray, time_chunks: tuple[int, ...]) -> Localized:
+    """Sensor averages and sources of the kept ``stimuli`` of one subject, on the stores' axes.
+
+    Parameters
+    ----------
+    job : SubjectJob
+    stimuli : list of str
+        The stimuli kept for every subject, in store order.
+    channels, times, vertices
+        The ``channel``, ``time`` and ``vertex`` coordinates of the epochs and sources stores.
+    time_chunks : tuple of int
+        The sources store's chunks along time: one lazy block each, so a subject never holds
+        more than one time block of sources.
     """
     import dask
     import dask.array as da
@@ -343,17 +369,13 @@ def localize(job: SubjectJob, stimuli: list[str], epochs_store: "ZarrStore", epo
     keep = np.isin(ids, stimuli)
     model, staged, anat = inverse_model(job, epochs.info, epochs)
 
-    store_ch = epochs_store.dataset(warn_incomplete=False)
-    channels = [str(c) for c in store_ch["channel"].values]
-    times = store_ch["time"].values
     if len(times) != len(epochs.times) or not np.allclose(times, epochs.times, atol=1e-6):
         raise InputDataError(
             f"sub-{job.subject}: epochs of {epochs_path(job)} have {len(epochs.times)} samples at "
             f"{epochs.info['sfreq']} Hz, the store {len(times)}; subjects differ in sampling rate: "
             "set meg.epochs.resample_sfreq")
     vt = vertex_table(staged, anat.parcellation, cfg.source.grid, drop=cfg.source.drop_regions)
-    src_ds = sources_store.dataset(warn_incomplete=False)
-    rows = vt["row"].sel(vertex=src_ds["vertex"].values).values
+    rows = vt["row"].sel(vertex=vertices).values
 
     sensor = np.full((len(cfg.signals), len(stimuli), len(channels), len(times)), np.nan, np.float32)
     ch_idx = [epochs.ch_names.index(c) if c in epochs.ch_names else -1 for c in channels]
@@ -387,7 +409,7 @@ def localize(job: SubjectJob, stimuli: list[str], epochs_store: "ZarrStore", epo
 
     # a lazy array, one block per (signal, time chunk), written block by block: a subject
     # never holds more than one time block of sources (38.6 GB per signal at study size)
-    t_edges = np.cumsum((0,) + src_ds["activity"].chunks[3])
+    t_edges = np.cumsum((0, *time_chunks))
     lazy = da.concatenate([
         da.concatenate([da.from_delayed(dask.delayed(block)(k, int(t0), int(t1)),
                                         shape=(1, 1, len(stimuli), int(t1 - t0), len(rows)),
@@ -397,12 +419,10 @@ def localize(job: SubjectJob, stimuli: list[str], epochs_store: "ZarrStore", epo
 
     subject = f"sub-{job.subject}"
     coords = {"subject": [subject], "signal": cfg.signals, "stimulus": stimuli, "time": times}
-    epochs_store.write_unit(epochs_unit, xr.Dataset(
-        {"data": (("subject", "signal", "stimulus", "channel", "time"), sensor[None])},
-        coords={**coords, "channel": channels}))
-    with _timed(job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
-        sources_store.write_unit(sources_unit, xr.Dataset(
-            {"activity": (("subject", "signal", "stimulus", "time", "vertex"), lazy)},
-            coords={**coords, "vertex": src_ds["vertex"].values}))
-    return {"subject": subject, "stimuli": len(stimuli), "vertices": int(len(rows)),
-            "method": cfg.source.method}
+    return Localized(
+        epochs=xr.Dataset({"data": (("subject", "signal", "stimulus", "channel", "time"), sensor[None])},
+                          coords={**coords, "channel": channels}),
+        sources=xr.Dataset({"activity": (("subject", "signal", "stimulus", "time", "vertex"), lazy)},
+                           coords={**coords, "vertex": vertices}),
+        summary={"subject": subject, "stimuli": len(stimuli), "vertices": int(len(rows)),
+                 "method": cfg.source.method})

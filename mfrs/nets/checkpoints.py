@@ -46,7 +46,7 @@ from mfrs.nets.types import Network
 __all__ = ["MatchMode", "WRAPPER_PREFIXES", "OPTIONAL_HEADS", "CLASS_HEADS", "CLASSIFIER_ALIASES", "Pair", "LoadReport",
            "strip_prefixes", "canonical", "sum_colour_channels", "fit_checkpoint"]
 
-log = logging.getLogger("mfrs.nets")
+log = logging.getLogger(__name__)
 
 MatchMode = Literal["auto", "names"]
 

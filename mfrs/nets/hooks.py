@@ -20,7 +20,7 @@ from mfrs.errors import ConfigError
 from mfrs.nets.architectures import BLOCK_TYPES
 from mfrs.nets.types import LAYER_KINDS, LayerKind
 
-__all__ = ["LayerInfo", "kind_of", "select_modules", "LayerRecorder", "probe_layers"]
+__all__ = ["LayerInfo", "kind_of", "select_modules", "LayerRecorder", "probe_layers", "network_layers"]
 
 _KIND_TYPES: dict[LayerKind, tuple[type[nn.Module], ...]] = {
     "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
@@ -216,3 +216,14 @@ def probe_layers(model: nn.Module, kinds: Sequence[LayerKind], input_shape: tupl
                   shape=shapes[(name, k)], index=i)
         for i, (name, k) in enumerate(order)
     ]
+
+
+def network_layers(network: str, kinds: Sequence[LayerKind], *, in_channels: int, size: int,
+                   num_classes: int = 1000) -> list[LayerInfo]:
+    """The ``kinds`` layers of ``network`` for ``size`` x ``size`` inputs, from a shape-only pass on torch's
+    meta device (no weights are made or read)."""
+    from mfrs.nets.architectures import build_network
+
+    with torch.device("meta"):
+        model = build_network(network, in_channels=in_channels, num_classes=num_classes).eval()
+    return probe_layers(model, kinds, (in_channels, size, size), device="meta")

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mfrs.catalog import package_file
 from mfrs.errors import ConfigError, InputDataError
+from mfrs.locations import PACKAGE_PREFIX, package_file
 from mfrs.nets.architectures import build_network, first_conv
 from mfrs.nets.checkpoints import LoadReport, fit_checkpoint, sum_colour_channels
 from mfrs.nets.losses import final_linear
@@ -36,9 +36,8 @@ __all__ = [
     "load_torch_file", "read_state_dict", "LoadedNetwork", "load_network",
 ]
 
-log = logging.getLogger("mfrs.nets")
+log = logging.getLogger(__name__)
 
-_PACKAGE = "package:"
 _REQUIRED_PARAMS = ("sha256", "network")
 
 
@@ -83,7 +82,7 @@ def resolve_weights(entry_params: Mapping[str, Any], location: str | Path, *,
             f"num_classes: ..., in_channels: ...}}."
         )
     text = str(location)
-    if text.startswith(_PACKAGE):
+    if text.startswith(PACKAGE_PREFIX):
         path = package_file(text, entry_name)
     else:
         path = Path(text.removeprefix("file://")).expanduser()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 __all__ = ["single_threaded", "in_dask_worker"]
 
-log = logging.getLogger("mfrs.similarity")
+log = logging.getLogger(__name__)
 
 
 _logged = threading.Event()

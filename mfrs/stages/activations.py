@@ -27,14 +27,14 @@ from mfrs.errors import ConfigError, StoreError
 from mfrs.nets.types import LAYER_KINDS, Device, LayerKind, Network
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, Settings, StageConfig, format_bytes
+from mfrs.stage import ExecSettings, Plan, Settings, StageConfig, format_bytes
 from mfrs.store import Unit, ZarrStore
 
-__all__ = ["NAME", "NetworkSpec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
+__all__ = ["NAME", "NetworkSpec", "Exec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
            "layer_table", "build_template", "choose_device", "extract_activations", "weights_entry"]
 
 NAME = "activations"
-log = logging.getLogger("mfrs.activations")
+log = logging.getLogger(__name__)
 
 #: Layer-index coordinate names (design.md §3) that no layer variable may shadow.
 _RESERVED = {"stimulus", "category", "condition", "file", "layer", "network", "name", "depth", "kind",
@@ -80,14 +80,20 @@ def _default_networks() -> list[NetworkSpec]:
             NetworkSpec(network="mobilenet_v2", weights="untrained-seed0")]
 
 
+class Exec(ExecSettings):
+    """Execution settings of the activations stage: the same numbers whatever their values."""
+
+    unit_chunk: int = Field(65536, ge=256, description="units per store chunk along unit_<layer>")
+    device: Device = Field("auto", description="auto: CUDA when the worker sees it, else the CPU")
+
+
 class Config(StageConfig):
     """Settings of the activations stage."""
 
     networks: list[NetworkSpec] = Field(default_factory=_default_networks, min_length=1)
     layer_kinds: list[LayerKind] = Field(default_factory=lambda: list(LAYER_KINDS), min_length=1)
     batch_size: int = Field(8, ge=1, le=4096, description="stimuli per forward pass and per store chunk")
-    unit_chunk: int = Field(65536, ge=256, description="units per store chunk along unit_<layer>")
-    device: Device = "auto"
+    exec: Exec = Exec()
 
     @field_validator("layer_kinds")
     @classmethod
@@ -174,15 +180,10 @@ def layer_table(spec: NetworkSpec, kinds: list[LayerKind], *, num_classes: int =
 
     ``num_classes``: used when ``spec.num_classes`` is None (the weights entry's count).
     """
-    import torch
+    from mfrs.nets.hooks import network_layers
 
-    from mfrs.nets.architectures import build_network
-    from mfrs.nets.hooks import probe_layers
-
-    with torch.device("meta"):
-        model = build_network(spec.network, in_channels=spec.in_channels,
-                              num_classes=spec.num_classes or num_classes).eval()
-    layers = probe_layers(model, kinds, (spec.in_channels, spec.size, spec.size), device="meta")
+    layers = network_layers(spec.network, kinds, in_channels=spec.in_channels, size=spec.size,
+                            num_classes=spec.num_classes or num_classes)
     clash = sorted({lay.name for lay in layers} & _RESERVED)
     if clash:
         raise ConfigError(f"{spec.network}: layer names {clash} clash with coordinate names.")
@@ -332,14 +333,15 @@ def _num_classes(spec: NetworkSpec, catalog: Catalog) -> int:
 
 
 def _provenance(spec: NetworkSpec, config: Config, catalog: Catalog, stimuli_fp: str, client: Any) -> dict:
+    """The provenance of one store: the config narrowed to its (network, weights)."""
     from mfrs.nets.specs import parse_untrained
 
     params, _ = _weights_entry(spec, catalog)
     inputs_fp = {"stimuli": stimuli_fp}
     if params is not None:
         inputs_fp[spec.weights] = str(params.get("sha256"))
-    narrowed = {"network": spec.model_dump(mode="json"), "layer_kinds": list(config.layer_kinds),
-                "batch_size": config.batch_size, "unit_chunk": config.unit_chunk}
+    narrowed = {"network": spec, "layer_kinds": list(config.layer_kinds), "batch_size": config.batch_size,
+                "exec": config.exec}
     return make_provenance(stage=NAME, config=narrowed, inputs=inputs_fp,
                            seed=parse_untrained(spec.weights), client=client)
 
@@ -387,7 +389,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         name = _entry_name(spec, catalog)
         layers = layer_table(spec, config.layer_kinds, num_classes=_num_classes(spec, catalog))
         template = build_template(stimuli, layers, network=spec.network, weights=label,
-                                  batch_size=config.batch_size, unit_chunk=config.unit_chunk)
+                                  batch_size=config.batch_size, unit_chunk=config.exec.unit_chunk)
         store = ZarrStore.create(catalog.path(name), template, unit_dims=("stimulus",),
                                  provenance=_provenance(spec, config, catalog, stimuli_fp, client),
                                  overwrite=overwrite, entry_name=name)
@@ -406,7 +408,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         params, location = _weights_entry(spec, catalog)
         jobs.append(_Job(store=store, spec=spec, label=name, entry_params=params, location=location,
                          kinds=tuple(config.layer_kinds), stimuli_path=str(stimuli_store.path),
-                         units=tuple(missing), device=config.device))
+                         units=tuple(missing), device=config.exec.device))
     gpus = gpu_workers(client)
     resources = {"GPU": 1} if gpus else None
     log.info("activations: %d task(s) on %s", len(jobs), f"{len(gpus)} GPU worker(s)" if gpus else "CPU workers")

@@ -22,10 +22,10 @@ from mfrs.demo.config import DemoDataConfig
 from mfrs.errors import ConfigError, StoreError
 from mfrs.stage import Plan, StageConfig
 
-__all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run"]
+__all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run", "weights_sources"]
 
 NAME = "demo_data"
-log = logging.getLogger("mfrs.demo_data")
+log = logging.getLogger(__name__)
 
 #: Provenance of the generated set, beside the ground truth.
 PROVENANCE_FILE = Path("derivatives") / "mfrs-simulation" / "provenance.json"
@@ -49,6 +49,14 @@ def _driver_weights(cfg: DemoDataConfig) -> list[str]:
 
     names = {e.driver.weights for e in cfg.effects if e.driver is not None}
     return sorted(w for w in names if parse_untrained(w) is None)
+
+
+def weights_sources(cfg: DemoDataConfig, catalog: Catalog) -> dict[str, tuple[dict[str, Any], str]]:
+    """``weights entry -> (params, location)`` of the networks that drive planted effects (untrained need none).
+
+    What :func:`mfrs.demo.simulate.generate_bids` takes as ``weights``.
+    """
+    return {w: (dict(catalog.entry(w).params), catalog.entry(w).uri) for w in _driver_weights(cfg)}
 
 
 def inputs(cfg: Config, catalog: Catalog) -> list[str]:
@@ -137,7 +145,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     stimuli = catalog.open("stimuli").load()
     stim_fp = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli").provenance.get(
         "fingerprint", "")
-    cfg = DemoDataConfig.model_validate(config.model_dump())
+    cfg = DemoDataConfig.model_validate(config.model_dump(exclude={"exec"}))
     provenance = make_provenance(stage=NAME, config=cfg, inputs={"stimuli": stim_fp},
                                  seed=cfg.seed, client=client)
     anatomy_done = template_is_complete(anatomy, grid=cfg.grid, region_size=cfg.region_size,
@@ -155,7 +163,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
             + [f"ds000117 {bids} missing, incomplete or from another config or stimuli"]
             * (not bids_done))
     log.info("demo_data: %s, generating", reason)
-    weights = {w: (dict(catalog.entry(w).params), catalog.entry(w).uri) for w in _driver_weights(cfg)}
+    weights = weights_sources(cfg, catalog)
     item = (cfg, anatomy, bids, stimuli, provenance, overwrite, weights)
     run_units(client, _generate, [item], key=lambda _: "ds000117", description="demo data",
               stage=NAME)

@@ -29,7 +29,7 @@ from mfrs.stage import Plan, StageConfig
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "identity_image", "write_identities"]
 
 NAME = "face_identities"
-log = logging.getLogger("mfrs.face_identities")
+log = logging.getLogger(__name__)
 
 #: Face crops in scikit-image's ``lfw_subset`` (the first 100 of its 200 images are faces).
 _N_FACES = 100

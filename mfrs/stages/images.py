@@ -59,7 +59,7 @@ __all__ = ["NAME", "Config", "DatasetSpec", "AddSource", "inputs", "outputs", "p
            "landmark_file", "list_sources", "prepare_listing", "build_template", "convert_dataset"]
 
 NAME = "images"
-log = logging.getLogger("mfrs.images")
+log = logging.getLogger(__name__)
 
 _SOURCE_KINDS = ("images", "folder")
 #: Rows kept in ``attrs["failed"]`` (the ``status`` variable has every item, whatever the count).

@@ -10,6 +10,7 @@ and the ``stimuli`` store (for stimulus ids and coords); writes ``epochs``
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +24,13 @@ from mfrs.stage import Plan
 if TYPE_CHECKING:
     from mfrs.catalog import Catalog
     from mfrs.meg.subject import Prepared, SubjectJob
+    from mfrs.store import Unit, ZarrStore
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "work_folder", "store_templates",
            "subject_jobs", "exclude_missing", "task_memory", "task_seconds"]
 
 NAME = "meg"
-log = logging.getLogger("mfrs.meg")
+log = logging.getLogger(__name__)
 
 
 def inputs(cfg: Config, catalog: Catalog) -> list[str]:
@@ -159,8 +161,8 @@ def store_templates(*, config: Config, subjects: list[str], stim: xr.Dataset, ch
 
     n_sub, n_sig, n_stim = len(subjects), len(config.signals), stim.sizes["stimulus"]
     n_t, n_v = len(times), vertices.sizes["vertex"]
-    t_block = min(config.output.time_chunk, n_t)
-    v_block = int(config.output.chunk_mb * 2 ** 20 // (4 * n_stim * t_block))
+    t_block = min(config.exec.time_chunk, n_t)
+    v_block = int(config.exec.chunk_mb * 2 ** 20 // (4 * n_stim * t_block))
     base = {"subject": subjects, "signal": config.signals, "stimulus": stim["stimulus"].values,
             "category": ("stimulus", stim["category"].values),
             "condition": ("stimulus", stim["condition"].values),
@@ -392,9 +394,10 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
                      "redone in this run (files changed or cache missing)", sub, src_store.path)
         else:
             log.info("meg: %s not marked complete in %s, computing sources", sub, src_store.path)
-        todo.append((job, kept, ep_store, ep_units[sub], src_store, src_units[sub]))
+        todo.append(LocalizeTask(job=job, stimuli=tuple(kept), epochs_store=ep_store, epochs_unit=ep_units[sub],
+                                 sources_store=src_store, sources_unit=src_units[sub]))
     try:
-        run_units(client, _localize_item, todo, key=lambda t: f"sub-{t[0].subject}",
+        run_units(client, localize_unit, todo, key=lambda t: f"sub-{t.job.subject}",
                   description="meg-sources", stage=NAME)
     except StageFailures as exc:
         failures.update(exc.failures)
@@ -416,7 +419,30 @@ def _channel_union(prepared: list["Prepared"]) -> tuple[list[str], list[str]]:
     return order, [types[n] for n in order]
 
 
-def _localize_item(item: tuple) -> dict:
-    from mfrs.meg.subject import localize
+@dataclass(frozen=True)
+class LocalizeTask:
+    """One subject's sources task: its job, the stimuli kept for all, and its units of both stores."""
 
-    return localize(*item)
+    job: SubjectJob
+    stimuli: tuple[str, ...]
+    epochs_store: ZarrStore
+    epochs_unit: Unit
+    sources_store: ZarrStore
+    sources_unit: Unit
+
+
+def localize_unit(task: LocalizeTask) -> dict:
+    """Compute one subject's sensor averages and sources and write them as its units (a dask task)."""
+    import dask
+
+    from mfrs.meg.subject import localize, timed
+
+    epochs = task.epochs_store.dataset(warn_incomplete=False)
+    sources = task.sources_store.dataset(warn_incomplete=False)
+    out = localize(task.job, list(task.stimuli), channels=[str(c) for c in epochs["channel"].values],
+                   times=epochs["time"].values, vertices=sources["vertex"].values,
+                   time_chunks=tuple(sources["activity"].chunks[3]))
+    task.epochs_store.write_unit(task.epochs_unit, out.epochs)
+    with timed(task.job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
+        task.sources_store.write_unit(task.sources_unit, out.sources)
+    return out.summary

@@ -26,14 +26,14 @@ from mfrs.nets.rdm_moments import Moments, rdm_from_moments
 from mfrs.nets.types import LayerKind, Network, RdmMetric
 from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, Settings, StageConfig
+from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
 from mfrs.store import Unit, ZarrStore
 
-__all__ = ["NAME", "NetworkRef", "Config", "inputs", "outputs", "plan", "run",
+__all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run",
            "layer_rdm", "square_rdm"]
 
 NAME = "model_rdms"
-log = logging.getLogger("mfrs.model_rdms")
+log = logging.getLogger(__name__)
 _STIMULUS_COORDS = ("stimulus", "category", "condition", "file")
 _LAYER_COORDS = ("network", "name", "depth", "kind", "weights", "units")
 
@@ -50,14 +50,20 @@ def _default_refs() -> list[NetworkRef]:
             NetworkRef(network="mobilenet_v2", weights="untrained-seed0")]
 
 
+class Exec(ExecSettings):
+    """Execution settings of the model_rdms stage: the same numbers whatever their values."""
+
+    unit_chunk: int = Field(65536, ge=1, description="units read at once (float64 copy: n x unit_chunk x 8 B)")
+    layers_per_task: int = Field(32, ge=1, description="layers of one activations store per task")
+
+
 class Config(StageConfig):
     """Settings of the model_rdms stage."""
 
     networks: list[NetworkRef] = Field(default_factory=_default_refs, min_length=1)
     metric: RdmMetric = "correlation"
     layer_kinds: list[LayerKind] | None = Field(None, description="only layers of these kinds; None: all stored")
-    unit_chunk: int = Field(65536, ge=1, description="units read at once (float64 copy: n x unit_chunk x 8 B)")
-    layers_per_task: int = Field(32, ge=1, description="layers of one activations store per task")
+    exec: Exec = Exec()
 
     @classmethod
     def pipeline_section(cls, sections: Mapping[str, Mapping[str, Any]], *, name: str) -> dict[str, Any]:
@@ -207,8 +213,8 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
     units = int(index["units"].sum())
     reads = {name: int(ds.nbytes) for name, _, ds in sources}
     return Plan(stage=NAME, reads=reads, writes={"model_rdms": 4 * index.sizes["layer"] * n * (n - 1) // 2},
-                n_tasks=-(-index.sizes["layer"] // config.layers_per_task), n_units=index.sizes["layer"],
-                memory_per_task=8 * n * (2 * min(config.unit_chunk, int(index["units"].max())) + 2 * n),
+                n_tasks=-(-index.sizes["layer"] // config.exec.layers_per_task), n_units=index.sizes["layer"],
+                memory_per_task=8 * n * (2 * min(config.exec.unit_chunk, int(index["units"].max())) + 2 * n),
                 flops=2.0 * n * n * units, seconds=2.0 * n * n * units / 2e9,
                 notes=[f"{index.sizes['layer']} layers, {n} stimuli, metric {config.metric}"])
 
@@ -237,8 +243,8 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     if not groups:
         log.info("model_rdms: all %d layers of %s complete, nothing to do", len(by_layer), store.path)
         return
-    jobs = [_Job(store, path, tuple(todo[k:k + config.layers_per_task]), config.metric, config.unit_chunk)
-            for path, todo in groups.items() for k in range(0, len(todo), config.layers_per_task)]
+    jobs = [_Job(store, path, tuple(todo[k:k + config.exec.layers_per_task]), config.metric, config.exec.unit_chunk)
+            for path, todo in groups.items() for k in range(0, len(todo), config.exec.layers_per_task)]
     log.info("model_rdms: %d of %d layers to compute in %d tasks",
              sum(len(t) for t in groups.values()), len(by_layer), len(jobs))
     run_units(client, _compute, jobs, key=lambda j: f"{j.layers[0][0].key}+{len(j.layers) - 1}",

@@ -25,7 +25,7 @@ from mfrs.catalog import Catalog, CatalogEntry
 from mfrs.errors import InputDataError
 from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
-from mfrs.stage import Plan, StageConfig
+from mfrs.stage import ExecSettings, Plan, StageConfig
 from mfrs.store import Unit, ZarrStore
 from mfrs.types import CATEGORIES
 
@@ -34,11 +34,17 @@ __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "list_stimuli",
 
 NAME = "stimuli"
 EMBEDDED_LFW = "embedded://skimage-lfw"
-log = logging.getLogger("mfrs.stimuli")
+log = logging.getLogger(__name__)
 
 _PREFIX = {"famous": "f", "unfamiliar": "u", "scrambled": "s"}
 _CONDITION_OFFSET = {"famous": 0, "unfamiliar": 150, "scrambled": 300}
 _FILE_RE = re.compile(r"^(?P<prefix>[fus])(?P<number>\d{3})\.bmp$", re.IGNORECASE)
+
+
+class Exec(ExecSettings):
+    """Execution settings of the stimuli stage (each stimulus draws from its own seed: chunks change no pixel)."""
+
+    chunk_size: int = Field(50, ge=1, description="stimuli per store chunk (one task each)")
 
 
 class Config(StageConfig):
@@ -47,11 +53,11 @@ class Config(StageConfig):
     size: int = Field(224, ge=8, le=1024, description="output images are size x size pixels")
     n_per_category: int | None = Field(
         None, ge=1, description="stimuli per category (embedded: at most 50; None: all)")
-    chunk_size: int = Field(50, ge=1, description="stimuli per store chunk (one task each)")
     seed: int = Field(0, description="root seed of the phase scrambling")
     exclude: list[str] = Field(
         default_factory=list, description="stimulus ids (f001, u017, ...) left out of every analysis, "
         "added to the list file the catalog entry 'stimulus_images' names in params.exclude")
+    exec: Exec = Exec()
 
 
 def inputs(cfg: Config, catalog: Catalog) -> list[str]:
@@ -251,7 +257,7 @@ def _template(specs: list[StimulusSpec], cfg: Config, excluded: dict[str, str]) 
     import dask.array as da
 
     n = len(specs)
-    data = da.zeros((n, cfg.size, cfg.size), chunks=(cfg.chunk_size, cfg.size, cfg.size), dtype="uint8")
+    data = da.zeros((n, cfg.size, cfg.size), chunks=(cfg.exec.chunk_size, cfg.size, cfg.size), dtype="uint8")
     return xr.Dataset(
         {"image": (("stimulus", "y", "x"), data, {"description": "grayscale pixel values 0-255"})},
         coords={
@@ -273,19 +279,29 @@ def _source_fingerprint(entry: CatalogEntry, specs: list[StimulusSpec]) -> str:
     return fingerprint(stats)
 
 
-def write_unit(args: tuple[ZarrStore, Unit, list[StimulusSpec], int, int]) -> str:
+@dataclass(frozen=True)
+class UnitTask:
+    """One unit of the ``stimuli`` store to compute and write (the argument of a dask task)."""
+
+    store: ZarrStore
+    unit: Unit
+    specs: tuple[StimulusSpec, ...]
+    size: int
+    seed: int
+
+
+def write_unit(task: UnitTask) -> str:
     """Compute and write one unit of stimuli (runs in a dask task)."""
-    store, unit, specs, size, seed = args
-    pixels = np.stack([load_stimulus_pixels(s, size=size, seed=seed) for s in specs])
-    store.write_unit(unit, xr.Dataset({"image": (("stimulus", "y", "x"), pixels)},
-                                      coords={"stimulus": [s.stimulus for s in specs]}))
-    return unit.key
+    pixels = np.stack([load_stimulus_pixels(s, size=task.size, seed=task.seed) for s in task.specs])
+    task.store.write_unit(task.unit, xr.Dataset({"image": (("stimulus", "y", "x"), pixels)},
+                                                coords={"stimulus": [s.stimulus for s in task.specs]}))
+    return task.unit.key
 
 
 def plan(*, config: Config, catalog: Catalog) -> Plan:
     """Sizes of the stimuli stage."""
     specs = list_stimuli(catalog.entry("stimulus_images"), config.n_per_category, config.exclude)
-    n_units = -(-len(specs) // config.chunk_size)
+    n_units = -(-len(specs) // config.exec.chunk_size)
     missing = n_units
     if (catalog.path("stimuli") / "zarr.json").exists():
         try:
@@ -295,7 +311,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
     image_bytes = config.size * config.size
     return Plan(stage=NAME, reads={"stimulus_images": len(specs) * 25 * 25},
                 writes={"stimuli": len(specs) * image_bytes}, n_tasks=missing, n_units=n_units,
-                memory_per_task=config.chunk_size * image_bytes * 16, seconds=0.01 * len(specs),
+                memory_per_task=config.exec.chunk_size * image_bytes * 16, seconds=0.01 * len(specs),
                 notes=[f"{len(specs)} stimuli at {config.size}x{config.size} after exclusions: "
                        + ", ".join(f"[{a}:{b}] {c}" for c, a, b in _category_slices(specs))])
 
@@ -311,7 +327,7 @@ def _category_slices(specs: list[StimulusSpec]) -> list[tuple[str, int, int]]:
 
 
 def prepare(*, config: Config, catalog: Catalog, client: Any = None,
-            overwrite: bool = False) -> tuple[ZarrStore, list[tuple[ZarrStore, Unit, list[StimulusSpec], int, int]]]:
+            overwrite: bool = False) -> tuple[ZarrStore, list[UnitTask]]:
     """Create or resume the ``stimuli`` store and list the work of its missing units."""
     entry = catalog.entry("stimulus_images")
     specs = list_stimuli(entry, config.n_per_category, config.exclude)
@@ -322,8 +338,8 @@ def prepare(*, config: Config, catalog: Catalog, client: Any = None,
                              unit_dims=("stimulus",),
                              provenance=provenance, overwrite=overwrite, entry_name="stimuli")
     by_id = {s.stimulus: s for s in specs}
-    work = [(store, u, [by_id[s] for s in u.labels["stimulus"]], config.size, config.seed)
-            for u in store.missing_units()]
+    work = [UnitTask(store=store, unit=u, specs=tuple(by_id[s] for s in u.labels["stimulus"]), size=config.size,
+                     seed=config.seed) for u in store.missing_units()]
     return store, work
 
 
@@ -333,4 +349,4 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     if not work:
         log.info("stimuli: all %d units of %s complete, nothing to do", len(store.units()), store.path)
         return
-    run_units(client, write_unit, work, key=lambda w: w[1].key, description="stimuli", stage=NAME)
+    run_units(client, write_unit, work, key=lambda w: w.unit.key, description="stimuli", stage=NAME)

@@ -34,18 +34,20 @@ from mfrs.catalog import Catalog
 from mfrs.errors import InputDataError, StoreError
 from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
 from mfrs.nets.types import Device, LossName, Network, OptimizerName, PairMiner, TripletMiner
-from mfrs.provenance import fingerprint, make_provenance
+from mfrs.provenance import fingerprint, make_provenance, science_parameters
 from mfrs.runner import run_units
-from mfrs.stage import Plan, StageConfig
+from mfrs.stage import ExecSettings, Plan, StageConfig
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
+__all__ = ["NAME", "Exec", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
            "last_checkpoint", "batches", "identity_batches", "build_loss"]
 
 NAME = "train"
-log = logging.getLogger("mfrs.train")
+log = logging.getLogger(__name__)
 
-#: Settings that do not change the result of an epoch: a run may resume across them.
-_RESUMABLE_ACROSS = ("epochs", "device")
+class Exec(ExecSettings):
+    """Execution settings of the train stage: the same numbers whatever their values."""
+
+    device: Device = Field("auto", description="auto: CUDA when the worker sees it, else the CPU")
 
 
 class Config(StageConfig):
@@ -81,7 +83,7 @@ class Config(StageConfig):
     batch_size: int = Field(32, ge=2)
     shuffle_chunks: int = Field(4, ge=1, description="store chunks shuffled together (bounded memory)")
     seed: int = 0
-    device: Device = "auto"
+    exec: Exec = Exec()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -223,8 +225,10 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
 
 
 def _run_fingerprint(cfg: Config, images_fp: str) -> str:
-    return fingerprint({"config": cfg.model_dump(mode="json", exclude=set(_RESUMABLE_ACROSS)),
-                        "images": images_fp})
+    """What a checkpoint may be resumed under: the science settings (:func:`mfrs.provenance.science_parameters`)
+    but ``epochs``, since a finished run continues to more epochs."""
+    parameters, _ = science_parameters(cfg)
+    return fingerprint({"config": {k: v for k, v in parameters.items() if k != "epochs"}, "images": images_fp})
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -322,7 +326,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     if provenance is not None:
         (output_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
-    device = choose_device(cfg.device, stage=NAME)
+    device = choose_device(cfg.exec.device, stage=NAME)
     loaded = load_network(cfg.network, cfg.init, in_channels=cfg.in_channels, num_classes=num_classes,
                           entry_params=init_params, location=init_location, seed=cfg.seed)
     model = loaded.model.to(device)

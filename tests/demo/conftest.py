@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from tests_support import driver_weights
 
 N_PER_CATEGORY = 8
 
@@ -78,4 +79,4 @@ def bids_root(tmp_path_factory: pytest.TempPathFactory, subjects_dir: Path, stim
     from mfrs.demo.simulate import generate_bids
 
     return generate_bids(tmp_path_factory.mktemp("bids") / "ds000117", subjects_dir=subjects_dir,
-                         stimuli=stimuli, config=small_config)
+                         stimuli=stimuli, config=small_config, weights=driver_weights(small_config))

@@ -23,7 +23,7 @@ def with_stimuli(catalog, local_client, subjects_dir):
     # start from the session's template (surfaces and BEM solution built once); the stage
     # still rewrites the parcellation, built there with another seed
     shutil.copytree(subjects_dir, catalog.path("anatomy"))
-    stimuli.run(config=stimuli.Config(size=32, n_per_category=4, chunk_size=12), catalog=catalog,
+    stimuli.run(config=stimuli.Config(size=32, n_per_category=4, exec={"chunk_size": 12}), catalog=catalog,
                 client=local_client)
     return catalog
 

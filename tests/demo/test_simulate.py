@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from tests_support import driver_weights
 
 from mfrs.demo.simulate import generate_bids, read_truth
 from mfrs.errors import InputDataError
@@ -247,10 +248,10 @@ def test_deterministic_for_a_seed(tmp_path: Path, subjects_dir: Path, stimuli: x
     tiny = stimuli.isel(stimulus=[0, 1, 2, 8, 9, 10, 16, 17, 18])
     cfg = DemoDataConfig(n_subjects=1, n_runs=1, grid="ico4", region_size=12,
                          noise={"n_brain_sources": 40})
-    a = generate_bids(tmp_path / "a", subjects_dir=subjects_dir, stimuli=tiny, config=cfg)
-    b = generate_bids(tmp_path / "b", subjects_dir=subjects_dir, stimuli=tiny, config=cfg)
+    a = generate_bids(tmp_path / "a", subjects_dir=subjects_dir, stimuli=tiny, config=cfg, weights=driver_weights(cfg))
+    b = generate_bids(tmp_path / "b", subjects_dir=subjects_dir, stimuli=tiny, config=cfg, weights=driver_weights(cfg))
     c = generate_bids(tmp_path / "c", subjects_dir=subjects_dir, stimuli=tiny,
-                      config=cfg.model_copy(update={"seed": 1}))
+                      config=cfg.model_copy(update={"seed": 1}), weights=driver_weights(cfg))
     da, db, dc = (_raw(r).get_data() for r in (a, b, c))
     np.testing.assert_array_equal(da, db)
     assert da.shape != dc.shape or not np.allclose(da, dc)
@@ -263,13 +264,13 @@ def test_rerun_skips_and_foreign_folder_refused(tmp_path: Path, bids_root: Path,
                                                 stimuli: xr.Dataset, small_config) -> None:
     fif = bids_root / "sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif"
     before = fif.stat().st_mtime_ns
-    generate_bids(bids_root, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config)
+    generate_bids(bids_root, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config, weights=driver_weights(small_config))
     assert fif.stat().st_mtime_ns == before
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(InputDataError, match=r"is not empty and was not written by mfrs"):
-        generate_bids(foreign, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config)
+        generate_bids(foreign, subjects_dir=subjects_dir, stimuli=stimuli, config=small_config, weights=driver_weights(small_config))
     assert (foreign / "notes.txt").exists()
 
 
@@ -277,7 +278,7 @@ def test_stimuli_without_file_coord_refused(tmp_path: Path, subjects_dir: Path,
                                             stimuli: xr.Dataset, small_config) -> None:
     with pytest.raises(InputDataError, match=r"the stimuli dataset has no 'file'"):
         generate_bids(tmp_path / "x", subjects_dir=subjects_dir,
-                      stimuli=stimuli.drop_vars("file"), config=small_config)
+                      stimuli=stimuli.drop_vars("file"), config=small_config, weights=driver_weights(small_config))
 
 
 def test_planted_geometry_follows_the_driver_layers(tmp_path: Path, subjects_dir: Path,
@@ -300,7 +301,7 @@ def test_planted_geometry_follows_the_driver_layers(tmp_path: Path, subjects_dir
         artefacts={"ecg_meg_peak": 0.0, "eog_meg_peak": 0.0, "line_noise": 0.0},
         alpha={"amplitude": 0.0})
     root = generate_bids(tmp_path / "quiet", subjects_dir=subjects_dir, stimuli=stimuli,
-                         config=quiet)
+                         config=quiet, weights=driver_weights(quiet))
     truth = read_truth(root)
     raw = _raw(root).load_data()
     tsv = pd.read_csv(_path(root, "01", "01").copy().update(suffix="events",

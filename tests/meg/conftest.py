@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests_support import driver_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ MEG_TEST_CONFIG = {
     "source": {"spacing": "oct5", "grid": "ico4", "method": "dSPM"},
     "filter": {"notch_freqs": [50.0]},
     "envelopes": ["alpha"],
-    "output": {"chunk_mb": 0.25, "time_chunk": 64},
+    "exec": {"chunk_mb": 0.25, "time_chunk": 64},
 }
 
 
@@ -75,7 +76,7 @@ def meg_inputs(tmp_path_factory: pytest.TempPathFactory, local_client, demo_conf
     stimuli.run(config=stimuli.Config(size=32, n_per_category=10), catalog=catalog, client=local_client)
     subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid="ico4", region_size=20)
     generate_bids(catalog.path("ds000117"), subjects_dir=subjects_dir, stimuli=catalog.open("stimuli"),
-                  config=demo_config)
+                  config=demo_config, weights=driver_weights(demo_config))
     return catalog
 
 

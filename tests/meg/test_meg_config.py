@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from mfrs.meg.config import DEMO_OVERRIDES, Config
+from mfrs.meg.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _demo_section() -> dict:
+    """The meg section of pipelines/demo.yaml, the one home of the demo's settings."""
+    return yaml.safe_load((REPO / "pipelines" / "demo.yaml").read_text())["config"]["meg"]
 
 
 def test_defaults_follow_the_reference():
@@ -19,7 +29,7 @@ def test_defaults_follow_the_reference():
 
 
 def test_demo_overrides_validate():
-    cfg = Config.model_validate(DEMO_OVERRIDES)
+    cfg = Config.model_validate(_demo_section())
     assert cfg.source.grid == "ico4" and cfg.covariance.method == "empirical"
 
 
@@ -50,7 +60,7 @@ def test_pipeline_section_and_globals_reach_the_stage():
     from mfrs.pipeline import PipelineConfig, stage_config
     from mfrs.stages import meg as stage
 
-    pipe = PipelineConfig(stages=["meg"], seed=5, subjects=["sub-02"], config={"meg": DEMO_OVERRIDES})
+    pipe = PipelineConfig(stages=["meg"], seed=5, subjects=["sub-02"], config={"meg": _demo_section()})
     cfg = stage_config(stage, pipe)
     assert isinstance(cfg, stage.Config)
     assert cfg.seed == 5 and cfg.subjects == ["02"] and cfg.source.grid == "ico4"

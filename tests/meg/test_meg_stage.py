@@ -129,9 +129,9 @@ def test_sources_dims_coords_chunks_provenance(meg_run):
     chunks = dict(zip(act.dims, act.chunks))
     assert set(chunks["subject"]) == {1} and set(chunks["signal"]) == {1}
     assert chunks["stimulus"] == (len(kept),)
-    assert chunks["time"][0] == config.output.time_chunk
+    assert chunks["time"][0] == config.exec.time_chunk
     v_block = chunks["vertex"][0]
-    assert v_block < len(vertex) and len(kept) * chunks["time"][0] * v_block * 4 <= config.output.chunk_mb * 2 ** 20
+    assert v_block < len(vertex) and len(kept) * chunks["time"][0] * v_block * 4 <= config.exec.chunk_mb * 2 ** 20
     # provenance names the stage, its settings and its inputs
     prov = src.attrs["provenance"]
     assert prov["stage"] == "meg" and prov["seed"] == config.seed

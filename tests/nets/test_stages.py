@@ -27,10 +27,10 @@ def done(tmp_path_factory, local_client):
 
     catalog = make_catalog(tmp_path_factory.mktemp("nets-stage"))
     write_stimuli(catalog)
-    cfg = activations.Config(networks=SPECS, batch_size=4, unit_chunk=4096)
+    cfg = activations.Config(networks=SPECS, batch_size=4, exec={"unit_chunk": 4096})
     results = activations.run(config=cfg, catalog=catalog, client=local_client)
     rdm_cfg = model_rdms.Config(networks=[{"network": s["network"], "weights": s["weights"]} for s in SPECS],
-                                unit_chunk=1000)
+                                exec={"unit_chunk": 1000})
     model_rdms.run(config=rdm_cfg, catalog=catalog, client=local_client)
     return catalog, cfg, rdm_cfg, results
 

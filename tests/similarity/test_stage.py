@@ -74,7 +74,7 @@ def test_stage_finds_planted_effect_and_resumes(tmp_path, local_client, caplog):
     assert got == pytest.approx(expect, abs=1e-4)
     assert (rsa.noise_ceiling_upper >= rsa.noise_ceiling_lower - 1e-6).all()
     # rerun: every block is complete and skipped, with the reason logged
-    caplog.set_level("INFO", logger="mfrs.similarity")
+    caplog.set_level("INFO", logger="mfrs")
     stage.run(config=cfg, catalog=cat, client=local_client)
     assert sum("complete" in m and "skipping" in m for m in caplog.messages) == 6
 
@@ -243,7 +243,7 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
     store = ZarrStore.open(tmp_path / "rsa.zarr")
     (store.path / ".mfrs-complete" / "_final.json").unlink()
     assert store.status()["missing"] == ["final:cluster_mass,p_cluster,p_fwe"]
-    caplog.set_level("INFO", logger="mfrs.similarity")
+    caplog.set_level("INFO", logger="mfrs")
     stage.run(config=cfg, catalog=cat, client=local_client)
     assert sum("skipping" in m for m in caplog.messages) == n_units and any("merging" in m for m in caplog.messages)
     again = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
