@@ -31,12 +31,12 @@ import shutil
 import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -44,7 +44,10 @@ import xarray as xr
 from mfrs.errors import StoreError
 from mfrs.provenance import fingerprint
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "ZARR_NOISE", "ignore_zarr_noise", "quiet_zarr", "chunk_codecs", "load_small_coords"]
+if TYPE_CHECKING:
+    from mfrs.catalog import Catalog
+
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "open_inputs", "ZARR_NOISE", "ignore_zarr_noise", "quiet_zarr", "chunk_codecs", "load_small_coords"]
 
 log = logging.getLogger(__name__)
 
@@ -778,7 +781,44 @@ def _chunk_exists(path: str, name: str, arr: Any, index: list[int]) -> bool:
     return (Path(path) / name / enc.encode_chunk_key(tuple(index))).exists()
 
 
-def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) -> ZarrStore:
+def open_inputs(names: Iterable[str], *, catalog: Catalog, stage: str,
+                writers: Mapping[str, str] | None = None) -> dict[str, ZarrStore]:
+    """Open the Zarr stores among a stage's declared inputs, each refused unless complete, intact and current.
+
+    The one way a stage opens the stores it reads (``inputs(cfg, catalog)`` of :class:`mfrs.stage.Stage`):
+    :func:`open_input` for every ``zarr`` entry. Entries of other kinds (BIDS, FreeSurfer, image
+    folders, weights) are files the stage reads itself and are left out.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The declared input entries.
+    catalog : Catalog
+    stage : str
+        The stage that reads them.
+    writers : mapping, optional
+        Entry -> the stage that writes it, for the message when a store does not exist yet (an
+        existing store names its writer in its provenance).
+
+    Returns
+    -------
+    dict
+        Entry name -> :class:`ZarrStore`, in the order declared.
+
+    Raises
+    ------
+    StoreError
+        A store is missing, or units are missing, damaged or stale.
+    """
+    stores = {}
+    for name in names:
+        entry = catalog.entry(name)
+        if entry.kind == "zarr":
+            stores[name] = open_input(entry.path, entry_name=name, stage=stage, writer=(writers or {}).get(name))
+    return stores
+
+
+def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str | None = None) -> ZarrStore:
     """Open a store a stage reads, refusing it unless every unit is complete and intact.
 
     Parameters
@@ -789,8 +829,9 @@ def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) ->
         Its catalog entry, for messages.
     stage : str
         The stage that reads it.
-    writer : str
-        The stage that writes it (named in the command of the message).
+    writer : str, optional
+        The stage that writes it (named in the command of the message); default: the stage its
+        provenance names, or, for a store not written yet, "the stage that writes it".
 
     Raises
     ------
@@ -800,10 +841,12 @@ def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str) ->
     """
     path = Path(path)
     if not (path / "zarr.json").exists():
+        first = (f"run the {writer!r} stage first (`mfrs run <pipeline> --stages {writer}`)" if writer else
+                 f"run the stage that writes {entry_name!r} first (`mfrs status <pipeline>` lists each stage's outputs)")
         raise StoreError(f"stage {stage!r}: its input store {path} (catalog entry {entry_name!r}) does not exist; "
-                         f"run the {writer!r} stage first (`mfrs run <pipeline> --stages {writer}`).")
+                         f"{first}.")
     store = ZarrStore.open(path, entry_name=entry_name)
-    store.check_complete(stage=stage, writer=writer)
+    store.check_complete(stage=stage, writer=writer or str(store.provenance.get("stage") or "<its stage>"))
     return store
 
 

@@ -377,10 +377,11 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
         stores already complete are absent.
     """
     from mfrs.cluster import gpu_workers
-    from mfrs.store import open_input
+    from mfrs.store import open_inputs
 
+    stimuli_store = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
+                                writers={"stimuli": "stimuli"})["stimuli"]
     _check_unique(config, catalog)
-    stimuli_store = open_input(catalog.path("stimuli"), entry_name="stimuli", stage=NAME, writer="stimuli")
     stimuli = stimuli_store.dataset(warn_incomplete=False)
     stimuli_fp = stimuli_store.provenance.get("fingerprint", "")
     jobs = []

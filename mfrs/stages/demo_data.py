@@ -138,13 +138,14 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     from mfrs.demo.simulate import simulation_is_complete
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
-    from mfrs.store import ZarrStore
+    from mfrs.store import open_inputs
 
+    stimuli_store = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
+                                writers={"stimuli": "stimuli"})["stimuli"]
     anatomy = _check_anatomy_entry(catalog)
     bids = catalog.path("ds000117")
-    stimuli = catalog.open("stimuli").load()
-    stim_fp = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli").provenance.get(
-        "fingerprint", "")
+    stimuli = stimuli_store.dataset(warn_incomplete=False).load()
+    stim_fp = stimuli_store.provenance.get("fingerprint", "")
     cfg = DemoDataConfig.model_validate(config.model_dump(exclude={"exec"}))
     provenance = make_provenance(stage=NAME, config=cfg, inputs={"stimuli": stim_fp},
                                  seed=cfg.seed, client=client)

@@ -83,10 +83,11 @@ def per_run_files(entry, layout, key: str) -> dict[str, dict[int, Path]]:
     return out
 
 
-def _stimulus_coords(catalog: "Catalog") -> xr.Dataset:
-    from mfrs.store import open_input
+def _stimulus_coords(config: Config, catalog: "Catalog") -> xr.Dataset:
+    from mfrs.store import open_inputs
 
-    ds = open_input(catalog.path("stimuli"), entry_name="stimuli", stage=NAME, writer="stimuli").dataset()
+    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"stimuli": "stimuli"})
+    ds = stores["stimuli"].dataset()
     out = ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
     out.attrs = {"excluded_stimuli": dict(ds.attrs.get("excluded_stimuli") or {})}
     return out
@@ -106,7 +107,7 @@ def subject_jobs(config: Config, catalog: "Catalog",
     from mfrs.provenance import fingerprint
 
     if stim is None:
-        stim = _stimulus_coords(catalog)
+        stim = _stimulus_coords(config, catalog)
     bids = catalog.entry("ds000117")
     anat = catalog.entry("anatomy")
     layout = find_layout(bids.path, subjects=config.subjects, runs=config.runs,
@@ -296,7 +297,7 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     """Sizes of what the stage reads and writes, from the BIDS layout and the stimuli."""
     from mfrs.meg.types import GRID_VERTICES
 
-    stim = _stimulus_coords(catalog)
+    stim = _stimulus_coords(config, catalog)
     jobs, _ = subject_jobs(config, catalog, stim)
     raw_bytes = sum(r.raw.stat().st_size for j in jobs for r in j.runs if r.raw.exists())
     n_sub, n_stim, n_sig = len(jobs), stim.sizes["stimulus"], len(config.signals)
@@ -335,7 +336,7 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
     from mfrs.runner import run_units
     from mfrs.store import ZarrStore
 
-    stim = _stimulus_coords(catalog)
+    stim = _stimulus_coords(config, catalog)
     jobs, inputs_fp = subject_jobs(config, catalog, stim)
     subjects = [f"sub-{j.subject}" for j in jobs]
     results = run_units(client, _safe_prepare, jobs, key=lambda j: f"sub-{j.subject}",
@@ -375,7 +376,7 @@ def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = Fa
                                 overwrite=overwrite, entry_name="epochs")
     src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,
                                  overwrite=overwrite, entry_name="sources")
-    stim_store = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli")
+    stim_store = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli")  # checked by _stimulus_coords
     ep_store.depends_on(stim_store)
     src_store.depends_on(stim_store)
     ep_units = {u.labels["subject"][0]: u for u in ep_store.units()}

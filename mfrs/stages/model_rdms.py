@@ -162,12 +162,11 @@ def _compute(job: _Job) -> list[str]:
 
 
 def _open_sources(names: list[str], catalog: Catalog) -> list[tuple[str, ZarrStore, xr.Dataset]]:
-    from mfrs.store import open_input
+    from mfrs.store import open_inputs
 
-    sources = []
-    for name in names:  # refused unless every batch is complete, intact and up to date
-        store = open_input(catalog.path(name), entry_name=name, stage=NAME, writer="activations")
-        sources.append((name, store, store.dataset(warn_incomplete=False)))
+    # refused unless every batch is complete, intact and up to date
+    stores = open_inputs(names, catalog=catalog, stage=NAME, writers=dict.fromkeys(names, "activations"))
+    sources = [(name, store, store.dataset(warn_incomplete=False)) for name, store in stores.items()]
     first = sources[0][2]
     for name, _, ds in sources[1:]:
         if ds["stimulus"].values.tolist() != first["stimulus"].values.tolist():

@@ -197,16 +197,17 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
     return Layout(regions, vertices, times, starts, length, stim_index)
 
 
-def _input_stores(catalog: Any) -> tuple[Any, Any]:
+def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
     """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
-    from mfrs.store import open_input
+    from mfrs.store import open_inputs
 
-    return (open_input(catalog.path("sources"), entry_name="sources", stage=NAME, writer="meg"),
-            open_input(catalog.path("model_rdms"), entry_name="model_rdms", stage=NAME, writer="model_rdms"))
+    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
+                         writers={"sources": "meg", "model_rdms": "model_rdms"})
+    return stores["sources"], stores["model_rdms"]
 
 
-def _open(catalog: Any) -> tuple[xr.Dataset, xr.Dataset]:
-    sources, models = _input_stores(catalog)
+def _open(config: Config, catalog: Catalog) -> tuple[xr.Dataset, xr.Dataset]:
+    sources, models = _input_stores(config, catalog)
     return sources.dataset(warn_incomplete=False), models.dataset(warn_incomplete=False)
 
 
@@ -285,7 +286,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     """
     from dask.utils import parse_bytes
 
-    sources, models = _open(catalog)
+    sources, models = _open(config, catalog)
     lay = layout(sources, config)
     act = sources["activity"]
     n_sub, n_sig, n_stim = act.sizes["subject"], act.sizes["signal"], act.sizes["stimulus"]
@@ -604,7 +605,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     # refuse plans that cannot fit before anything is written
     limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
-    input_stores = _input_stores(catalog)
+    input_stores = _input_stores(config, catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     if models.sizes["pair"] != sources.sizes["stimulus"] * (sources.sizes["stimulus"] - 1) // 2:
         raise InputDataError(f"similarity: model_rdms has {models.sizes['pair']} pairs but sources has "

@@ -475,7 +475,9 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     from mfrs.cluster import gpu_workers
     from mfrs.nets.specs import parse_untrained
     from mfrs.stages.activations import weights_entry
+    from mfrs.store import open_inputs
 
+    open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={config.images: "images"})
     params = location = None
     if parse_untrained(config.init) is None:
         params, location = weights_entry(config.init, catalog, stage=NAME)

@@ -94,6 +94,13 @@ def write_faces(catalog, *, n_per_class: int = 12, n_valid: int = 2, size: int =
     ds = xr.Dataset({"image": (("item", "y", "x"), np.stack(images)),
                      "label": ("item", np.array(labels, dtype=np.int32)),
                      "split": ("item", np.array(split))})
+    from mfrs.provenance import make_provenance
+    from mfrs.store import ZarrStore
+
     path = catalog.path("faces")
-    ds.chunk({"item": 16}).to_zarr(path, mode="w", zarr_format=3, consolidated=True)
+    # a finished store, as the images stage writes it: the train stage reads it through the store layer
+    store = ZarrStore.create(path, ds.chunk({"item": 16}), unit_dims=("item",), overwrite=True, entry_name="faces",
+                             provenance=make_provenance(stage="images", config={}, inputs={}, seed=seed))
+    for unit in store.units():
+        store.write_unit(unit, ds.isel(unit.region))
     return path

@@ -1,0 +1,52 @@
+"""Every registered stage opens the stores it declares as inputs through the store layer, so an
+incomplete or damaged input is refused, by name, before the stage computes anything (issue 11)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from mfrs.catalog import load_catalog
+from mfrs.errors import StoreError
+from mfrs.pipeline import STAGES, PipelineConfig, stage_config
+from mfrs.provenance import make_provenance
+from mfrs.store import ZarrStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _input_store(path: Path, *, damaged: bool) -> None:
+    """A store of two units: one missing (``damaged=False``), or both written and one chunk deleted."""
+    template = xr.Dataset({"x": (("unit",), da.zeros(4, chunks=2, dtype="float32"))}, coords={"unit": np.arange(4)})
+    store = ZarrStore.create(path, template, unit_dims=("unit",), entry_name=path.name,
+                             provenance=make_provenance(stage="writer", config={}, inputs={}, seed=0))
+    units = store.units() if damaged else store.units()[:1]
+    for unit in units:
+        store.write_unit(unit, xr.Dataset({"x": (("unit",), np.ones(2, "float32"))},
+                                          coords={"unit": unit.labels["unit"]}))
+    if damaged:
+        chunk = path / "x" / "c" / "1"
+        assert chunk.is_file()
+        chunk.unlink()
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["incomplete", "damaged"])
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_stage_refuses_a_bad_input_store_by_name(name: str, damaged: bool, tmp_path: Path) -> None:
+    module = importlib.import_module(STAGES[name])
+    catalog = load_catalog(REPO / "data_catalog.yaml", root=tmp_path)
+    section = {"exec": {"worker_memory": "1GB"}} if name == "similarity" else {}  # no cluster to ask
+    cfg = stage_config(module, PipelineConfig(stages=[name], config={name: section}))
+    stores = [entry for entry in module.inputs(cfg, catalog) if catalog.entry(entry).kind == "zarr"]
+    if not stores:
+        pytest.skip(f"stage {name} reads no store")
+    for entry in stores:
+        _input_store(catalog.path(entry), damaged=damaged)
+    why = "chunk .* missing|missing" if damaged else "not complete"
+    with pytest.raises(StoreError, match=rf"stage '{name}' cannot read store .*\(catalog entry '{stores[0]}'\).*{why}"):
+        module.run(config=cfg, catalog=catalog, client=None)
