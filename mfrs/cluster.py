@@ -289,9 +289,12 @@ def _slurm_cluster(profile: SlurmProfile) -> Iterator[Any]:
     if profile.log_directory:
         Path(profile.log_directory).mkdir(parents=True, exist_ok=True)
     security = profile.security.build() if profile.security else None
-    if security is not None and profile.security.shared_temp_directory:
-        Path(os.path.expandvars(profile.security.shared_temp_directory)).expanduser().mkdir(parents=True, exist_ok=True)
-    extra = {"security": security, "shared_temp_directory": profile.security.shared_temp_directory} if security else {}
+    extra: dict[str, Any] = {}
+    if profile.security is not None:
+        shared = profile.security.shared_temp_directory
+        if shared:
+            Path(os.path.expandvars(shared)).expanduser().mkdir(parents=True, exist_ok=True)
+        extra = {"security": security, "shared_temp_directory": shared}
     try:
         cluster = SLURMCluster(job_name="mfrs-cpu", **_slurm_job_kwargs(profile), **extra,
                                scheduler_options={"dashboard": False, "dashboard_address": ":0"})
@@ -463,13 +466,13 @@ def _connected(prof: LocalProfile | SlurmProfile | AddressProfile) -> Iterator[C
         yield _quiet_workers(client)
 
 
-def gpu_workers(client: Any) -> list[str]:
+def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that carry a ``GPU`` resource."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
     return sorted(addr for addr, w in workers.items() if w.get("resources", {}).get("GPU"))
 
 
-def worker_memory_limit(client: Any) -> int | None:
+def worker_memory_limit(client: Client) -> int | None:
     """The smallest memory limit of the cluster's workers (None when unlimited or unknown)."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     limits = [w.get("memory_limit") or 0 for w in workers]

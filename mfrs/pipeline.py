@@ -12,13 +12,16 @@ import logging
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfrs.errors import ConfigError
 from mfrs.stage import StageConfig
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config",
            "find_pipeline_file", "run_pipeline"]
@@ -154,7 +157,7 @@ def select_stages(pipe: PipelineConfig, stages: list[str] | None) -> list[str]:
     return [s for s in pipe.stages if s in stages]
 
 
-def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Any, stages: list[str] | None = None,
+def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Client, stages: list[str] | None = None,
                  overwrite: bool = False) -> dict[str, float]:
     """Run the selected stages in order; return stage -> seconds taken.
 

@@ -9,9 +9,12 @@ import platform
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["fingerprint", "make_provenance", "package_versions", "git_revision", "PROVENANCE_PACKAGES",
            "science_parameters", "parameter_changes"]
@@ -93,7 +96,7 @@ def git_revision() -> str | None:
     return rev + ("-dirty" if dirty else "")
 
 
-def _cluster_layout(client: Any) -> dict[str, Any] | None:
+def _cluster_layout(client: Client | None) -> dict[str, Any] | None:
     if client is None:
         return None
     info = client.scheduler_info()
@@ -150,7 +153,7 @@ def parameter_changes(old: Any, new: Any) -> list[str]:
 
 
 def make_provenance(*, stage: str, config: Any, inputs: dict[str, str], seed: int | None,
-                    client: Any = None) -> dict[str, Any]:
+                    client: Client | None = None) -> dict[str, Any]:
     """Build the ``attrs["provenance"]`` record of a store.
 
     Parameters

@@ -6,9 +6,12 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mfrs.errors import ClusterError, MfrsError, StageFailures
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["run_units", "no_worker_timeout"]
 
@@ -40,7 +43,7 @@ class _InTask:
             return self.func(item)
 
 
-def run_units(client: Any, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
+def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
               description: str, resources: dict[str, float] | None = None,
               stage: str | None = None) -> dict[str, Any]:
     """Submit ``func(item)`` for every item, show progress, and wait for all.
@@ -134,7 +137,7 @@ def no_worker_timeout() -> float:
 class _NoWorkerWatchdog:
     """Fails a run (ClusterError, exit 3) once the cluster has had no worker for ``no_worker_timeout``."""
 
-    def __init__(self, client: Any, description: str):
+    def __init__(self, client: Client, description: str):
         self.client = client
         self.description = description
         self.limit = no_worker_timeout()

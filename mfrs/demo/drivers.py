@@ -13,13 +13,14 @@ components are kept as the region's code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from mfrs.errors import ConfigError
+from mfrs.nets.types import LayerKind, Network
 
 __all__ = ["WeightsSource", "layer_activations", "layer_code", "layer_depth"]
 
@@ -80,7 +81,7 @@ def layer_activations(stimuli: xr.Dataset, drivers: list[Any], weights: WeightsS
     return out
 
 
-def layer_depth(network: str, layer: str, kinds: list[str], input_size: int) -> float:
+def layer_depth(network: Network, layer: str, kinds: Sequence[LayerKind], input_size: int) -> float:
     """Relative depth of ``layer`` among the ``kinds`` layers of ``network`` (0 first, 1 last).
 
     The ``depth`` coord of the ``activations`` store for the same kinds.

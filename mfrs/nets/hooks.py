@@ -18,7 +18,7 @@ from torch import nn
 
 from mfrs.errors import ConfigError
 from mfrs.nets.architectures import BLOCK_TYPES
-from mfrs.nets.types import LAYER_KINDS, LayerKind
+from mfrs.nets.types import LAYER_KINDS, LayerKind, Network
 
 __all__ = ["LayerInfo", "kind_of", "select_modules", "LayerRecorder", "probe_layers", "network_layers"]
 
@@ -218,7 +218,7 @@ def probe_layers(model: nn.Module, kinds: Sequence[LayerKind], input_shape: tupl
     ]
 
 
-def network_layers(network: str, kinds: Sequence[LayerKind], *, in_channels: int, size: int,
+def network_layers(network: Network, kinds: Sequence[LayerKind], *, in_channels: int, size: int,
                    num_classes: int = 1000) -> list[LayerInfo]:
     """The ``kinds`` layers of ``network`` for ``size`` x ``size`` inputs, from a shape-only pass on torch's
     meta device (no weights are made or read)."""

@@ -53,7 +53,7 @@ def compare_rdms(a: xr.DataArray, b: xr.DataArray, *, method: Comparator = "spea
     --------
     >>> a = xr.DataArray([[1.0, 2, 3], [3, 2, 1]], dims=("time", "pair"))
     >>> b = xr.DataArray([[1.0, 2, 4]], dims=("layer", "pair"))
-    >>> compare_rdms(a, b).values.tolist()
+    >>> compare_rdms(a, b).values.round(12).tolist()
     [[1.0], [-1.0]]
     """
     if method not in COMPARATORS:

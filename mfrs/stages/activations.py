@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -29,6 +29,9 @@ from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import ExecSettings, Plan, Settings, StageConfig, format_bytes
 from mfrs.store import Unit, ZarrStore
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "NetworkSpec", "Exec", "Config", "inputs", "outputs", "plan", "run", "weights_label",
            "layer_table", "build_template", "choose_device", "extract_activations", "weights_entry"]
@@ -209,8 +212,9 @@ def build_template(stimuli: xr.Dataset, layers: list[Any], *, network: str, weig
             ("stimulus", f"unit_{lay.name}"), da.zeros((n, lay.units), chunks=chunks, dtype="float32"),
             attrs={"layer": f"{network}/{weights}/{lay.name}", "module": lay.module, "kind": lay.kind,
                    "depth": lay.index / denominator, "shape": list(lay.shape)})
-    coords = {name: ("stimulus", stimuli[name].values) for name in ("stimulus", "category", "condition", "file")
-              if name in stimuli.coords}
+    coords: dict[str, tuple[str, Any]] = {
+        name: ("stimulus", stimuli[name].values) for name in ("stimulus", "category", "condition", "file")
+        if name in stimuli.coords}
     coords.update({
         "layer": ("layer", [f"{network}/{weights}/{lay.name}" for lay in layers]),
         "network": ("layer", [network] * len(layers)),
@@ -332,7 +336,7 @@ def _num_classes(spec: NetworkSpec, catalog: Catalog) -> int:
     return int(spec.num_classes or (params or {}).get("num_classes") or 1000)
 
 
-def _provenance(spec: NetworkSpec, config: Config, catalog: Catalog, stimuli_fp: str, client: Any) -> dict:
+def _provenance(spec: NetworkSpec, config: Config, catalog: Catalog, stimuli_fp: str, client: Client) -> dict:
     """The provenance of one store: the config narrowed to its (network, weights)."""
     from mfrs.nets.specs import parse_untrained
 
@@ -367,7 +371,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 seconds=0.1 * n * len(config.networks), notes=notes)
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
     """Create or resume every activations store and fill its missing batches (one task per store).
 
     Returns
@@ -411,7 +415,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
                          kinds=tuple(config.layer_kinds), stimuli_path=str(stimuli_store.path),
                          units=tuple(missing), device=config.exec.device))
     gpus = gpu_workers(client)
-    resources = {"GPU": 1} if gpus else None
+    resources = {"GPU": 1.0} if gpus else None
     log.info("activations: %d task(s) on %s", len(jobs), f"{len(gpus)} GPU worker(s)" if gpus else "CPU workers")
     return run_units(client, extract_activations, jobs, key=lambda j: j.label, description=NAME,
                      resources=resources, stage=NAME)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from mfrs.catalog import Catalog
 from mfrs.demo.config import DemoDataConfig
 from mfrs.errors import ConfigError, StoreError
 from mfrs.stage import Plan, StageConfig
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run", "weights_sources"]
 
@@ -132,7 +135,7 @@ def _generate(args: tuple[DemoDataConfig, Path, Path, Any, dict[str, Any], bool,
     return str(root)
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Build the template anatomy and the simulated BIDS set (skipped when complete)."""
     from mfrs.demo.anatomy import template_is_complete
     from mfrs.demo.simulate import simulation_is_complete

@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -25,6 +25,9 @@ from mfrs.catalog import Catalog
 from mfrs.errors import StoreError
 from mfrs.provenance import make_provenance
 from mfrs.stage import Plan, StageConfig
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "identity_image", "write_identities"]
 
@@ -110,7 +113,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{config.n_identities} identities x {config.images_per_identity} images at {config.size} px"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
     """Write the identity folders, unless the same settings wrote them already.
 
     Raises

@@ -37,7 +37,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -54,6 +54,9 @@ from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import Plan, Settings, StageConfig
 from mfrs.store import Unit, ZarrStore
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "Config", "DatasetSpec", "AddSource", "inputs", "outputs", "plan", "run",
            "landmark_file", "list_sources", "prepare_listing", "build_template", "convert_dataset"]
@@ -314,7 +317,7 @@ def _record_failures(store: ZarrStore, name: str) -> int:
     return int(len(failed))
 
 
-def convert_dataset(spec: DatasetSpec, *, catalog: Catalog, client: Any, seed: int,
+def convert_dataset(spec: DatasetSpec, *, catalog: Catalog, client: Client, seed: int,
                     overwrite: bool = False) -> ZarrStore:
     """Write (or resume) the store of one dataset.
 
@@ -401,7 +404,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
     return result
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Write every dataset of ``config`` (idempotent: complete chunks are skipped)."""
     if not config.datasets:
         log.info("images: no datasets in the stage config, nothing to do")

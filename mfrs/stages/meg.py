@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -22,6 +22,8 @@ from mfrs.meg.config import Config
 from mfrs.stage import Plan
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from mfrs.catalog import Catalog
     from mfrs.meg.subject import Prepared, SubjectJob
     from mfrs.store import Unit, ZarrStore
@@ -325,7 +327,7 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
                        f"of {min(config.output.time_chunk, n_t)} samples at a time)"])
 
 
-def run(*, config: Config, catalog: "Catalog", client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool = False) -> None:
     """Clean every subject, exclude stimuli missing anywhere, write ``epochs`` and ``sources``.
 
     Subjects whose units are complete are skipped (logged). A subject whose files
@@ -442,7 +444,7 @@ def localize_unit(task: LocalizeTask) -> dict:
     sources = task.sources_store.dataset(warn_incomplete=False)
     out = localize(task.job, list(task.stimuli), channels=[str(c) for c in epochs["channel"].values],
                    times=epochs["time"].values, vertices=sources["vertex"].values,
-                   time_chunks=tuple(sources["activity"].chunks[3]))
+                   time_chunks=tuple((sources["activity"].chunks or ((),) * 4)[3]))
     task.epochs_store.write_unit(task.epochs_unit, out.epochs)
     with timed(task.job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
         task.sources_store.write_unit(task.sources_unit, out.sources)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -28,6 +28,9 @@ from mfrs.provenance import make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
 from mfrs.store import Unit, ZarrStore
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run",
            "layer_rdm", "square_rdm"]
@@ -218,7 +221,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{index.sizes['layer']} layers, {n} stimuli, metric {config.metric}"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Create or resume ``model_rdms`` and compute every missing layer (tasks of ``layers_per_task``)."""
     names = _entries(config, catalog)
     sources = _open_sources(names, catalog)

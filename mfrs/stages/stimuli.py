@@ -15,7 +15,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -27,7 +27,10 @@ from mfrs.provenance import fingerprint, make_provenance
 from mfrs.runner import run_units
 from mfrs.stage import ExecSettings, Plan, StageConfig
 from mfrs.store import Unit, ZarrStore
-from mfrs.types import CATEGORIES
+from mfrs.types import CATEGORIES, Category
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "list_stimuli", "exclusion_list", "phase_scramble",
            "load_stimulus_pixels", "EMBEDDED_LFW"]
@@ -316,7 +319,7 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                        + ", ".join(f"[{a}:{b}] {c}" for c, a, b in _category_slices(specs))])
 
 
-def _category_slices(specs: list[StimulusSpec]) -> list[tuple[str, int, int]]:
+def _category_slices(specs: list[StimulusSpec]) -> list[tuple[Category, int, int]]:
     """(category, start, stop) of each category's block in store order."""
     out, start = [], 0
     for c in CATEGORIES:
@@ -326,7 +329,7 @@ def _category_slices(specs: list[StimulusSpec]) -> list[tuple[str, int, int]]:
     return out
 
 
-def prepare(*, config: Config, catalog: Catalog, client: Any = None,
+def prepare(*, config: Config, catalog: Catalog, client: Client | None = None,
             overwrite: bool = False) -> tuple[ZarrStore, list[UnitTask]]:
     """Create or resume the ``stimuli`` store and list the work of its missing units."""
     entry = catalog.entry("stimulus_images")
@@ -343,7 +346,7 @@ def prepare(*, config: Config, catalog: Catalog, client: Any = None,
     return store, work
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Build the ``stimuli`` store (idempotent: complete chunks are skipped)."""
     store, work = prepare(config=config, catalog=catalog, client=client, overwrite=overwrite)
     if not work:

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -37,6 +37,9 @@ from mfrs.nets.types import Device, LossName, Network, OptimizerName, PairMiner,
 from mfrs.provenance import fingerprint, make_provenance, science_parameters
 from mfrs.runner import run_units
 from mfrs.stage import ExecSettings, Plan, StageConfig
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["NAME", "Exec", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
            "last_checkpoint", "batches", "identity_batches", "build_loss"]
@@ -434,17 +437,17 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     weights = None
     if last >= cfg.epochs:
         weights = output_dir / "weights.pth"
-        record = output_dir / "weights.json"
-        if epochs_run or not record.exists():  # a finished run's files stay as they are
-            record.unlink(missing_ok=True)  # never a record of other weights beside a half-written file
+        record_file = output_dir / "weights.json"
+        if epochs_run or not record_file.exists():  # a finished run's files stay as they are
+            record_file.unlink(missing_ok=True)  # never a record_file of other weights beside a half-written file
             partial = weights.with_name(weights.name + ".partial")
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
             partial.replace(weights)
             entry = {"kind": "weights", "location": str(weights),
                      "params": {"network": cfg.network, "dataset": cfg.images, "num_classes": num_classes,
                                 "in_channels": cfg.in_channels, "sha256": sha256_file(weights)}}
-            record.with_name(record.name + ".partial").write_text(json.dumps(entry, indent=2) + "\n")
-            record.with_name(record.name + ".partial").replace(record)
+            record_file.with_name(record_file.name + ".partial").write_text(json.dumps(entry, indent=2) + "\n")
+            record_file.with_name(record_file.name + ".partial").replace(record_file)
             log.info("train: finished; add this weights entry to the catalog (or name the output folder "
                      "%r as weights): %s", cfg.output, json.dumps(entry))
     return {"epochs_run": epochs_run, "last_epoch": last, "weights": str(weights) if weights else None,
@@ -470,7 +473,7 @@ def _task(args: tuple[Config, str, str, str, dict | None, str | None, bool, dict
                  init_params=params, init_location=location, overwrite=overwrite, provenance=provenance)
 
 
-def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
     """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint."""
     from mfrs.cluster import gpu_workers
     from mfrs.nets.specs import parse_untrained
@@ -484,7 +487,7 @@ def run(*, config: Config, catalog: Catalog, client: Any, overwrite: bool = Fals
     output_dir = catalog.path(config.output)
     provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(catalog.path(config.images))},
                                  seed=config.seed, client=client)
-    resources = {"GPU": 1} if gpu_workers(client) else None
+    resources = {"GPU": 1.0} if gpu_workers(client) else None
     log.info("train: one task on %s", "a GPU worker" if resources else "a CPU worker (the cluster has no GPU workers)")
     args = (config, str(catalog.path(config.images)), config.images, str(output_dir), params, location,
             overwrite, provenance)
