@@ -20,13 +20,20 @@ import xarray as xr
 from pydantic import Field
 
 from mfrs.similarity.types import Alternative, Comparator, Pooling
-from mfrs.stage import StageConfig
+from mfrs.stage import ExecSettings, StageConfig
 
-__all__ = ["SetRsaConfig", "rsa_of_sets", "rsa_sets_block", "prepared_models", "sets_template", "stat_names",
+__all__ = ["SetRsaConfig", "SetExec", "rsa_of_sets", "rsa_sets_block", "prepared_models", "sets_template", "stat_names",
            "SET_ATTRS", "decimated_times", "stimulus_subsets",
            "block_dataset", "check_model_pairs", "union_members"]
 
 SetCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
+
+
+class SetExec(ExecSettings):
+    """Execution settings of the sensor and searchlight stages: the same numbers whatever their values."""
+
+    time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
+    worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
 
 
 class SetRsaConfig(StageConfig):
@@ -39,11 +46,10 @@ class SetRsaConfig(StageConfig):
     time_step: int = Field(1, ge=1, description="analyse every time_step-th input sample (1: every sample)")
     tmin: float | None = Field(None, description="first time analysed (s); None: the epoch start")
     tmax: float | None = Field(None, description="last time analysed (s); None: the epoch end")
-    time_batch: int = Field(8, ge=1, description="time points whose RDMs are held at once inside a task")
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     seed: int = 0
-    worker_memory: str | None = Field(None, description="override the cluster's worker memory limit")
+    exec: SetExec = SetExec()
 
     execution_fields: ClassVar[tuple[str, ...]] = ("worker_memory", "time_batch")  # same numbers whatever their values
 
@@ -223,7 +229,7 @@ def rsa_sets_block(block: np.ndarray, members: list[np.ndarray], model: np.ndarr
                                                        cfg.n_permutations)
                 x = np.ascontiguousarray(x_all[:, :, idx], dtype=np.float32)
                 res = rsa_of_sets(x, members, models[cat], metric=cfg.metric, method=cfg.method,
-                                  pooling=cfg.pooling, perms=perms, time_batch=cfg.time_batch, fwe_axes=fwe_axes,
+                                  pooling=cfg.pooling, perms=perms, time_batch=cfg.exec.time_batch, fwe_axes=fwe_axes,
                                   cluster=cluster, two_sided=cfg.alternative == "two-sided")
                 for k, v in res.items():
                     parts.setdefault(k, []).append(v)

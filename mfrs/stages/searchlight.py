@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -28,10 +28,15 @@ from mfrs.errors import InputDataError
 from mfrs.similarity.sets import SetRsaConfig
 from mfrs.stage import Plan
 
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from mfrs.catalog import Catalog
+
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "searchlight_plan", "geometry"]
 
 NAME = "searchlight"
-log = logging.getLogger("mfrs.similarity.searchlight")
+log = logging.getLogger(__name__)
 
 
 class Config(SetRsaConfig):
@@ -44,19 +49,20 @@ class Config(SetRsaConfig):
     time_block: int = Field(64, ge=1, description="time points per task")
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["sources", "model_rdms"]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["searchlight"]
 
 
-def _input_stores(catalog: Any) -> tuple[Any, Any]:
-    from mfrs.store import open_input
+def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
+    """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
+    from mfrs.store import open_inputs
 
-    return (open_input(catalog.path("sources"), entry_name="sources", stage=NAME, writer="meg"),
-            open_input(catalog.path("model_rdms"), entry_name="model_rdms", stage=NAME, writer="model_rdms"))
+    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"sources": "meg", "model_rdms": "model_rdms"})
+    return stores["sources"], stores["model_rdms"]
 
 
 @dataclass(frozen=True)
@@ -129,14 +135,14 @@ def searchlight_plan(n_centres: int, n_times: int, n_subjects: int, *, n_stimuli
                        f"layers, {n_permutations} permutations"])
 
 
-def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
+def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     """:func:`searchlight_plan` at the shape of ``sources`` and ``model_rdms`` (seconds calibrated on this machine)."""
     from dask.utils import parse_bytes
 
     from mfrs.similarity.sets import decimated_times
     from mfrs.stages.similarity import calibrate
 
-    src_store, md_store = _input_stores(catalog)
+    src_store, md_store = _input_stores(config, catalog)
     sources, models = src_store.dataset(warn_incomplete=False), md_store.dataset(warn_incomplete=False)
     geo = geometry(sources, config, *_anatomy(catalog))
     act = sources["activity"]
@@ -145,7 +151,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     shape = dict(n_stimuli=act.sizes["stimulus"], n_layers=models.sizes["layer"], patch_size=patch,
                  n_signals=act.sizes["signal"], n_categories=len(config.categories),
                  n_permutations=config.n_permutations, centre_block=config.centre_block,
-                 time_block=config.time_block, time_batch=config.time_batch)
+                 time_block=config.time_block, time_batch=config.exec.time_batch)
     cal = {}
     if calibrated:
         cal = calibrate(act.sizes["stimulus"], patch, models.sizes["layer"], config.metric, config.method,
@@ -156,8 +162,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     result.reads = {"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)}
     result.notes.append(f"patches of {config.radius:g} mm: {min(p.size for p in geo.patches)} to {patch} vertices "
                         f"(mean {np.mean([p.size for p in geo.patches]):.1f})")
-    if config.worker_memory is not None:
-        result.check_fits(parse_bytes(config.worker_memory))
+    if config.exec.worker_memory is not None:
+        result.check_fits(parse_bytes(config.exec.worker_memory))
     return result
 
 
@@ -198,7 +204,7 @@ def _compute(job: _Job) -> None:
     job.store.write_unit(unit, block_dataset(out, "vertex", unit.labels))
 
 
-def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Create or resume ``searchlight`` and compute every missing block of centres x times (one task each)."""
     from dask.utils import parse_bytes
 
@@ -206,9 +212,9 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.similarity.sets import SetLayout, check_model_pairs, decimated_times, sets_template, stimulus_subsets
     from mfrs.stages.sensor_rsa import run_set_store
 
-    limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
+    limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
-    input_stores = _input_stores(catalog)
+    input_stores = _input_stores(config, catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     check_model_pairs(models, sources.sizes["stimulus"], NAME, "sources")
     stimulus_subsets(sources, config.categories, what=NAME)

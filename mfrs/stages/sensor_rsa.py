@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -28,10 +28,15 @@ from pydantic import Field
 from mfrs.similarity.sets import SetRsaConfig
 from mfrs.stage import Plan
 
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from mfrs.catalog import Catalog
+
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set_block_memory", "run_set_store"]
 
 NAME = "sensor_rsa"
-log = logging.getLogger("mfrs.similarity.sensor_rsa")
+log = logging.getLogger(__name__)
 
 
 class Config(SetRsaConfig):
@@ -46,19 +51,20 @@ class Config(SetRsaConfig):
     cluster: bool = Field(False, description="cluster-mass p over time (family: fwe_dims of each channel set)")
 
 
-def inputs(cfg: Config) -> list[str]:
+def inputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["epochs", "model_rdms"]
 
 
-def outputs(cfg: Config) -> list[str]:
+def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["rsa_sensors"]
 
 
-def _input_stores(catalog: Any) -> tuple[Any, Any]:
-    from mfrs.store import open_input
+def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
+    """``epochs`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
+    from mfrs.store import open_inputs
 
-    return (open_input(catalog.path("epochs"), entry_name="epochs", stage=NAME, writer="meg"),
-            open_input(catalog.path("model_rdms"), entry_name="model_rdms", stage=NAME, writer="model_rdms"))
+    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"epochs": "meg", "model_rdms": "model_rdms"})
+    return stores["epochs"], stores["model_rdms"]
 
 
 def sets_of(epochs: xr.Dataset, cfg: Config) -> tuple[Any, np.ndarray]:
@@ -100,14 +106,14 @@ def set_block_memory(*, n_sets: int, n_union: int, n_feat: int, n_subjects: int,
     return int(one + others + 4 * n_subjects * n_stimuli * n_times * n_union)  # + the float64 -> float32 copy
 
 
-def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
+def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     """Memory, disk and time of the stage (seconds from the region mode's kernel calibration)."""
     from dask.utils import parse_bytes
 
     from mfrs.similarity.sets import decimated_times
     from mfrs.stages.similarity import calibrate
 
-    ep_store, md_store = _input_stores(catalog)
+    ep_store, md_store = _input_stores(config, catalog)
     epochs, models = ep_store.dataset(warn_incomplete=False), md_store.dataset(warn_incomplete=False)
     sets, _ = sets_of(epochs, config)
     n_sub, n_sig, n_stim = (epochs.sizes[d] for d in ("subject", "signal", "stimulus"))
@@ -118,7 +124,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     union = int(min(epochs.sizes["channel"], np.sort(sets.sizes)[::-1][:block].sum()))
     memory = set_block_memory(n_sets=block, n_union=union, n_feat=feat, n_subjects=n_sub, n_stimuli=n_stim,
                               n_times=n_t, n_layers=n_layer, n_signals=n_sig, n_categories=n_cat,
-                              time_batch=config.time_batch, n_permutations=config.n_permutations)
+                              time_batch=config.exec.time_batch, n_permutations=config.n_permutations)
     n_rdm = n_sig * n_cat * n_set * n_t * (n_sub + 1)
     n_group = n_sig * n_cat * n_set * n_t
     p = n_stim * (n_stim - 1) // 2
@@ -133,8 +139,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
                   n_tasks=math.ceil(n_set / config.set_block), n_units=math.ceil(n_set / config.set_block),
                   memory_per_task=memory, flops=float(n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)),
                   seconds=float(seconds), notes=notes)
-    if config.worker_memory is not None:
-        result.check_fits(parse_bytes(config.worker_memory))
+    if config.exec.worker_memory is not None:
+        result.check_fits(parse_bytes(config.exec.worker_memory))
     return result
 
 
@@ -204,16 +210,16 @@ def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRs
         run_units(client, compute, jobs, key=lambda j: j.unit.key, description=stage, stage=stage)
 
 
-def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Create or resume ``rsa_sensors`` and compute every missing block of channel sets (one task each)."""
     from dask.utils import parse_bytes
 
     from mfrs.cluster import worker_memory_limit
     from mfrs.similarity.sets import SetLayout, check_model_pairs, decimated_times, sets_template, stimulus_subsets
 
-    limit = parse_bytes(config.worker_memory) if config.worker_memory else worker_memory_limit(client)
+    limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
-    input_stores = _input_stores(catalog)
+    input_stores = _input_stores(config, catalog)
     epochs, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     check_model_pairs(models, epochs.sizes["stimulus"], NAME, "epochs")
     stimulus_subsets(epochs, config.categories, what=NAME)
