@@ -157,8 +157,8 @@ def store_templates(*, config: Config, subjects: list[str], stim: xr.Dataset, ch
     """Dask-backed templates of the ``epochs`` and ``sources`` stores.
 
     Chunks: one subject, one signal, all stimuli, a block of time
-    (``output.time_chunk``) and, for sources, a block of region-sorted vertices
-    sized to ``output.chunk_mb``.
+    (``exec.time_chunk``) and, for sources, a block of region-sorted vertices
+    sized to ``exec.chunk_mb``.
     """
     import dask.array as da
 
@@ -317,14 +317,14 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     per_sub_raw = raw_bytes / max(n_sub, 1)
     memory = task_memory(raw_bytes=per_sub_raw, n_epochs=n_stim * len(config.events.presentations),
                          n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
-                         time_chunk=config.output.time_chunk)
+                         time_chunk=config.exec.time_chunk)
     seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1))
     return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
                 n_tasks=2 * n_sub, n_units=n_sub, memory_per_task=memory, seconds=seconds,
                 notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "
                        f"(before dropping {config.source.drop_regions}), signals {config.signals}",
                        "memory: the larger of cleaning (all runs in memory) and sources (one time block "
-                       f"of {min(config.output.time_chunk, n_t)} samples at a time)"])
+                       f"of {min(config.exec.time_chunk, n_t)} samples at a time)"])
 
 
 def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool = False) -> None:
