@@ -10,7 +10,8 @@ channel set) and, with ``cluster``, ``p_cluster``/``cluster_mass`` over time. Al
 its neighbours in MNE's Neuromag-306 adjacency, coord ``set_kind = neighbourhood``,
 labelled by the centre channel) and one set per channel type (``set_kind =
 channel_type``, labelled ``mag``/``grad``). Only channels every subject kept are
-used. One task = a block of ``set_block`` channel sets x every analysed time, all
+used. One task = a block of ``set_block`` channel sets x ``time_block`` times (default:
+every analysed time, so that ``p_fwe`` may span time), all
 subjects, reduced by the region mode's kernel (:mod:`mfrs.similarity.sets`).
 """
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mfrs.similarity.sets import SetRsaConfig
 from mfrs.stage import Plan
@@ -45,10 +46,19 @@ class Config(SetRsaConfig):
     ch_types: list[Literal["mag", "grad"]] = Field(default_factory=lambda: ["mag", "grad"], min_length=1)
     neighbourhoods: bool = Field(True, description="RSA of every channel's neighbourhood (MNE Neuromag-306 adjacency)")
     channel_types: bool = Field(True, description="RSA of all channels of each type together")
-    set_block: int = Field(32, ge=1, description="channel sets per task (every analysed time in each task)")
+    set_block: int = Field(32, ge=1, description="channel sets per task")
+    time_block: int | None = Field(None, ge=1, description="times per task (None: every analysed time; needed for "
+                                   "time in fwe_dims or cluster)")
     fwe_dims: list[Literal["time", "layer"]] = Field(
         default_factory=lambda: ["time", "layer"], description="the family of p_fwe within each channel set")
     cluster: bool = Field(False, description="cluster-mass p over time (family: fwe_dims of each channel set)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.time_block is not None and self.n_permutations and ("time" in self.fwe_dims or self.cluster):
+            raise ValueError("p_fwe over time and cluster p need every time in one task; set time_block: null, or "
+                             "fwe_dims: [layer] and cluster: false")
+        return self
 
 
 def inputs(cfg: Config, catalog: Catalog) -> list[str]:
@@ -120,10 +130,11 @@ def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     n_t = decimated_times(epochs["time"].values, config).size
     n_set, n_layer, n_cat = len(sets.labels), models.sizes["layer"], len(config.categories)
     block = min(config.set_block, n_set)
+    block_t = min(config.time_block or n_t, n_t)
     feat = int(sets.sizes.max())
     union = int(min(epochs.sizes["channel"], np.sort(sets.sizes)[::-1][:block].sum()))
     memory = set_block_memory(n_sets=block, n_union=union, n_feat=feat, n_subjects=n_sub, n_stimuli=n_stim,
-                              n_times=n_t, n_layers=n_layer, n_signals=n_sig, n_categories=n_cat,
+                              n_times=block_t, n_layers=n_layer, n_signals=n_sig, n_categories=n_cat,
                               time_batch=config.exec.time_batch, n_permutations=config.n_permutations)
     n_rdm = n_sig * n_cat * n_set * n_t * (n_sub + 1)
     n_group = n_sig * n_cat * n_set * n_t
@@ -134,9 +145,10 @@ def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     if calibrated:
         cal = calibrate(n_stim, feat, n_layer, config.metric, config.method, n_sub=max(2, min(n_sub, 8)))
         seconds = n_rdm * cal["seconds_per_rdm"] + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
+    units = math.ceil(n_set / config.set_block) * math.ceil(n_t / block_t)
     result = Plan(stage=NAME, reads={"epochs": int(epochs["data"].nbytes), "model_rdms": int(models["rdm"].nbytes)},
                   writes={"rsa_sensors": int(4 * n_sig * n_cat * n_set * n_t * n_out)},
-                  n_tasks=math.ceil(n_set / config.set_block), n_units=math.ceil(n_set / config.set_block),
+                  n_tasks=units, n_units=units,
                   memory_per_task=memory, flops=float(n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)),
                   seconds=float(seconds), notes=notes)
     if config.exec.worker_memory is not None:
@@ -171,7 +183,7 @@ def _compute(job: _Job) -> None:
     chosen = unit.region["channel"]
     members = sets.members[chosen]
     union, local = union_members(members)
-    t_idx = decimated_times(epochs["time"].values, cfg)
+    t_idx = decimated_times(epochs["time"].values, cfg)[unit.region["time"]]
     data = epochs["data"].isel(channel=keep[union], time=t_idx).transpose(
         "subject", "signal", "stimulus", "time", "channel").values.astype(np.float64)
     types = np.asarray(epochs["ch_type"].values).astype(str)[keep[union]]
@@ -227,7 +239,7 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
     times = epochs["time"].values[decimated_times(epochs["time"].values, config)]
     lay = SetLayout("channel", np.array(sets.labels), {
         "set_kind": ("channel", np.array(sets.kind)), "ch_type": ("channel", np.array(sets.ch_type)),
-        "n_channels": ("channel", sets.sizes)}, config.set_block, max(1, times.size))
+        "n_channels": ("channel", sets.sizes)}, config.set_block, max(1, config.time_block or times.size))
     family = " x ".join(config.fwe_dims) if config.n_permutations and config.fwe_dims else ""
     template = sets_template([str(s) for s in epochs["subject"].values], epochs["signal"].values, times, models, lay,
                              config, fwe_family=family, cluster=config.cluster and bool(config.n_permutations))
