@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mfrs.similarity.types import METRICS, Metric
+
 __all__ = [
     "Network", "NETWORKS", "LayerKind", "LAYER_KINDS", "Device", "RdmMetric", "RDM_METRICS",
     "OptimizerName", "LossName", "PairMiner", "TripletMiner", "Split",
@@ -26,10 +28,9 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
 #: Where a network runs; ``auto`` picks CUDA when the task's worker has a GPU.
 Device = Literal["auto", "cpu", "cuda"]
 
-#: Dissimilarity of a model RDM (the Gram-computable subset of
-#: ``mfrs.similarity.types.Dissimilarity``, same names and meanings).
-RdmMetric = Literal["correlation", "abs_correlation", "cosine", "euclidean", "sqeuclidean"]
-RDM_METRICS: tuple[RdmMetric, ...] = ("correlation", "abs_correlation", "cosine", "euclidean", "sqeuclidean")
+#: Dissimilarity of a model RDM: the one list of :data:`mfrs.similarity.types.Metric` (the brain RDMs' too).
+RdmMetric = Metric
+RDM_METRICS: tuple[str, ...] = METRICS
 
 #: Optimisers and losses of the training stage (reference.md §3).
 OptimizerName = Literal["sgd", "momentum", "adam", "adamw"]

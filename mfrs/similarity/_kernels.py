@@ -11,43 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_RADIX_BITS = 11
-_RADIX_SIZE = 1 << _RADIX_BITS
-_RADIX_MASK = _RADIX_SIZE - 1
-
-
 _TOP = np.uint64(32)
 _LOW32 = np.uint64(4294967295)
 _SIGN32 = np.uint64(2147483648)
-_DIGIT = np.uint64(2047)
-
-
-@njit(cache=True, nogil=True)
-def _packed_float32_keys(row, packed, counts):
-    """Pack order-preserving uint32 keys of float32 ``row`` with their index into uint64.
-
-    Fills the three 11-bit digit histograms ``counts`` (3, 2048) on the way; returns True
-    if a NaN is seen.
-    """
-    bits = row.view(np.uint32)
-    counts[:, :] = 0
-    has_nan = False
-    for i in range(row.shape[0]):
-        v = row[i]
-        if v != v:
-            has_nan = True
-        k = np.uint64(bits[i])
-        if v == 0.0:  # -0.0 ties with +0.0, as in scipy.stats.rankdata
-            k = np.uint64(0)
-        if k >= _SIGN32:
-            k = (~k) & _LOW32
-        else:
-            k = k | _SIGN32
-        counts[0, k & _DIGIT] += 1
-        counts[1, (k >> np.uint64(11)) & _DIGIT] += 1
-        counts[2, (k >> np.uint64(22)) & _DIGIT] += 1
-        packed[i] = (k << _TOP) | np.uint64(i)
-    return has_nan
 
 
 @njit(cache=True, nogil=True)
@@ -64,52 +30,6 @@ def _average_ranks_from_sorted(sorted_keys, sorted_order, out_row):
         for m in range(i, j + 1):
             out_row[sorted_order[m]] = r
         i = j + 1
-
-
-@njit(cache=True, nogil=True)
-def rank_rows_f32(x, out):
-    """Average ranks of each row of float32 ``x`` (rows, n) into ``out`` (rows, n); NaN rows -> NaN.
-
-    LSD radix sort on (key << 32 | index) words, 3 passes of 11 bits, passes whose digit is
-    shared by every key skipped; then one sweep averaging the ranks of equal keys.
-    """
-    n = x.shape[1]
-    a = np.empty(n, np.uint64)
-    b = np.empty(n, np.uint64)
-    counts = np.empty((3, 2048), np.int64)
-    for r in range(x.shape[0]):
-        if _packed_float32_keys(x[r], a, counts):
-            out[r, :] = np.nan
-            continue
-        src = a
-        dst = b
-        for p in range(3):
-            shift = np.uint64(32 + 11 * p)
-            if counts[p, (src[0] >> shift) & _DIGIT] == n:
-                continue
-            total = 0
-            for d in range(2048):
-                c = counts[p, d]
-                counts[p, d] = total
-                total += c
-            for i in range(n):
-                v = src[i]
-                d = (v >> shift) & _DIGIT
-                j = counts[p, d]
-                counts[p, d] = j + 1
-                dst[j] = v
-            src, dst = dst, src
-        orow = out[r]
-        i = 0
-        while i < n:
-            j = i
-            k = src[i] >> _TOP
-            while j + 1 < n and (src[j + 1] >> _TOP) == k:
-                j += 1
-            rank = 0.5 * (i + j) + 1.0
-            for m in range(i, j + 1):
-                orow[src[m] & _LOW32] = rank
-            i = j + 1
 
 
 @njit(cache=True, nogil=True)
@@ -134,25 +54,6 @@ def rank_rows_sorted(x, out):
         for i in range(n):
             sorted_vals[i] = row[order[i]]
         _average_ranks_from_sorted(sorted_vals, order, out[r])
-
-
-@njit(cache=True, nogil=True)
-def upper_pairs(square, offset, scale, absolute, out):
-    """Pair vectors of a batch of square matrices: ``out[b, p] = offset + scale * f(square[b, i, j])``.
-
-    ``square`` (batch, n, n) is read above the diagonal only (i < j, row by row, the order
-    of ``scipy.spatial.distance.pdist``); ``f`` is ``abs`` when ``absolute`` else identity.
-    """
-    n = square.shape[1]
-    for b in range(square.shape[0]):
-        p = 0
-        for i in range(n - 1):
-            for j in range(i + 1, n):
-                v = square[b, i, j]
-                if absolute:
-                    v = abs(v)
-                out[b, p] = offset + scale * v
-                p += 1
 
 
 @njit(cache=True, nogil=True)
@@ -389,6 +290,34 @@ def unit_rows(x, center, out):
         inv = 1.0 / np.sqrt(ss) if ss > 0.0 else np.nan
         for j in range(f):
             dst[j] = (row[j] - mean) * inv
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def unit_patterns(x, center, out):
+    """:func:`unit_rows` of every pattern of ``x`` (A, B, N, F), any strides: ``-> out (A * B, N, F)``.
+
+    Reads views (a region's vertex slice, a time slice of a block) where they lie, so the
+    caller never copies them into a contiguous array first.
+    """
+    nb, n, f = x.shape[1], x.shape[2], x.shape[3]
+    for a in range(x.shape[0]):
+        for b in range(nb):
+            dst3 = out[a * nb + b]
+            for i in range(n):
+                row = x[a, b, i]
+                dst = dst3[i]
+                mean = 0.0
+                if center:
+                    for j in range(f):
+                        mean += row[j]
+                    mean /= f
+                ss = 0.0
+                for j in range(f):
+                    d = row[j] - mean
+                    ss += d * d
+                inv = 1.0 / np.sqrt(ss) if ss > 0.0 else np.nan
+                for j in range(f):
+                    dst[j] = (row[j] - mean) * inv
 
 
 @njit(cache=True, nogil=True)

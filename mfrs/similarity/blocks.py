@@ -110,7 +110,9 @@ def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
     metric : Dissimilarity
         Any but ``crossnobis`` (see :func:`crossnobis_block`).
     """
-    x = as_float(x)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = as_float(x)
     *batch, n, _ = x.shape
     out = np.empty((*batch, n_pairs(n)), dtype=x.dtype)
     rdm_into(x, metric, out)
@@ -118,9 +120,21 @@ def rdm_block(x: np.ndarray, metric: Dissimilarity) -> np.ndarray:
 
 
 def rdm_into(x: np.ndarray, metric: Dissimilarity, out: np.ndarray) -> None:
-    """:func:`rdm_block` writing into ``out`` ``(..., pair)`` (C-contiguous, the dtype of ``as_float(x)``)."""
-    x = as_float(x)
+    """:func:`rdm_block` writing into ``out`` ``(..., pair)`` (C-contiguous, the dtype of ``as_float(x)``).
+
+    A float32/float64 ``x`` of up to 4 dims is read where it lies (any strides: views of a
+    larger block are not copied) by the correlation and cosine metrics.
+    """
+    x = np.asarray(x)
     n, f = x.shape[-2:]
+    if metric in ("correlation", "abs_correlation", "cosine") and x.dtype in (np.float32, np.float64) \
+            and x.ndim <= 4:
+        x4 = x.reshape((1,) * (4 - x.ndim) + x.shape) if x.ndim < 4 else x  # views only
+        z = scratch("patterns", (x4.shape[0] * x4.shape[1], n, f), x.dtype)
+        K.unit_patterns(x4, metric != "cosine", z)
+        _gram_upper(z, 1.0, -1.0, metric == "abs_correlation", out.reshape(z.shape[0], n_pairs(n)))
+        return
+    x = as_float(x)
     flat = x.reshape(-1, n, f)
     out = out.reshape(flat.shape[0], n_pairs(n))
     if metric in ("correlation", "abs_correlation", "cosine"):

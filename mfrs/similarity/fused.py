@@ -29,14 +29,11 @@ from mfrs.similarity.blocks import (
     spearman_prepare,
 )
 from mfrs.similarity.inference import family_max, p_against
-from mfrs.similarity.nulls import null_block, null_block_labels
+from mfrs.similarity.nulls import null_block, null_block_labels, null_block_labels_torch
 from mfrs.similarity.scratch import scratch
-from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
+from mfrs.similarity.types import FAST_METHODS, Comparator, Dissimilarity, Pooling
 
 __all__ = ["rsa_block", "model_matrix", "FAST_METHODS"]
-
-#: Comparators with the fused fast path (an inner product of prepared vectors).
-FAST_METHODS: tuple[str, ...] = ("spearman", "pearson", "cosine")
 
 #: ``rdm_sink(t0, rdms)``: receives the raw RDMs ``(subject, time_batch, pair)`` of times ``t0:``
 #: (a reused buffer: copy what you keep).
@@ -175,6 +172,7 @@ def rsa_block(
     return_null: bool = False,
     rdm_sink: RdmSink | None = None,
     boot_weights: np.ndarray | None = None,
+    null_device: str | None = None,
 ) -> dict[str, np.ndarray]:
     """RSA of one block, all subjects, reduced on the fly.
 
@@ -207,6 +205,9 @@ def rsa_block(
         Subject bootstrap (:func:`mfrs.similarity.group.draw_bootstrap_weights`): RSA of
         each sample's weighted mean RDM against every layer, returned as
         ``boot_r (sample, time, layer)``.
+    null_device : str, optional
+        A torch device (``"cuda"`` on a GPU worker) for the label-permutation null
+        (:func:`mfrs.similarity.nulls.null_block_labels_torch`); None: numpy on this core.
     """
     n_sub, n_time = x.shape[:2]
     n_layer = model.shape[0]
@@ -249,7 +250,9 @@ def rsa_block(
         if boot_r is not None:
             boot_r[:, tb] = _bootstrap_r(rdms, boot_weights, model, method)
         if null_all is not None:
-            if perms is not None:
+            if perms is not None and null_device is not None:
+                null_all[:, tb] = null_block_labels_torch(group_u, model, perms, method, device=null_device)
+            elif perms is not None:
                 null_all[:, tb] = null_block_labels(group_u, model, perms, method)
             else:
                 null_all[:, tb] = null_block(group_u, model, pair_perms, method)

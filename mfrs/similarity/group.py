@@ -99,7 +99,7 @@ def signflip_test(values: np.ndarray, flips: np.ndarray, *, axes: tuple[int, ...
     chunks of flips of about ``max_bytes``; what is kept is the count per element and the
     family maximum per flip. ``two_sided`` compares ``|mean|``.
     """
-    from mfrs.similarity.inference import family_max, p_against, p_from_counts
+    from mfrs.similarity.inference import count_extreme, family_max, p_against, p_from_counts
 
     stat = signflip_mean(values)
     stat = np.abs(stat) if two_sided else stat
@@ -108,7 +108,7 @@ def signflip_test(values: np.ndarray, flips: np.ndarray, *, axes: tuple[int, ...
     for start in range(0, len(flips), step):
         null = signflip_null(values, flips[start : start + step])
         null = np.abs(null) if two_sided else null
-        k += (null >= stat[None]).sum(axis=0)
+        k += count_extreme(null, stat)
         if axes:
             maxima.append(family_max(null, axes))
     out = {"stat": stat, "p": p_from_counts(k, len(flips), stat)}

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "p_against",
     "p_from_counts",
+    "count_extreme",
     "family_max",
     "cluster_threshold",
     "cluster_masses",
@@ -47,11 +48,19 @@ def p_against(null_stat: np.ndarray, stat: np.ndarray) -> np.ndarray:
     >>> p_against(np.array([[0.1], [0.5], [0.9]]), np.array([0.6])).tolist()
     [0.5]
     """
-    return p_from_counts((null_stat >= stat[None]).sum(axis=0), null_stat.shape[0], stat)
+    return p_from_counts(count_extreme(null_stat, stat), null_stat.shape[0], stat)
+
+
+def count_extreme(null_stat: np.ndarray, stat: np.ndarray) -> np.ndarray:
+    """How many of ``null_stat (perm, ...)`` reach ``stat`` (NaN nulls never do): the k of :func:`p_from_counts`.
+
+    Sum it over chunks of a null too large to hold at once.
+    """
+    return (null_stat >= stat[None]).sum(axis=0)
 
 
 def p_from_counts(k: np.ndarray, n_null: int, stat: np.ndarray) -> np.ndarray:
-    """``(k + 1) / (n_null + 1)`` where ``stat`` is a number, NaN where it is NaN (k counted elsewhere)."""
+    """``(k + 1) / (n_null + 1)`` where ``stat`` is a number, NaN where it is NaN (k from :func:`count_extreme`)."""
     return np.where(np.isnan(stat), np.nan, (np.asarray(k) + 1.0) / (n_null + 1.0))
 
 

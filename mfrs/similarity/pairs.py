@@ -8,6 +8,7 @@ name the two stimuli (plus ``category_a``/``category_b`` when the stimuli have a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -16,7 +17,21 @@ import xarray as xr
 from mfrs.errors import InputDataError
 from mfrs.similarity.blocks import n_stimuli_of_pairs
 
-__all__ = ["pair_coords", "stimuli_of", "to_square", "to_pairs", "subset_pairs", "category_pairs"]
+__all__ = ["triu_pairs", "pair_coords", "stimuli_of", "to_square", "to_pairs", "subset_pairs", "category_pairs"]
+
+
+@functools.lru_cache(maxsize=8)
+def triu_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(n, 1)`` (the pair order), computed once per ``n`` and read-only.
+
+    Examples
+    --------
+    >>> [a.tolist() for a in triu_pairs(3)]
+    [[0, 0, 1], [1, 2, 2]]
+    """
+    iu, ju = np.triu_indices(n, 1)
+    iu.flags.writeable = ju.flags.writeable = False
+    return iu, ju
 
 
 def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "pair") -> dict[str, tuple]:
@@ -30,7 +45,7 @@ def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "
     >>> pair_coords(["f1", "f2", "u1"])["stimulus_b"][1].tolist()
     ['f2', 'u1', 'u1']
     """
-    iu, ju = np.triu_indices(len(stimuli), 1)
+    iu, ju = triu_pairs(len(stimuli))
     coords: dict[str, tuple] = {}
     values = {"stimulus": np.asarray(stimuli)}
     if isinstance(stimuli, xr.DataArray):

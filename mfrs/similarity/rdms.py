@@ -98,12 +98,19 @@ def compute_rdms(
                 return crossnobis_block(x, w)
             return rdm_block(x, metric).astype(dtype, copy=False)
 
+    stim = data[stimulus_dim] if stimulus_dim in data.coords else np.arange(n)
+    attrs = {"metric": metric, "features": ",".join(feature_dims)}
+    if data.chunks is None:
+        # in memory: the kernel on a view of the values, one DataArray built around its result
+        batch = [d for d in data.dims if d not in core]
+        coords = {k: c.variable for k, c in data.coords.items() if not set(c.dims) & set(core)}
+        return xr.DataArray(_block(data.transpose(*batch, *core).values), dims=(*batch, "pair"),
+                            coords={**coords, **pair_coords(stim)}, name="rdm", attrs=attrs)
     out = xr.apply_ufunc(
         _block, data, input_core_dims=[core], output_core_dims=[["pair"]],
         dask="parallelized", output_dtypes=[dtype], dask_gufunc_kwargs={"output_sizes": {"pair": n_pairs(n)}},
     )
-    stim = data[stimulus_dim] if stimulus_dim in data.coords else np.arange(n)
     out = out.assign_coords(pair_coords(stim))
     out.name = "rdm"
-    out.attrs = {"metric": metric, "features": ",".join(feature_dims)}
+    out.attrs = attrs
     return out

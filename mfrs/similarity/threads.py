@@ -10,10 +10,12 @@ worker's other threads; that fallback is logged once per process, never silent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["single_threaded", "in_dask_worker"]
 
@@ -48,8 +50,9 @@ def single_threaded() -> Iterator[None]:
     the limit applies to all of them. That is logged once per process with the fix
     (start workers with ``--nthreads 1`` and more processes).
     """
-    from threadpoolctl import threadpool_limits
-
+    if getattr(_state, "depth", 0):  # already limited by an enclosing call in this thread
+        yield
+        return
     inside, nthreads = in_dask_worker()
     if inside and not _logged.is_set():
         _logged.set()
@@ -65,8 +68,21 @@ def single_threaded() -> Iterator[None]:
 
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
+    _state.depth = 1
     try:
-        with threadpool_limits(limits=1):
+        with _controller().limit(limits=1):
             yield
     finally:
+        _state.depth = 0
         numba.set_num_threads(previous)
+
+
+_state = threading.local()
+
+
+@functools.lru_cache(maxsize=1)
+def _controller() -> Any:
+    """One ``threadpoolctl.ThreadpoolController`` per process: finding the BLAS libraries takes milliseconds."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()

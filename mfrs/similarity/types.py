@@ -6,6 +6,7 @@ from typing import Literal, get_args
 
 __all__ = [
     "Dissimilarity",
+    "Metric",
     "Comparator",
     "Pooling",
     "PermutationScheme",
@@ -16,6 +17,8 @@ __all__ = [
     "DISSIMILARITIES",
     "COMPARATORS",
     "RANK_COMPARATORS",
+    "FAST_METHODS",
+    "METRICS",
 ]
 
 #: How two stimulus patterns are turned into one dissimilarity.
@@ -54,6 +57,14 @@ DISSIMILARITIES: tuple[str, ...] = get_args(Dissimilarity)
 COMPARATORS: tuple[str, ...] = get_args(Comparator)
 #: Comparators that work on rank-transformed vectors.
 RANK_COMPARATORS: tuple[str, ...] = ("spearman", "rho_a", "kendall_tau_a")
+#: Comparators with the fused fast path (an inner product of prepared vectors,
+#: :func:`mfrs.similarity.fused.rsa_block`); the split-half ceiling needs one of them.
+FAST_METHODS: tuple[str, ...] = ("spearman", "pearson", "cosine")
+
+#: Dissimilarities of brain RDMs made from one measurement per stimulus (every one but
+#: ``crossnobis``, which needs folds): the choices of the similarity stage's ``metric``.
+Metric = Literal["correlation", "abs_correlation", "euclidean", "sqeuclidean", "cosine"]
+METRICS: tuple[str, ...] = get_args(Metric)
 
 #: What a bootstrap resamples: subjects (per-subject r values), stimuli (RDM rows/cols) or
 #: subject RDMs (RSA recomputed on the mean RDM of the drawn subjects, as the reference study did).

@@ -18,13 +18,25 @@ that span several blocks are completed by one final task
 also keeps ``rdm (subject, signal, region, time, pair)`` of all stimuli (category
 RDMs are selections of its pairs). One task = one block of regions x one block of
 time for all subjects, reduced at once by :func:`mfrs.similarity.fused.rsa_block`.
+
+Speed: a task reads its block inside itself (never through the cluster), one signal at a
+time, and reduces views of it; the layer RDMs are prepared once per worker process
+(:func:`prepared_models`); ``time_block`` defaults to the sources' time chunk. Each task
+returns its seconds by phase (:data:`TASK_PHASES`: read, copy, kernel, write, other) and logs
+them at DEBUG on ``mfrs.stages.similarity`` as :data:`BREAKDOWN_FORMAT` (parse a line back with
+:func:`parse_breakdown`); after :func:`run`, :func:`last_breakdown` gives their sum over the
+tasks it ran with ``kernel_fraction`` = kernel / task wall time. With permutations and a
+GPU worker that sees CUDA, tasks run there and the permutation null goes through torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,10 +48,8 @@ from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.families import Families, families
 from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
-from mfrs.similarity.types import Alternative, BrainMode, ClusterFamily, Comparator, Pooling
+from mfrs.similarity.types import FAST_METHODS, Alternative, BrainMode, ClusterFamily, Comparator, Metric, Pooling
 from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
-
-FAST_METHODS = ("spearman", "pearson", "cosine")  # mirrors fused.FAST_METHODS without importing numba
 
 __all__ = ["NAME", "Config", "Exec", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate"]
 
@@ -71,7 +81,7 @@ class Config(StageConfig):
     """Settings of the similarity stage."""
 
     mode: BrainMode = "raw"
-    metric: Literal["correlation", "abs_correlation", "euclidean", "sqeuclidean", "cosine"] = "correlation"
+    metric: Metric = "correlation"
     method: Comparator = "spearman"
     pooling: Pooling = "normalized"
     categories: list[StageCategory] = Field(default_factory=lambda: ["all", "famous", "unfamiliar", "scrambled"],
@@ -84,7 +94,9 @@ class Config(StageConfig):
     regions: list[str] | None = Field(
         None, description="only these regions (names or shell patterns like 'FFA-*'); None: every region")
     region_block: int = Field(4, ge=1, description="regions per task")
-    time_block: int = Field(64, ge=1, description="time points (raw) or windows (avg) per task")
+    time_block: int | None = Field(
+        None, ge=1, description="time points (raw) or windows (avg) per task; None: in raw mode the time chunk "
+        "of sources (a task then reads whole chunks, each once), in avg mode 64")
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
     fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
@@ -197,6 +209,23 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
     return Layout(regions, vertices, times, starts, length, stim_index)
 
 
+def resolve(config: Config, sources: xr.Dataset) -> Config:
+    """``config`` with ``time_block`` set: when None, the time chunk of ``sources`` (raw mode) or 64 (avg).
+
+    In raw mode a ``time_block`` that is not a multiple of the sources' time chunk makes
+    tasks decode chunks they use only in part; that is logged with the fix.
+    """
+    act = sources["activity"]
+    chunk = int(act.chunksizes["time"][0]) if act.chunks is not None else None
+    if config.time_block is None:
+        return config.model_copy(update={"time_block": (chunk or 64) if config.mode == "raw" else 64})
+    if config.mode == "raw" and chunk and config.time_block % chunk and config.time_block < act.sizes["time"]:
+        log.warning("similarity: time_block=%d is not a multiple of the sources' time chunk (%d samples), so "
+                    "tasks decode chunks they use only in part; set time_block to %d (or leave it unset)",
+                    config.time_block, chunk, chunk * max(1, round(config.time_block / chunk)))
+    return config
+
+
 def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
     """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
     from mfrs.store import open_inputs
@@ -287,6 +316,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     from dask.utils import parse_bytes
 
     sources, models = _open(config, catalog)
+    config = resolve(config, sources)
     lay = layout(sources, config)
     act = sources["activity"]
     n_sub, n_sig, n_stim = act.sizes["subject"], act.sizes["signal"], act.sizes["stimulus"]
@@ -374,33 +404,222 @@ class _Job:
     sources_path: str
     models_path: str
     config: Config
+    gpu: bool = False  # runs on a GPU worker: the permutation null goes through torch on its CUDA device
 
 
-def _compute(job: _Job) -> None:
+#: Phases of a task's per-task breakdown (seconds; ``other`` = wall time minus the rest).
+TASK_PHASES: tuple[str, ...] = ("read", "copy", "kernel", "write", "other")
+#: The debug line each task logs (logger ``mfrs.stages.similarity``), parsed back by :func:`parse_breakdown`.
+BREAKDOWN_FORMAT = "similarity task %s: " + " ".join(f"{p}=%.4fs" for p in TASK_PHASES) + " total=%.4fs"
+_LAST_BREAKDOWN: dict[str, float] = {}
+
+
+class TaskClock:
+    """Seconds spent per phase of one task (:data:`TASK_PHASES`); phases may nest (the inner one counts).
+
+    Examples
+    --------
+    >>> clock = TaskClock()
+    >>> with clock.phase("read"):
+    ...     pass
+    >>> sorted(clock.finish()) == sorted((*TASK_PHASES, "total"))
+    True
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._start = self._now()
+        self.seconds = dict.fromkeys(TASK_PHASES, 0.0)
+        self._stack: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Count the enclosed time to ``name`` (pausing the enclosing phase)."""
+        t = self._now()
+        if self._stack:
+            outer, since = self._stack[-1]
+            self.seconds[outer] += t - since
+        self._stack.append((name, t))
+        try:
+            yield
+        finally:
+            t = self._now()
+            self.seconds[name] += t - self._stack.pop()[1]
+            if self._stack:
+                self._stack[-1] = (self._stack[-1][0], t)
+
+    def finish(self) -> dict[str, float]:
+        """Phase seconds with ``other`` (the unaccounted rest) and ``total`` (wall time since creation)."""
+        total = self._now() - self._start
+        out = dict(self.seconds)
+        out["other"] += max(0.0, total - sum(self.seconds.values()))
+        out["total"] = total
+        return out
+
+
+def parse_breakdown(line: str) -> dict[str, float] | None:
+    """The phase seconds of one :data:`BREAKDOWN_FORMAT` log line (None if the line is not one).
+
+    Examples
+    --------
+    >>> parse_breakdown("similarity task region=0:4,time=0:64: read=0.5000s copy=0.0000s kernel=4.0000s "
+    ...                 "write=0.1000s other=0.4000s total=5.0000s")["kernel"]
+    4.0
+    """
+    import re
+
+    found = dict(re.findall(r"(\w+)=([0-9.]+)s", line.split(": ", 1)[-1])) if line.startswith("similarity task") \
+        else {}
+    if set(found) != {*TASK_PHASES, "total"}:
+        return None
+    return {k: float(v) for k, v in found.items()}
+
+
+def sum_breakdowns(breakdowns: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Sum per-task breakdowns: every phase, ``total``, ``tasks`` and ``kernel_fraction`` (kernel / total).
+
+    Examples
+    --------
+    >>> b = sum_breakdowns([{"read": 1.0, "copy": 0.0, "kernel": 8.0, "write": 0.5, "other": 0.5, "total": 10.0}] * 2)
+    >>> b["tasks"], b["kernel_fraction"]
+    (2.0, 0.8)
+    """
+    out = dict.fromkeys((*TASK_PHASES, "total"), 0.0)
+    n = 0
+    for b in breakdowns:
+        n += 1
+        for k in out:
+            out[k] += float(b[k])
+    out["tasks"] = float(n)
+    out["kernel_fraction"] = out["kernel"] / out["total"] if out["total"] > 0 else float("nan")
+    return out
+
+
+def last_breakdown() -> dict[str, float]:
+    """The summed task breakdown (:func:`sum_breakdowns`) of this process's last :func:`run` ({} before any).
+
+    Blocks found complete (skipped) are not in it; a benchmark reads it after ``run``.
+    """
+    return dict(_LAST_BREAKDOWN)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What one task reduces: its regions (consecutive vertex runs of the block read), times and stimuli."""
+
+    signals: list[str]
+    regions: list[str]
+    region_sizes: list[int]  # vertices of each region, in the block's vertex order
+    starts: np.ndarray  # first block sample of each output time (0 = the block's first sample)
+    length: int  # samples per output time (1 in raw mode)
+    first_time: int  # index of the block's first output time in the whole time axis
+    stim_index: dict[str, np.ndarray]
+    n_stimuli: int
+
+
+#: Prepared layer matrices per category, kept per worker process (key: store, content digest, method, subsets).
+_MODELS: dict[tuple, dict[str, np.ndarray]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _read(array: xr.DataArray) -> np.ndarray:
+    """``array``'s values read inside this task (Dask's synchronous scheduler, never through the cluster)."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return np.asarray(array.values)
+
+
+def prepared_models(models_path: str, cfg: Config, stim_index: dict[str, np.ndarray],
+                    clock: TaskClock | None = None) -> dict[str, np.ndarray]:
+    """Layer RDMs prepared for ``cfg.method`` per category, computed once per worker process.
+
+    Keyed by the store's content digest, so a rewritten ``model_rdms`` is read again.
+    """
     from mfrs.similarity.blocks import prepare_block
+    from mfrs.similarity.fused import model_matrix
+    from mfrs.store import ZarrStore
+
+    clock = clock or TaskClock()
+    with clock.phase("read"):
+        store = ZarrStore.open(models_path, entry_name="model_rdms")
+        key = (models_path, store.content_digest(), cfg.method,
+               tuple((c, hash(idx.tobytes())) for c, idx in sorted(stim_index.items())))
+    with _MODELS_LOCK:
+        hit = _MODELS.get(key)
+    if hit is not None:
+        return hit
+    with clock.phase("read"):
+        model = _read(store.dataset(warn_incomplete=False)["rdm"].transpose("layer", "pair")).astype(np.float32,
+                                                                                                      copy=False)
+    with clock.phase("kernel"):
+        n = stim_index["all"].size if "all" in stim_index else int(round((1 + math.sqrt(1 + 8 * model.shape[1])) / 2))
+        iu, ju = np.triu_indices(n, 1)
+        prepared = {}
+        for cat, idx in stim_index.items():
+            cols = model if idx.size == n else model[:, np.isin(iu, idx) & np.isin(ju, idx)]
+            prepared[cat] = model_matrix(prepare_block(np.ascontiguousarray(cols), cfg.method))
+    with _MODELS_LOCK:
+        _MODELS.clear()  # one model set per worker at a time
+        _MODELS[key] = prepared
+    return prepared
+
+
+def _features(block: np.ndarray, idx: np.ndarray, offset: int, nv: int, spec: BlockSpec, mode: str,
+              clock: TaskClock) -> np.ndarray:
+    """``(subject, time, stimulus, feature)`` of one region and category: views of ``block`` where possible.
+
+    ``block`` is ``(subject, stimulus, sample, vertex)``. All stimuli: a view (no copy); a
+    category subset copies only that region's rows of the subset.
+    """
+    verts = slice(offset, offset + nv)
+    if idx.size == spec.n_stimuli:
+        x = block[..., verts]
+    else:
+        with clock.phase("copy"):
+            x = block[:, idx, :, verts]
+    if mode == "raw":
+        return x.transpose(0, 2, 1, 3)
+    with clock.phase("copy"):
+        mean = x.mean(axis=-1)  # (subject, stimulus, samples)
+        return np.stack([mean[..., a : a + spec.length] for a in spec.starts], axis=1)
+
+
+def reduce_block(read_signal: Callable[[int], np.ndarray], spec: BlockSpec, models: dict[str, np.ndarray],
+                 cfg: Config, *, fam: Families, n_subjects: int, splits: np.ndarray | None = None,
+                 clock: TaskClock | None = None, null_device: str | None = None) -> dict[str, Any]:
+    """Every statistic of one block from its patterns: the stage's reduction, without Zarr or a cluster.
+
+    Parameters
+    ----------
+    read_signal : callable
+        ``s -> (subject, stimulus, sample, vertex)`` float32 patterns of signal ``s`` over
+        the block's samples and vertices (regions' vertices consecutive, in ``spec`` order).
+    models : dict
+        Category -> prepared layer matrix (:func:`prepared_models`).
+    null_device : str, optional
+        Torch device of the permutation null (``"cuda"`` on a GPU worker); None: numpy.
+
+    Returns
+    -------
+    dict
+        ``r (subject + 1, signal, category, region, time, layer)``, ``lower``/``upper``/``split``
+        ``(signal, category, region, time)``, ``stats`` (name -> ``(..., layer)``), ``deferred``
+        (null summaries for the side stores) and ``rdms`` (or None).
+    """
     from mfrs.similarity.families import block_statistics
-    from mfrs.similarity.fused import model_matrix, rsa_block
+    from mfrs.similarity.fused import rsa_block
     from mfrs.similarity.group import draw_bootstrap_weights, peak_summary, percentile_ci
     from mfrs.similarity.nulls import draw_stimulus_permutations
     from mfrs.similarity.seeds import unit_rng
     from mfrs.similarity.threads import single_threaded
 
-    cfg, unit = job.config, job.unit
-    from mfrs.store import ZarrStore
-
-    sources, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
-                       for path, name in ((job.sources_path, "sources"), (job.models_path, "model_rdms")))
-    lay = layout(sources, cfg)
-    fam = families(cfg, len(lay.regions), lay.times.size)
-    regions = unit.labels["region"]
-    t_sl = unit.region["time"]
-    starts = lay.starts[t_sl]
-    s0, s1 = int(starts[0]), int(starts[-1]) + lay.length
-    verts = np.concatenate([lay.vertices[r] for r in regions])
-    act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
-    model = models["rdm"].transpose("layer", "pair").values.astype(np.float32)
-    n_sub, n_sig = act.sizes["subject"], act.sizes["signal"]
-    n_t, n_layer, n_cat, n_reg = starts.size, model.shape[0], len(cfg.categories), len(regions)
+    clock = clock or TaskClock()
+    n_sub, n_sig, n_cat, n_reg, n_t = (n_subjects, len(spec.signals), len(cfg.categories), len(spec.regions),
+                                       spec.starts.size)
+    n_layer = next(iter(models.values())).shape[0]
     shape = (n_sig, n_cat, n_reg, n_t)
     r = np.full((n_sub + 1, *shape, n_layer), np.nan, np.float32)
     lower, upper = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
@@ -408,28 +627,17 @@ def _compute(job: _Job) -> None:
     stats = {k: np.full((*shape, n_layer), np.nan, np.float32)
              for k in _stat_names(cfg) + list(group_stats(cfg).block_variables)}
     deferred: dict[str, np.ndarray] = {}
-    n_all = act.sizes["stimulus"]
+    n_all = spec.n_stimuli
     rdm_dtype = {"none": None, "float32": np.float32, "float16": np.float16}[cfg.store_rdms]
     rdms_out = None
     if rdm_dtype is not None:
         rdms_out = np.full((n_sub + 1, n_sig, n_reg, n_t, n_all * (n_all - 1) // 2), np.nan, rdm_dtype)
-    splits = None
-    if cfg.split_half:
-        rng = unit_rng(cfg.seed, "noise_ceiling_split_half")
-        splits = np.stack([rng.permutation(n_sub) for _ in range(cfg.split_half)])
-    iu, ju = np.triu_indices(n_all, 1)
-    signals = sources["signal"].values.tolist()
     with single_threaded():
-        prepared = {}
-        for cat in cfg.categories:
-            idx = lay.stim_index[cat]
-            keep = np.isin(iu, idx) & np.isin(ju, idx)
-            prepared[cat] = model_matrix(prepare_block(np.ascontiguousarray(model[:, keep]), cfg.method))
-        for s, signal in enumerate(signals):
+        for s, signal in enumerate(spec.signals):
             # one signal of the block at a time: memory does not grow with the number of signals
-            block = act.isel(signal=s, time=slice(s0, s1), vertex=verts).values.astype(np.float32)
+            block = read_signal(s)
             for c, cat in enumerate(cfg.categories):
-                idx = lay.stim_index[cat]
+                idx = spec.stim_index[cat]
                 perms = None
                 if cfg.n_permutations:
                     perms = draw_stimulus_permutations(unit_rng(cfg.seed, "permutation", signal, cat), idx.size,
@@ -440,25 +648,21 @@ def _compute(job: _Job) -> None:
                     weights = draw_bootstrap_weights(unit_rng(cfg.seed, "bootstrap", signal, cat), n_sub,
                                                      cfg.n_bootstrap, cfg.bootstrap_fraction)
                 offset = 0
-                for g, region in enumerate(regions):
-                    nv = lay.vertices[region].size
-                    x = block[:, idx][..., offset : offset + nv]  # (subject, stimulus, time, vertex)
+                for g, nv in enumerate(spec.region_sizes):
+                    feats = _features(block, idx, offset, nv, spec, cfg.mode, clock)
                     offset += nv
-                    if cfg.mode == "raw":
-                        feats = x.transpose(0, 2, 1, 3)  # (subject, time, stimulus, vertex)
-                    else:
-                        mean = x.mean(axis=-1)  # (subject, stimulus, samples)
-                        rel = starts - s0
-                        feats = np.stack([mean[..., a : a + lay.length] for a in rel], axis=1)
                     sink = None
                     if rdms_out is not None and cat == "all":
                         def sink(t0: int, rdms: np.ndarray, _s: int = s, _g: int = g) -> None:
                             sl = slice(t0, t0 + rdms.shape[1])
                             rdms_out[:-1, _s, _g, sl] = rdms
                             rdms_out[-1, _s, _g, sl] = rdms.mean(axis=0)
-                    out = rsa_block(np.ascontiguousarray(feats), prepared[cat], metric=cfg.metric, method=cfg.method,
-                                    pooling=cfg.pooling, perms=perms, time_batch=cfg.exec.time_batch, splits=splits,
-                                    return_null=True, rdm_sink=sink, boot_weights=weights)
+                    with clock.phase("kernel"):
+                        out = rsa_block(feats, models[cat], metric=cfg.metric, method=cfg.method,
+                                        pooling=cfg.pooling, perms=perms, time_batch=cfg.exec.time_batch,
+                                        splits=splits,
+                                        return_null=True, rdm_sink=sink, boot_weights=weights,
+                                        null_device=null_device)
                     r[:, s, c, g] = out["r"]
                     lower[s, c, g], upper[s, c, g] = out["noise_ceiling_lower"], out["noise_ceiling_upper"]
                     if splits is not None:
@@ -467,32 +671,111 @@ def _compute(job: _Job) -> None:
                         null[:, g] = out["null"]
                     if weights is not None:
                         stats["r_ci_low"][s, c, g], stats["r_ci_high"][s, c, g] = percentile_ci(out["boot_r"], cfg.ci)
-                        value, index = peak_summary(out["boot_r"], int(t_sl.start))  # (sample, layer)
+                        value, index = peak_summary(out["boot_r"], spec.first_time)  # (sample, layer)
                         for k, v in (("boot_peak_r", value), ("boot_peak_index", index)):
                             deferred.setdefault(k, np.full((n_sig, n_cat, cfg.n_bootstrap, n_reg, 1, n_layer),
                                                            np.nan, np.float32))[s, c, :, g, 0] = v
                 if null is not None:
-                    res, summaries = block_statistics(r[-1, s, c], null, fam)
+                    with clock.phase("kernel"):
+                        res, summaries = block_statistics(r[-1, s, c], null, fam)
                     for k, v in res.items():
                         stats[k][s, c] = v
                     for k, v in summaries.items():
                         deferred.setdefault(k, np.full((n_sig, n_cat, *v.shape), np.nan, np.float32))[s, c] = v
                     del null
-    if deferred:
-        _write_summaries(job, fam, unit, deferred)
+            del block
+    return {"r": r, "lower": lower, "upper": upper, "split": split, "stats": stats, "deferred": deferred,
+            "rdms": rdms_out}
+
+
+def _block_spec(lay: Layout, unit: Any, signals: list[str], n_stimuli: int) -> tuple[BlockSpec, slice, Any]:
+    """The task's :class:`BlockSpec`, its sample range and its vertex selection (a slice when consecutive)."""
+    regions = list(unit.labels["region"])
+    t_sl = unit.region["time"]
+    starts = lay.starts[t_sl]
+    s0, s1 = int(starts[0]), int(starts[-1]) + lay.length
+    verts = np.concatenate([lay.vertices[r] for r in regions])
+    consecutive = verts.size and np.array_equal(verts, np.arange(verts[0], verts[0] + verts.size))
+    vsel = slice(int(verts[0]), int(verts[0]) + verts.size) if consecutive else verts
+    spec = BlockSpec(signals=signals, regions=regions, region_sizes=[lay.vertices[r].size for r in regions],
+                     starts=starts - s0, length=lay.length, first_time=int(t_sl.start),
+                     stim_index=lay.stim_index, n_stimuli=n_stimuli)
+    return spec, slice(s0, s1), vsel
+
+
+def _to_dataset(res: dict[str, Any], unit: Any, cfg: Config, fam: Families) -> xr.Dataset:
+    """The block's variables as the Dataset written into its unit of ``rsa``."""
     dims = ("signal", "category", "region", "time")
     data = xr.Dataset(
-        {"r": (("subject", *dims, "layer"), r), "noise_ceiling_lower": (dims, lower),
-         "noise_ceiling_upper": (dims, upper)},
-        coords={"region": regions, "time": unit.labels["time"]})
+        {"r": (("subject", *dims, "layer"), res["r"]), "noise_ceiling_lower": (dims, res["lower"]),
+         "noise_ceiling_upper": (dims, res["upper"])},
+        coords={"region": unit.labels["region"], "time": unit.labels["time"]})
     if cfg.split_half:
-        data["noise_ceiling_split_half"] = (dims, split)
+        data["noise_ceiling_split_half"] = (dims, res["split"])
     for name in _stat_names(cfg) + list(group_stats(cfg).block_variables):
         if name not in fam.final_variables:
-            data[name] = ((*dims, "layer"), stats[name])
-    if rdms_out is not None:
-        data["rdm"] = (("subject", "signal", "region", "time", "pair"), rdms_out)
-    job.store.write_unit(unit, data)
+            data[name] = ((*dims, "layer"), res["stats"][name])
+    if res["rdms"] is not None:
+        data["rdm"] = (("subject", "signal", "region", "time", "pair"), res["rdms"])
+    return data
+
+
+def _has_cuda() -> bool:
+    """Whether this process sees a CUDA device through torch (False without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _gpu_tasks(client: Any, config: Config) -> bool:
+    """Send the tasks to GPU workers: permutations asked and a worker with ``GPU=1`` that sees CUDA."""
+    from mfrs.cluster import gpu_workers
+
+    gpus = gpu_workers(client) if config.n_permutations else []
+    if not gpus:
+        return False
+    cuda = client.run(_has_cuda, workers=gpus)
+    if any(cuda.values()):
+        log.info("similarity: the permutation nulls (%d permutations) run through torch on GPU workers %s",
+                 config.n_permutations, [w for w, ok in cuda.items() if ok])
+        return True
+    return False
+
+
+def _compute(job: _Job) -> dict[str, float]:
+    """One task: read the block inside the task, reduce it, write it; returns its breakdown (:data:`TASK_PHASES`)."""
+    from mfrs.similarity.seeds import unit_rng
+    from mfrs.store import ZarrStore
+
+    clock = TaskClock()
+    cfg, unit = job.config, job.unit
+    with clock.phase("read"):
+        sources = ZarrStore.open(job.sources_path, entry_name="sources").dataset(warn_incomplete=False)
+    lay = layout(sources, cfg)
+    fam = families(cfg, len(lay.regions), lay.times.size)
+    act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
+    spec, samples, vsel = _block_spec(lay, unit, sources["signal"].values.tolist(), act.sizes["stimulus"])
+    models = prepared_models(job.models_path, cfg, lay.stim_index, clock)
+    splits = None
+    if cfg.split_half:
+        rng = unit_rng(cfg.seed, "noise_ceiling_split_half")
+        splits = np.stack([rng.permutation(act.sizes["subject"]) for _ in range(cfg.split_half)])
+
+    def read_signal(s: int) -> np.ndarray:
+        with clock.phase("read"):
+            return _read(act.isel(signal=s, time=samples, vertex=vsel)).astype(np.float32, copy=False)
+
+    res = reduce_block(read_signal, spec, models, cfg, fam=fam, n_subjects=act.sizes["subject"], splits=splits,
+                       clock=clock, null_device="cuda" if job.gpu and _has_cuda() else None)
+    with clock.phase("write"):
+        if res["deferred"]:
+            _write_summaries(job, fam, unit, res["deferred"])
+        job.store.write_unit(unit, _to_dataset(res, unit, cfg, fam))
+    times = clock.finish()
+    log.debug(BREAKDOWN_FORMAT, unit.key, *(times[p] for p in TASK_PHASES), times["total"])
+    return times
 
 
 def _stat_names(cfg: Config) -> list[str]:
@@ -607,6 +890,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
     input_stores = _input_stores(config, catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
+    config = resolve(config, sources)
     if models.sizes["pair"] != sources.sizes["stimulus"] * (sources.sizes["stimulus"] - 1) // 2:
         raise InputDataError(f"similarity: model_rdms has {models.sizes['pair']} pairs but sources has "
                              f"{sources.sizes['stimulus']} stimuli; make both from the same stimulus list")
@@ -630,14 +914,22 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
         ZarrStore.create(side_store_path(store.path, name), side, unit_dims=unit_dims, provenance=provenance,
                          entry_name=f"rsa/{name}")
     jobs = []
+    gpu = _gpu_tasks(client, config)
     for unit in store.units():
         if store.is_complete(unit):
             log.info("similarity: block %s complete in %s, skipping", unit.key, store.path)
             continue
         log.info("similarity: block %s not marked complete in %s, computing", unit.key, store.path)
-        jobs.append(_Job(store, unit, str(catalog.path("sources")), str(catalog.path("model_rdms")), config))
+        jobs.append(_Job(store, unit, str(catalog.path("sources")), str(catalog.path("model_rdms")), config, gpu))
     if jobs:
-        run_units(client, _compute, jobs, key=lambda j: j.unit.key, description=NAME, stage=NAME)
+        times = run_units(client, _compute, jobs, key=lambda j: j.unit.key, description=NAME, stage=NAME,
+                          resources={"GPU": 1} if gpu else None)
+        _LAST_BREAKDOWN.clear()
+        _LAST_BREAKDOWN.update(sum_breakdowns(times.values()))
+        b = _LAST_BREAKDOWN
+        log.info("similarity: %d tasks, %.1f s of task time: read %.1f, copy %.1f, kernel %.1f (%.0f %%), write %.1f, "
+                 "other %.1f", b["tasks"], b["total"], b["read"], b["copy"], b["kernel"], 100 * b["kernel_fraction"],
+                 b["write"], b["other"])
     if store.is_final_complete():
         if final_variables:
             log.info("similarity: final variables %s complete in %s, skipping", final_variables, store.path)

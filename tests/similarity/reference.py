@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.stats as ss
+from numba import njit
 from scipy.spatial.distance import pdist
 
 
@@ -133,3 +134,102 @@ def max_run_mass_brute(values, supra) -> float:
         elif run is not None:
             best, run = max(best, run), None
     return best if run is None else max(best, run)
+
+
+# --------------------------------------------------------------------------- alternatives the engine dropped
+# Kernels kept as references of the benchmark (benchmarks/bench_similarity.py) only: an LSD radix ranking
+# (slower than numpy's sort of packed words) and the element-wise triangle copy (slower than row segments).
+TOP, LOW32, SIGN32, DIGIT = np.uint64(32), np.uint64(4294967295), np.uint64(2147483648), np.uint64(2047)
+
+
+@njit(cache=True, nogil=True)
+def _packed_float32_keys(row, packed, counts):
+    """Pack order-preserving uint32 keys of float32 ``row`` with their index into uint64.
+
+    Fills the three 11-bit digit histograms ``counts`` (3, 2048) on the way; returns True
+    if a NaN is seen.
+    """
+    bits = row.view(np.uint32)
+    counts[:, :] = 0
+    has_nan = False
+    for i in range(row.shape[0]):
+        v = row[i]
+        if v != v:
+            has_nan = True
+        k = np.uint64(bits[i])
+        if v == 0.0:  # -0.0 ties with +0.0, as in scipy.stats.rankdata
+            k = np.uint64(0)
+        if k >= SIGN32:
+            k = (~k) & LOW32
+        else:
+            k = k | SIGN32
+        counts[0, k & DIGIT] += 1
+        counts[1, (k >> np.uint64(11)) & DIGIT] += 1
+        counts[2, (k >> np.uint64(22)) & DIGIT] += 1
+        packed[i] = (k << TOP) | np.uint64(i)
+    return has_nan
+
+
+@njit(cache=True, nogil=True)
+def rank_rows_f32(x, out):
+    """Average ranks of each row of float32 ``x`` (rows, n) into ``out`` (rows, n); NaN rows -> NaN.
+
+    LSD radix sort on (key << 32 | index) words, 3 passes of 11 bits, passes whose digit is
+    shared by every key skipped; then one sweep averaging the ranks of equal keys.
+    """
+    n = x.shape[1]
+    a = np.empty(n, np.uint64)
+    b = np.empty(n, np.uint64)
+    counts = np.empty((3, 2048), np.int64)
+    for r in range(x.shape[0]):
+        if _packed_float32_keys(x[r], a, counts):
+            out[r, :] = np.nan
+            continue
+        src = a
+        dst = b
+        for p in range(3):
+            shift = np.uint64(32 + 11 * p)
+            if counts[p, (src[0] >> shift) & DIGIT] == n:
+                continue
+            total = 0
+            for d in range(2048):
+                c = counts[p, d]
+                counts[p, d] = total
+                total += c
+            for i in range(n):
+                v = src[i]
+                d = (v >> shift) & DIGIT
+                j = counts[p, d]
+                counts[p, d] = j + 1
+                dst[j] = v
+            src, dst = dst, src
+        orow = out[r]
+        i = 0
+        while i < n:
+            j = i
+            k = src[i] >> TOP
+            while j + 1 < n and (src[j + 1] >> TOP) == k:
+                j += 1
+            rank = 0.5 * (i + j) + 1.0
+            for m in range(i, j + 1):
+                orow[src[m] & LOW32] = rank
+            i = j + 1
+
+
+@njit(cache=True, nogil=True)
+def upper_pairs(square, offset, scale, absolute, out):
+    """Pair vectors of a batch of square matrices: ``out[b, p] = offset + scale * f(square[b, i, j])``.
+
+    ``square`` (batch, n, n) is read above the diagonal only (i < j, row by row, the order
+    of ``scipy.spatial.distance.pdist``); ``f`` is ``abs`` when ``absolute`` else identity.
+    """
+    n = square.shape[1]
+    for b in range(square.shape[0]):
+        p = 0
+        for i in range(n - 1):
+            for j in range(i + 1, n):
+                v = square[b, i, j]
+                if absolute:
+                    v = abs(v)
+                out[b, p] = offset + scale * v
+                p += 1

@@ -386,3 +386,29 @@ def test_signflip_test_in_chunks_equals_enumeration(two_sided):
         np.testing.assert_array_equal(res["p"], p)  # exact: ties (the negated identity) count without tolerance
         np.testing.assert_array_equal(res["p_fwe"], p_fwe)
     assert res["p"][1, 2] == (2 / 32 if two_sided else 1 / 32)
+
+
+@pytest.mark.parametrize(("method", "n_brain"), [("spearman", 2), ("spearman", 6), ("pearson", 3)])
+def test_torch_null_equals_numpy_and_brute_force(method, n_brain):
+    """The torch null (CPU torch here; the same code on a GPU worker) against the numpy path and scipy.
+
+    Tolerance: 1e-5 absolute (both sum float32 products over the pairs, in different orders).
+    """
+    from scipy.spatial.distance import squareform
+
+    from mfrs.similarity.nulls import draw_stimulus_permutations, null_block_labels, null_block_labels_torch
+
+    rng = np.random.default_rng(13)
+    n = 40
+    brain = rng.random((n_brain, B.n_pairs(n))).astype(np.float32)
+    model = rng.random((5, B.n_pairs(n))).astype(np.float32)
+    perms = draw_stimulus_permutations(np.random.default_rng(4), n, 9)
+    pb, pm = B.prepare_block(brain, method), B.prepare_block(model, method)
+    cpu = null_block_labels(pb, pm, perms, method)
+    torch_null = null_block_labels_torch(pb, pm, perms, method, device="cpu", max_bytes=1)  # 1 permutation per GEMM
+    assert torch_null.shape == cpu.shape == (9, n_brain, 5)
+    np.testing.assert_allclose(torch_null, cpu, atol=1e-5, rtol=0)
+    ref = REFERENCE[f"compare:{method}"]
+    for k in (0, 8):
+        relabelled = squareform(squareform(brain[-1])[np.ix_(perms[k], perms[k])], checks=False)
+        assert torch_null[k, -1, 2] == pytest.approx(ref(relabelled, model[2]), abs=1e-5)

@@ -8,8 +8,9 @@ import scipy.stats as ss
 from scipy.spatial.distance import squareform
 
 from mfrs.similarity import _kernels as K
+from mfrs.similarity.blocks import rank_block
 
-from .reference import REFERENCE
+from .reference import REFERENCE, rank_rows_f32, upper_pairs
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -22,18 +23,26 @@ def test_rank_rows_matches_scipy_with_ties_and_signed_zero(dtype):
     x[2, 5:10] = 0.0
     x[3, ::7] = -np.inf
     out = np.empty_like(x)
-    (K.rank_rows_f32 if dtype == np.float32 else K.rank_rows_sorted)(x, out)
+    K.rank_rows_sorted(x, out)
+    engine = rank_block(x)  # float32: packed words sorted by numpy, then swept by K.ranks_from_sorted
+    radix = np.empty_like(x)
+    if dtype == np.float32:
+        rank_rows_f32(x, radix)  # the benchmark's radix alternative (tests/similarity/reference.py)
     for r in range(4):
         np.testing.assert_array_equal(out[r], REFERENCE["rank"](x[r]))
+        np.testing.assert_array_equal(engine[r], REFERENCE["rank"](x[r]))
+        if dtype == np.float32:
+            np.testing.assert_array_equal(radix[r], REFERENCE["rank"](x[r]))
 
 
 def test_rank_rows_nan_row_is_nan():
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
     x[1, 3] = np.nan
     out = np.empty_like(x)
-    K.rank_rows_f32(x, out)
-    np.testing.assert_array_equal(out[0], np.arange(1, 7))
-    assert np.isnan(out[1]).all()
+    rank_rows_f32(x, out)
+    for ranks in (out, rank_block(x)):
+        np.testing.assert_array_equal(ranks[0], np.arange(1, 7))
+        assert np.isnan(ranks[1]).all()
 
 
 def test_kendall_tau_a_matches_definition_with_ties():
@@ -66,7 +75,7 @@ def test_upper_pairs_and_sqdist_and_cross():
     rng = np.random.default_rng(3)
     g = rng.standard_normal((2, 5, 5))
     out = np.empty((2, 10))
-    K.upper_pairs(g, 1.0, -1.0, True, out)
+    upper_pairs(g, 1.0, -1.0, True, out)
     iu = np.triu_indices(5, 1)
     np.testing.assert_allclose(out, 1 - np.abs(g[:, iu[0], iu[1]]))
     x = rng.standard_normal((1, 5, 3))

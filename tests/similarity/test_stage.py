@@ -249,3 +249,60 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
     again = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
     np.testing.assert_array_equal(again.p_fwe, rsa.p_fwe)
     assert ZarrStore.open(tmp_path / "rsa.zarr").is_final_complete()
+
+
+def test_run_reports_per_task_breakdown(tmp_path, local_client):
+    _write_inputs(tmp_path)
+    cfg = stage.Config(categories=["all", "famous"], region_block=2, time_block=5)
+    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    b = stage.last_breakdown()
+    assert b["tasks"] == 2 * 2  # 2 region blocks x 2 time blocks, every one computed
+    assert sum(b[p] for p in stage.TASK_PHASES) == pytest.approx(b["total"], rel=1e-6)
+    assert 0 < b["kernel_fraction"] <= 1
+    line = stage.BREAKDOWN_FORMAT % ("region=0:2,time=0:5", 0.1, 0.0, 0.5, 0.05, 0.02, 0.67)
+    assert stage.parse_breakdown(line) == pytest.approx(
+        {"read": 0.1, "copy": 0.0, "kernel": 0.5, "write": 0.05, "other": 0.02, "total": 0.67})
+
+
+def test_time_block_defaults_to_the_sources_time_chunk(tmp_path):
+    from mfrs.store import ZarrStore
+
+    _write_inputs(tmp_path)
+    sources = ZarrStore.open(tmp_path / "sources.zarr").dataset(warn_incomplete=False)
+    chunk = sources.activity.chunksizes["time"][0]
+    assert stage.resolve(stage.Config(), sources).time_block == chunk
+    assert stage.resolve(stage.Config(mode="avg"), sources).time_block == 64
+    assert stage.resolve(stage.Config(time_block=3), sources).time_block == 3
+
+
+@pytest.mark.parametrize("mode", ["raw", "avg"])
+def test_reduce_block_without_zarr_matches_scipy(mode):
+    """The stage's pure reduction on numpy patterns: every subject's r against scipy pdist + spearmanr."""
+    from mfrs.similarity.blocks import prepare_block
+    from mfrs.similarity.families import families
+    from mfrs.similarity.fused import model_matrix
+
+    rng = np.random.default_rng(3)
+    n_sub, n_stim, n_samp, sizes = 3, 12, 8, [4, 5]
+    block = rng.standard_normal((n_sub, n_stim, n_samp, sum(sizes))).astype(np.float32)
+    model = rng.random((2, n_pairs(n_stim))).astype(np.float32)
+    cats = {"all": np.arange(n_stim), "famous": np.arange(0, n_stim, 2)}
+    cfg = stage.Config(mode=mode, categories=list(cats), window=0.02, step=0.01)
+    starts, length = (np.arange(n_samp), 1) if mode == "raw" else (np.array([0, 2, 4]), 4)
+    spec = stage.BlockSpec(signals=["broadband"], regions=["a", "b"], region_sizes=sizes, starts=starts,
+                           length=length, first_time=0, stim_index=cats, n_stimuli=n_stim)
+    iu, ju = np.triu_indices(n_stim, 1)
+    models = {}
+    for c, idx in cats.items():
+        keep = np.isin(iu, idx) & np.isin(ju, idx)
+        models[c] = model_matrix(prepare_block(model[:, keep], "spearman"))  # the layers, as the stage prepares them
+    res = stage.reduce_block(lambda s: block, spec, models, cfg, fam=families(cfg, 2, starts.size), n_subjects=n_sub)
+    for c, idx in enumerate(cats.values()):
+        keep = np.isin(iu, idx) & np.isin(ju, idx)
+        for g, (lo, nv) in enumerate(((0, 4), (4, 5))):
+            for t, a in enumerate(starts):
+                x = block[1][idx][:, a : a + length, lo : lo + nv]
+                feats = x[:, 0] if mode == "raw" else x.mean(axis=-1)
+                expect = REFERENCE["compare:spearman"](REFERENCE["rdm:correlation"](feats.astype(float)),
+                                                       model[1, keep])
+                assert res["r"][1, 0, c, g, t, 1] == pytest.approx(expect, abs=1e-4)
