@@ -89,7 +89,7 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
     categories, layers and permutations.
     """
     from mfrs.stages.meg import task_memory, task_seconds
-    from mfrs.stages.similarity import block_memory, calibrate
+    from mfrs.stages.similarity import READ_RATE, TASK_OVERHEAD_S, block_memory, calibrate
 
     s = shape or StudyShape()
     src_per_subject = 4.0 * s.n_signals * s.n_stimuli * s.n_samples * s.n_vertices
@@ -117,7 +117,9 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
     if calibrated:
         cal = calibrate(s.n_stimuli, feat, n_layer, "correlation", "spearman", n_sub=8)
         brain = n_rdm * cal["seconds_per_rdm"]
-        seconds = (brain + n_group * s.n_permutations * cal["seconds_per_permuted_rdm"]) / blocks
+        read = 4.0 * s.n_subjects * s.n_signals * s.n_stimuli * region_block * feat * max(tb, s.time_chunk)
+        seconds = ((brain + n_group * s.n_permutations * cal["seconds_per_permuted_rdm"]) / blocks
+                   + read / READ_RATE + TASK_OVERHEAD_S)
     sim = StageSize(
         "similarity", tasks=blocks, memory_per_task=memory, seconds_per_task=seconds,
         reads=src_per_subject * s.n_subjects + 4.0 * n_layer * p,

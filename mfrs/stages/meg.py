@@ -248,6 +248,9 @@ def _vertices(config: Config, catalog: "Catalog") -> xr.Dataset:
 
 #: RSS of an idle worker that has imported what the stage imports (mne, dask, xarray, zarr), measured.
 WORKER_BASE_BYTES = 450 * 2**20
+#: What cleaning holds besides the recordings (its imports, Maxwell, ICA, autoreject), fitted to the peaks
+#: ``benchmarks/bench_study_scale.py`` measured at 1100 Hz: 1.8 GiB for 104 MiB of FIF, 4.2 GiB for 518 MiB.
+_CLEAN_FIXED = 1.25 * 2**30
 #: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``), held about 3 times.
 _INVERSE_BATCH = 2**27
 
@@ -274,14 +277,14 @@ def task_memory(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n
     raw = 2.0 * raw_bytes
     epochs = 8.0 * n_epochs * n_channels * n_times
     bands = n_signals > 1
-    clean = 3 * raw + epochs + bands * (raw * n_channels / (n_channels + 74) + 3 * epochs)
+    clean = _CLEAN_FIXED + 3 * raw + epochs + bands * (raw * n_channels / (n_channels + 74) + 3 * epochs)
     tb = min(time_chunk, n_times)
     block = 2 * 4.0 * n_stim * tb * n_grid
     band_block = bands * (4.0 * n_epochs * n_channels * n_times + 8.0 * n_epochs * n_channels * tb
                           + 4.0 * n_epochs * tb * n_grid)
-    sources = (3 * epochs + 8.0 * n_stim * n_channels * n_times + 4.0 * n_signals * n_stim * n_channels * n_times
-               + block + band_block + 3 * _INVERSE_BATCH)
-    return int(WORKER_BASE_BYTES + max(clean, sources))
+    sources = (WORKER_BASE_BYTES + 3 * epochs + 8.0 * n_stim * n_channels * n_times
+               + 4.0 * n_signals * n_stim * n_channels * n_times + block + band_block + 3 * _INVERSE_BATCH)
+    return int(max(clean, sources))
 
 
 def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:

@@ -265,6 +265,9 @@ def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_ve
 WORKER_BASE_BYTES = 400 << 20
 #: Bytes per second one core reads (decompresses) from the sources store, measured at study shape.
 READ_RATE = 2.5e8
+#: Seconds a task spends outside its kernel and reads (opening stores, writing r and marks), measured
+#: at study shape (issue 14: 384 core-seconds for 72 blocks whose kernel took 155 s).
+TASK_OVERHEAD_S = 3.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -366,7 +369,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
         seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
                    + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
                    + n_group * config.n_bootstrap * cal["seconds_per_rdm"]  # one mean RDM ranked per sample
-                   + units * read_bytes / READ_RATE)
+                   + units * (read_bytes / READ_RATE + TASK_OVERHEAD_S))
         notes.append(f"seconds on one core from a calibration on this machine: "
                      f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
                      f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
