@@ -225,7 +225,7 @@ def kernel_seconds(sources: Path, models: Path, regions: list[str], config) -> t
             read += time.perf_counter() - t0
             x = np.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (subject, time, stimulus, vertex)
             t0 = time.perf_counter()
-            rsa_block(x, model, metric=config.metric, method=config.method, time_batch=config.time_batch)
+            rsa_block(x, model, metric=config.metric, method=config.method, time_batch=config.exec.time_batch)
             kernel += time.perf_counter() - t0
     return kernel, read
 
@@ -340,6 +340,11 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     core = sim.seconds * len(sim.peak_rss)  # two one-thread workers
     print(f"  similarity time   plan {sim_plan.seconds:9.0f}s  measured {core:9.0f}s core "
           f"({sim.seconds:.0f} s wall x {len(sim.peak_rss)} workers)  {_verdict(sim_plan.seconds, core)}")
+    b = similarity.last_breakdown()  # the stage's own per-task phases, summed over its tasks
+    if b:
+        print("\nsimilarity stage, summed over its " + f"{b.get('tasks', 0):.0f} tasks: " + ", ".join(
+            f"{k} {b[k]:.1f} s" for k in similarity.TASK_PHASES if k in b)
+            + f"; kernel {b.get('kernel_fraction', 0):.0%} of task time (target >= 80 %)")
     print(f"\nsimilarity stage / fused kernel (same arrays, one thread): {kernel:.1f} s kernel, {read:.1f} s "
           f"to read them; stage wall {sim.seconds:.1f} s x {len(sim.peak_rss)} workers = {core:.1f} core s "
           f"-> efficiency {kernel / core:.0%} (target >= 80 %), stage/kernel {core / kernel:.2f}")

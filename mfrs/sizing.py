@@ -141,7 +141,8 @@ def _searchlight(s: StudyShape, n_layer: int, calibrated: bool, patch_size: int 
            else {"seconds_per_rdm": 0.0, "seconds_per_permuted_rdm": 0.0})
     p = searchlight_plan(s.n_vertices, s.n_samples, s.n_subjects, n_stimuli=s.n_stimuli, n_layers=n_layer,
                          patch_size=patch_size, n_signals=s.n_signals, n_categories=s.n_categories,
-                         n_permutations=s.n_permutations, **cal)
+                         n_permutations=s.n_permutations, seconds_per_rdm=cal["seconds_per_rdm"],
+                         seconds_per_permuted_rdm=cal["seconds_per_permuted_rdm"])
     return StageSize("searchlight", tasks=p.n_tasks, memory_per_task=p.memory_per_task,
                      seconds_per_task=p.seconds / max(p.n_tasks, 1), reads=sum(p.reads.values()),
                      writes=sum(p.writes.values()), notes=f"optional: {s.n_vertices:,} centres of ~{patch_size} "
