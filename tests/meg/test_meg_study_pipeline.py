@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tests_support import REPO, run_mfrs
+from tests_support import REPO, driver_weights, run_mfrs
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +70,9 @@ def study_run(tmp_path_factory, local_client):
     presented = load_catalog(tmp / "presented.yaml")
     stimuli.run(config=stimuli.Config(size=32), catalog=presented, client=local_client)
     anatomy = build_template_subjects_dir(tmp / "subjects", grid="ico4", region_size=20)
+    sim = DemoDataConfig(n_subjects=2, n_runs=2, sfreq=1100.0, grid="ico4", region_size=20, seed=5)
     bids = generate_bids(tmp / "ds000117", subjects_dir=anatomy, stimuli=presented.open("stimuli"),
-                         config=DemoDataConfig(n_subjects=2, n_runs=2, sfreq=1100.0, grid="ico4",
-                                               region_size=20, seed=5))
+                         config=sim, weights=driver_weights(sim))
     # the study's catalog: the same entries, pointed at this set, the exclusion list named
     spec["root"] = str(tmp / "data")
     spec["entries"]["stimulus_images"]["params"] = {"exclude": f"../{exclusions.name}"}
