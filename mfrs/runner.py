@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from mfrs.errors import ClusterError, MfrsError, StageFailures
 
@@ -43,13 +43,26 @@ class _InTask:
             return self.func(item)
 
 
+@overload
 def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
-              description: str, resources: dict[str, float] | None = None,
-              stage: str | None = None) -> dict[str, Any]:
+              description: str, resources: dict[str, float] | None = None, stage: str | None = None,
+              return_failures: Literal[False] = False) -> dict[str, Any]: ...
+
+
+@overload
+def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
+              description: str, resources: dict[str, float] | None = None, stage: str | None = None,
+              return_failures: Literal[True]) -> tuple[dict[str, Any], dict[str, str]]: ...
+
+
+def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, key: Callable[[T], str],
+              description: str, resources: dict[str, float] | None = None, stage: str | None = None,
+              return_failures: bool = False) -> dict[str, Any] | tuple[dict[str, Any], dict[str, str]]:
     """Submit ``func(item)`` for every item, show progress, and wait for all.
 
     A failing unit does not stop the others: every unit runs to its end, then
-    :class:`~mfrs.errors.StageFailures` lists each failed key with its message.
+    :class:`~mfrs.errors.StageFailures` lists each failed key with its message
+    (or, with ``return_failures``, they are returned beside the results).
 
     Parameters
     ----------
@@ -67,23 +80,26 @@ def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, k
         Worker resources each task needs (``{"GPU": 1}``).
     stage : str, optional
         Stage name for the error message (defaults to ``description``).
+    return_failures : bool
+        Return ``(results, failures)`` (unit key -> message) instead of raising, for a stage
+        that goes on with the units that succeeded.
 
     Returns
     -------
     dict
-        Unit key -> result of ``func``.
+        Unit key -> result of ``func``; with ``return_failures``, ``(that dict, unit key -> message)``.
 
     Raises
     ------
     StageFailures
-        When one or more units failed.
+        When one or more units failed (not with ``return_failures``).
     """
     from distributed import wait
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     items = list(items)
     if not items:
-        return {}
+        return ({}, {}) if return_failures else {}
     futures = {}
     for item in items:
         name = key(item)
@@ -120,6 +136,8 @@ def run_units(client: Client, func: Callable[[T], Any], items: Iterable[T], *, k
                     failures[name] = _message(exc)
                     log.error("%s: %s failed (%d/%d): %s", description, name, done, len(futures), failures[name])
                 progress.advance(task)
+    if return_failures:
+        return results, failures
     if failures:
         raise StageFailures(stage or description, failures)
     return results

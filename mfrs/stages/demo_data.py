@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,12 +120,26 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=notes)
 
 
-def _generate(args: tuple[DemoDataConfig, Path, Path, Any, dict[str, Any], bool, dict]) -> str:
+@dataclass(frozen=True)
+class GenerateTask:
+    """The one task's arguments: where the anatomy and the BIDS set go, and what they are made from."""
+
+    config: DemoDataConfig
+    anatomy: Path
+    bids: Path
+    stimuli: Any  # xarray.Dataset of the stimuli, loaded
+    provenance: dict[str, Any]
+    overwrite: bool
+    weights: dict[str, tuple[dict[str, Any], str]]
+
+
+def _generate(task: GenerateTask) -> str:
     """The one task: template anatomy, then the BIDS set (runs on a worker)."""
     from mfrs.demo.anatomy import build_template_subjects_dir
     from mfrs.demo.simulate import generate_bids
 
-    cfg, anatomy, bids, stimuli, provenance, overwrite, weights = args
+    cfg, anatomy, bids, stimuli, provenance, overwrite, weights = (
+        task.config, task.anatomy, task.bids, task.stimuli, task.provenance, task.overwrite, task.weights)
     build_template_subjects_dir(Path(anatomy), grid=cfg.grid, region_size=cfg.region_size,
                                 seed=cfg.seed, overwrite=overwrite)
     root = generate_bids(Path(bids), subjects_dir=Path(anatomy), stimuli=stimuli, config=cfg,
@@ -168,6 +183,7 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
             * (not bids_done))
     log.info("demo_data: %s, generating", reason)
     weights = weights_sources(cfg, catalog)
-    item = (cfg, anatomy, bids, stimuli, provenance, overwrite, weights)
-    run_units(client, _generate, [item], key=lambda _: "ds000117", description="demo data",
+    task = GenerateTask(config=cfg, anatomy=anatomy, bids=bids, stimuli=stimuli, provenance=provenance,
+                        overwrite=overwrite, weights=weights)
+    run_units(client, _generate, [task], key=lambda _: "ds000117", description="demo data",
               stage=NAME)

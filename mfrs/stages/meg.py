@@ -188,20 +188,6 @@ def store_templates(*, config: Config, subjects: list[str], stim: xr.Dataset, ch
     return ep, src
 
 
-def _safe_prepare(job: "SubjectJob") -> "Prepared | str":
-    """``prepare`` with its failure returned as text, so that the other subjects go on."""
-    from mfrs.errors import MfrsError
-    from mfrs.meg.subject import prepare
-
-    try:
-        return prepare(job)
-    except MfrsError as exc:
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - one subject's bug must not stop the others
-        log.exception("meg: sub-%s cleaning failed", job.subject)
-        return f"{type(exc).__name__}: {exc}"
-
-
 def exclude_missing(stim_ids: list[str],
                     prepared: dict[str, "Prepared"]) -> tuple[list[str], dict[str, str]]:
     """Stimuli kept by every subject (in ``stim_ids`` order), and why each other one is excluded.
@@ -337,6 +323,7 @@ def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool =
     are missing or broken fails alone: the others are written and marked
     complete, then :class:`~mfrs.errors.StageFailures` names the failed files.
     """
+    from mfrs.meg.subject import prepare
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
     from mfrs.store import ZarrStore
@@ -344,10 +331,10 @@ def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool =
     stim = _stimulus_coords(config, catalog)
     jobs, inputs_fp = subject_jobs(config, catalog, stim)
     subjects = [f"sub-{j.subject}" for j in jobs]
-    results = run_units(client, _safe_prepare, jobs, key=lambda j: f"sub-{j.subject}",
-                        description="meg-clean", stage=NAME)
-    failures = {k: v for k, v in results.items() if isinstance(v, str)}
-    prepared = {k.removeprefix("sub-"): v for k, v in results.items() if not isinstance(v, str)}
+    # a subject whose files are missing or broken fails alone; the others go on
+    results, failures = run_units(client, prepare, jobs, key=lambda j: f"sub-{j.subject}", description="meg-clean",
+                                  stage=NAME, return_failures=True)
+    prepared: dict[str, Prepared] = {k.removeprefix("sub-"): v for k, v in results.items()}
     if not prepared:
         raise StageFailures(NAME, failures)
     first = prepared[sorted(prepared)[0]]
@@ -402,11 +389,9 @@ def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool =
             log.info("meg: %s not marked complete in %s, computing sources", sub, src_store.path)
         todo.append(LocalizeTask(job=job, stimuli=tuple(kept), epochs_store=ep_store, epochs_unit=ep_units[sub],
                                  sources_store=src_store, sources_unit=src_units[sub]))
-    try:
-        run_units(client, localize_unit, todo, key=lambda t: f"sub-{t.job.subject}",
-                  description="meg-sources", stage=NAME)
-    except StageFailures as exc:
-        failures.update(exc.failures)
+    _, failed = run_units(client, localize_unit, todo, key=lambda t: f"sub-{t.job.subject}",
+                          description="meg-sources", stage=NAME, return_failures=True)
+    failures.update(failed)
     if failures:
         raise StageFailures(NAME, failures)
 

@@ -24,6 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -467,10 +468,24 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{n_train} training items x {config.epochs} epochs of {config.network}"])
 
 
-def _task(args: tuple[Config, str, str, str, dict | None, str | None, bool, dict]) -> dict[str, Any]:
-    cfg, images_path, images_entry, output_dir, params, location, overwrite, provenance = args
-    return train(cfg, images_path=Path(images_path), output_dir=Path(output_dir), images_entry=images_entry,
-                 init_params=params, init_location=location, overwrite=overwrite, provenance=provenance)
+@dataclass(frozen=True)
+class TrainTask:
+    """The one training task's arguments (see :func:`train`)."""
+
+    config: Config
+    images_path: Path
+    images_entry: str
+    output_dir: Path
+    init_params: dict[str, Any] | None
+    init_location: str | None
+    overwrite: bool
+    provenance: dict[str, Any]
+
+
+def _task(task: TrainTask) -> dict[str, Any]:
+    return train(task.config, images_path=task.images_path, output_dir=task.output_dir,
+                 images_entry=task.images_entry, init_params=task.init_params, init_location=task.init_location,
+                 overwrite=task.overwrite, provenance=task.provenance)
 
 
 def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
@@ -489,7 +504,8 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
                                  seed=config.seed, client=client)
     resources = {"GPU": 1.0} if gpu_workers(client) else None
     log.info("train: one task on %s", "a GPU worker" if resources else "a CPU worker (the cluster has no GPU workers)")
-    args = (config, str(catalog.path(config.images)), config.images, str(output_dir), params, location,
-            overwrite, provenance)
-    return run_units(client, _task, [args], key=lambda a: f"{config.network}->{config.output}",
+    task = TrainTask(config=config, images_path=catalog.path(config.images), images_entry=config.images,
+                     output_dir=output_dir, init_params=params, init_location=location, overwrite=overwrite,
+                     provenance=provenance)
+    return run_units(client, _task, [task], key=lambda t: f"{t.config.network}->{t.config.output}",
                      description=NAME, resources=resources, stage=NAME)
