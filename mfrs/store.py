@@ -187,6 +187,29 @@ def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "structure differs"
 
 
+def _write_metadata(path: Path, template: xr.Dataset, *, unit_dims: tuple[str, ...], unit_chunks: dict[str, Any],
+                    structure: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Write a new store's metadata and coordinates (no data): the template's chunks become the Zarr chunks."""
+    attrs = dict(template.attrs)
+    attrs["provenance"] = provenance
+    attrs[_STORE_ATTR] = {"unit_dims": list(unit_dims), "unit_chunks": unit_chunks,
+                          "structure": structure, "format": 1}
+    encoding = {name: {"chunks": tuple(max(c) for c in var.chunks), "compressors": chunk_codecs()}
+                for name, var in template.data_vars.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Coordinates are written now, with the metadata: lazy ones (e.g. read from another
+    # store) would otherwise be left as fill values by to_zarr(compute=False).
+    tmp = template.assign_coords({name: coord.compute() for name, coord in template.coords.items()})
+    tmp.attrs = attrs
+    for var in tmp.variables.values():
+        # Encodings read from another store (fixed string widths, codecs) would truncate
+        # longer labels or clash with the chunks here: the template's values decide.
+        var.encoding = {}
+    with quiet_zarr():
+        tmp.to_zarr(path, mode="w-", compute=False, consolidated=True, encoding=encoding, zarr_format=3)
+    (path / MARKER_DIR).mkdir(exist_ok=True)
+
+
 class ZarrStore:
     """A Zarr store written unit by unit.
 
@@ -266,65 +289,59 @@ class ZarrStore:
             raise StoreError(f"final variables {unknown} are not data variables of the template.")
         if final_variables:  # absent otherwise, so stores made before final variables existed still resume
             structure["final_variables"] = sorted(final_variables)
-        fp = provenance["fingerprint"]
         label = f"store {path}" + (f" (catalog entry {entry_name!r})" if entry_name else "")
         if path.exists() and overwrite:
             log.warning("%s: --overwrite given, deleting it with its finished units", label)
             shutil.rmtree(path)
-        if path.exists():
-            if not (path / "zarr.json").exists():
-                if (path / MARKER_DIR).exists() and any((path / MARKER_DIR).iterdir()):
-                    raise StoreError(f"{label} has completion marks but no zarr.json: it is damaged. "
-                                     "Move it away or rerun with --overwrite.")
-                log.info("%s: metadata was never written completely, creating it again", label)
-                shutil.rmtree(path)
-            else:
-                existing = cls.open(path, entry_name=entry_name)
-                old_prov = existing.provenance
-                old_struct = existing._attrs().get(_STORE_ATTR, {}).get("structure")
-                if old_struct != structure:
-                    raise StoreError(
-                        f"{label} exists with another layout ({_describe_difference(old_struct or {}, structure)})"
-                        " than this run would write. Rerun with --overwrite to replace it, or point the "
-                        "catalog entry at a new location."
-                    )
-                if old_prov.get("fingerprint") != fp:
-                    changes = provenance_changes(old_prov, provenance)
-                    kinds = [k for k in ("parameters", "inputs", "seed") if old_prov.get(k) != provenance.get(k)]
-                    raise StoreError(
-                        f"{label} was made with other {', '.join(kinds) or 'settings'}: "
-                        f"{'; '.join(changes) or 'see its provenance'} "
-                        f"(fingerprint {old_prov.get('fingerprint')} vs {fp}). Its finished units are kept. "
-                        "Rerun with --overwrite to recompute everything with the new settings, or point "
-                        "the catalog entry at a new location."
-                    )
-                missing = [u.key for u in existing.missing_units()]
-                log.info("%s: resuming, %d of %d units complete; not marked complete, to compute: %s%s",
-                         label, len(existing.units()) - len(missing), len(existing.units()),
-                         ", ".join(missing[:10]) or "none", " ..." if len(missing) > 10 else "")
-                return existing
-
-        attrs = dict(template.attrs)
-        attrs["provenance"] = provenance
-        attrs[_STORE_ATTR] = {"unit_dims": list(unit_dims), "unit_chunks": unit_chunks,
-                              "structure": structure, "format": 1}
-        encoding = {name: {"chunks": tuple(max(c) for c in var.chunks), "compressors": chunk_codecs()}
-                    for name, var in template.data_vars.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Coordinates are written now, with the metadata: lazy ones (e.g. read from another
-        # store) would otherwise be left as fill values by to_zarr(compute=False).
-        tmp = template.assign_coords({name: coord.compute() for name, coord in template.coords.items()})
-        tmp.attrs = attrs
-        for var in tmp.variables.values():
-            # Encodings read from another store (fixed string widths, codecs) would truncate
-            # longer labels or clash with the chunks here: the template's values decide.
-            var.encoding = {}
-        with quiet_zarr():
-            tmp.to_zarr(path, mode="w-", compute=False, consolidated=True, encoding=encoding, zarr_format=3)
-        (path / MARKER_DIR).mkdir(exist_ok=True)
+        existing = cls._resumable(path, structure=structure, provenance=provenance, entry_name=entry_name,
+                                  label=label)
+        if existing is not None:
+            return existing
+        _write_metadata(path, template, unit_dims=tuple(unit_dims), unit_chunks=unit_chunks, structure=structure,
+                        provenance=provenance)
         log.info("%s: created (%d units over %s)", label,
                  int(np.prod([len(v) for v in unit_chunks.values()])), ", ".join(unit_dims))
         return cls.open(path, entry_name=entry_name)
+
+    @classmethod
+    def _resumable(cls, path: Path, *, structure: dict[str, Any], provenance: dict[str, Any],
+                   entry_name: str | None, label: str) -> ZarrStore | None:
+        """The existing store at ``path`` when this run may resume it; None when there is none (a store
+        whose metadata was never written completely is removed); StoreError when it differs."""
+        if not path.exists():
+            return None
+        if not (path / "zarr.json").exists():
+            if (path / MARKER_DIR).exists() and any((path / MARKER_DIR).iterdir()):
+                raise StoreError(f"{label} has completion marks but no zarr.json: it is damaged. "
+                                 "Move it away or rerun with --overwrite.")
+            log.info("%s: metadata was never written completely, creating it again", label)
+            shutil.rmtree(path)
+            return None
+        existing = cls.open(path, entry_name=entry_name)
+        old_prov = existing.provenance
+        old_struct = existing._attrs().get(_STORE_ATTR, {}).get("structure")
+        if old_struct != structure:
+            raise StoreError(
+                f"{label} exists with another layout ({_describe_difference(old_struct or {}, structure)})"
+                " than this run would write. Rerun with --overwrite to replace it, or point the "
+                "catalog entry at a new location."
+            )
+        fp = provenance["fingerprint"]
+        if old_prov.get("fingerprint") != fp:
+            changes = provenance_changes(old_prov, provenance)
+            kinds = [k for k in ("parameters", "inputs", "seed") if old_prov.get(k) != provenance.get(k)]
+            raise StoreError(
+                f"{label} was made with other {', '.join(kinds) or 'settings'}: "
+                f"{'; '.join(changes) or 'see its provenance'} "
+                f"(fingerprint {old_prov.get('fingerprint')} vs {fp}). Its finished units are kept. "
+                "Rerun with --overwrite to recompute everything with the new settings, or point "
+                "the catalog entry at a new location."
+            )
+        missing = [u.key for u in existing.missing_units()]
+        log.info("%s: resuming, %d of %d units complete; not marked complete, to compute: %s%s",
+                 label, len(existing.units()) - len(missing), len(existing.units()),
+                 ", ".join(missing[:10]) or "none", " ..." if len(missing) > 10 else "")
+        return existing
 
     @classmethod
     def open(cls, path: str | Path, *, entry_name: str | None = None) -> ZarrStore:
