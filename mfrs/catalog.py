@@ -26,7 +26,7 @@ from mfrs.types import EntryKind
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Catalog", "CatalogEntry", "load_catalog", "find_catalog_file", "package_file", "CATALOG_ENV", "ROOT_ENV"]
+__all__ = ["Catalog", "CatalogEntry", "FreesurferParams", "load_catalog", "find_catalog_file", "package_file", "CATALOG_ENV", "ROOT_ENV"]
 
 CATALOG_ENV = "MFRS_CATALOG"
 ROOT_ENV = "MFRS_DATA_ROOT"
@@ -71,6 +71,23 @@ class _CatalogSpec(BaseModel):
     entries: dict[str, _EntrySpec]
 
 
+class FreesurferParams(BaseModel):
+    """``params`` of a ``freesurfer`` entry (a subjects_dir): the one home of their defaults.
+
+    Other keys (``subjects``: BIDS label -> FreeSurfer subject, ``trans``: one path or BIDS
+    label -> path) are kept as given.
+
+    Examples
+    --------
+    >>> FreesurferParams.model_validate({}).parcellation
+    'aparc_sub'
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    subject: str = Field("fsaverage", description="the FreeSurfer subject of every BIDS subject not in `subjects`")
+    parcellation: str = Field("aparc_sub", description="annotation of the named regions (on fsaverage)")
+
+
 class CatalogEntry(BaseModel):
     """One named dataset of the catalog.
 
@@ -92,6 +109,16 @@ class CatalogEntry(BaseModel):
     uri: str
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def freesurfer(self) -> FreesurferParams:
+        """The validated params of a ``freesurfer`` entry, defaults filled (CatalogError for another kind)."""
+        if self.kind != "freesurfer":
+            raise CatalogError(f"catalog entry {self.name!r} is of kind {self.kind!r}, not 'freesurfer'.")
+        try:
+            return FreesurferParams.model_validate(self.params)
+        except ValidationError as exc:
+            raise CatalogError(f"catalog entry {self.name!r}: invalid params: {exc}") from exc
 
     @property
     def is_local(self) -> bool:

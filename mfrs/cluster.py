@@ -166,7 +166,7 @@ def load_profile(name: str | None = None) -> LocalProfile | SlurmProfile | Addre
                           f"{', '.join(known)}, or give a scheduler address like tcp://host:8786.")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-        return TypeAdapter(Profile).validate_python(raw)
+        return TypeAdapter(Profile).validate_python(raw)  # type: ignore[arg-type]  # an Annotated union, not a type
     except yaml.YAMLError as exc:
         raise ConfigError(f"cluster profile {path} is not valid YAML: {exc}") from exc
     except ValidationError as exc:

@@ -177,8 +177,8 @@ def _figures(catalog: Any, ds: Any, rows: list[dict[str, Any]], truth: Any) -> l
                 "Best r over layers at each time: trained (solid) and untrained (dashed) weights."))
     anat = catalog.entry("anatomy")
     out.append(("Cortex", "Peak r on the cortex",
-                figures.cortex_map(one, anat.path, subject=str(anat.params.get("subject", "fsaverage")),
-                                   parcellation=str(anat.params.get("parcellation", "aparc_sub")), signal=signal),
+                figures.cortex_map(one, anat.path, subject=anat.freesurfer.subject,
+                                   parcellation=anat.freesurfer.parcellation, signal=signal),
                 "Peak r over time and layers of each analysed region, on the inflated fsaverage surface."))
     # the brain RDM at the strongest trained peak, beside its best layer's RDM
     hemis = [r for r in rows if r["trained"] and np.isfinite(r["peak_r"])]

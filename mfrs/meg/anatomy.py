@@ -52,21 +52,20 @@ class Anatomy:
 def resolve_anatomy(subjects_dir: Path, params: dict[str, Any], bids_subject: str) -> Anatomy:
     """Anatomy of ``bids_subject`` from the ``anatomy`` entry's params.
 
-    Params: ``subject`` (default FreeSurfer subject, ``fsaverage``), ``parcellation``
-    (default ``aparc_sub``), optional ``subjects`` (BIDS label -> FreeSurfer subject)
-    and ``trans`` (one path, or BIDS label -> path; relative paths are below
+    Params (:class:`mfrs.catalog.FreesurferParams`, defaults filled): ``subject`` (the FreeSurfer
+    subject), ``parcellation``, optional ``subjects`` (BIDS label -> FreeSurfer subject) and ``trans`` (one path, or BIDS label -> path; relative paths are below
     subjects_dir). Without ``trans`` the file is ``<fs>/bem/<fs>-trans.fif``.
     """
     subjects_dir = Path(subjects_dir)
     mapping = params.get("subjects") or {}
-    fs = str(mapping.get(bids_subject, mapping.get(f"sub-{bids_subject}", params.get("subject", TEMPLATE))))
+    fs = str(mapping.get(bids_subject, mapping.get(f"sub-{bids_subject}", params["subject"])))
     trans_param = params.get("trans")
     if isinstance(trans_param, dict):
         trans_param = trans_param.get(bids_subject, trans_param.get(f"sub-{bids_subject}"))
     trans = Path(trans_param) if trans_param else subjects_dir / fs / "bem" / f"{fs}-trans.fif"
     if not trans.is_absolute():
         trans = subjects_dir / trans
-    anat = Anatomy(subjects_dir, fs, trans, str(params.get("parcellation", "aparc_sub")))
+    anat = Anatomy(subjects_dir, fs, trans, str(params["parcellation"]))
     for need in (subjects_dir / fs / "surf", trans, subjects_dir / TEMPLATE / "label"):
         if not need.exists():
             raise InputDataError(

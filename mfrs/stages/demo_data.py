@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mfrs.catalog import Catalog
+from mfrs.demo.anatomy import PARCELLATION, SUBJECT
 from mfrs.demo.config import DemoDataConfig
 from mfrs.errors import ConfigError, StoreError
 from mfrs.stage import Plan, StageConfig
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 PROVENANCE_FILE = Path("derivatives") / "mfrs-simulation" / "provenance.json"
 
 _N_CHANNELS = 310  # 306 MEG + STI101 + 2 EOG + ECG
-_TEMPLATE_SUBJECT = "fsaverage"
-_PARCELLATION = "aparc_sub"
 
 
 class Config(StageConfig, DemoDataConfig):
@@ -75,12 +74,11 @@ def outputs(cfg: Config, catalog: Catalog) -> list[str]:
 
 def _check_anatomy_entry(catalog: Catalog) -> Path:
     entry = catalog.entry("anatomy")
-    subject = entry.params.get("subject", _TEMPLATE_SUBJECT)
-    parc = entry.params.get("parcellation", _PARCELLATION)
-    if subject != _TEMPLATE_SUBJECT or parc != _PARCELLATION:
+    subject, parc = entry.freesurfer.subject, entry.freesurfer.parcellation
+    if subject != SUBJECT or parc != PARCELLATION:
         raise ConfigError(
             f"catalog entry 'anatomy' has params subject={subject!r}, parcellation={parc!r}; the "
-            f"demo writes subject {_TEMPLATE_SUBJECT!r} with parcellation {_PARCELLATION!r}. "
+            f"demo writes subject {SUBJECT!r} with parcellation {PARCELLATION!r}. "
             "Set those params, or leave demo_data out of the pipeline when analysing real data")
     return entry.path
 

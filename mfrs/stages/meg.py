@@ -136,7 +136,7 @@ def subject_jobs(config: Config, catalog: "Catalog",
             "head_pos": _files_fingerprint(list(head_pos[sub].values()), catalog),
             "bad_channels": _files_fingerprint(list(bad_logs[sub].values()), catalog),
             "excluded": sorted(excluded)})
-        jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, dict(anat.params),
+        jobs.append(SubjectJob(sub, bids.path, runs, config, work, anat.path, anat.freesurfer.model_dump(),
                                file_to_stimulus, calibration, crosstalk, fp, head_pos[sub],
                                bad_logs[sub], excluded))
     inputs_fp = {"ds000117": fingerprint({"path": catalog.relative(bids.path), "subjects": list(layout.subjects),
@@ -226,7 +226,7 @@ def _vertices(config: Config, catalog: "Catalog") -> xr.Dataset:
     from mfrs.meg.regions import vertex_table
 
     anat = catalog.entry("anatomy")
-    parc = str(anat.params.get("parcellation", "aparc_sub"))
+    parc = anat.freesurfer.parcellation
     tmpl = Anatomy(anat.path, TEMPLATE, anat.path, parc)
     staged = stage_subjects_dir(tmpl, work_folder(catalog))
     return vertex_table(staged, parc, config.source.grid, drop=config.source.drop_regions)

@@ -92,7 +92,7 @@ def geometry(sources: xr.Dataset, cfg: Config, subjects_dir: str, subject: str =
 
 def _anatomy(catalog: Any) -> tuple[str, str]:
     anat = catalog.entry("anatomy")
-    return str(anat.path), str(anat.params.get("subject", "fsaverage"))
+    return str(anat.path), anat.freesurfer.subject
 
 
 def searchlight_plan(n_centres: int, n_times: int, n_subjects: int, *, n_stimuli: int = 428, n_layers: int = 72,
