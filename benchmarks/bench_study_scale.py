@@ -267,6 +267,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     from mfrs.demo.simulate import generate_bids
     from mfrs.demo.study_stimuli import write_study_stimuli
     from mfrs.stages import activations, meg, model_rdms, similarity, stimuli
+    from mfrs.stages.demo_data import weights_sources
 
     steps: list[Step] = _Steps()
     print(HEADER)
@@ -281,7 +282,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid=args.grid, region_size=region_size)
     demo = DemoDataConfig(n_subjects=1, n_runs=n_runs, sfreq=sfreq, grid=args.grid, region_size=region_size)
     generate_bids(catalog.path("ds000117"), subjects_dir=subjects_dir, stimuli=catalog.open("stimuli"),
-                  config=demo)
+                  config=demo, weights=weights_sources(demo, catalog))
     raw = sum(p.stat().st_size for p in catalog.path("ds000117").rglob("*_meg.fif"))
     n_stim = catalog.open("stimuli").sizes["stimulus"]
     steps.append(Step("simulate (stimuli + BIDS)", time.perf_counter() - t0, {}, 0, raw))
