@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -35,17 +36,30 @@ def _input_store(path: Path, *, damaged: bool) -> None:
         chunk.unlink()
 
 
-@pytest.mark.parametrize("damaged", [False, True], ids=["incomplete", "damaged"])
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_a_stage_refuses_a_bad_input_store_by_name(name: str, damaged: bool, tmp_path: Path) -> None:
+def _stage_inputs(name: str, root: Path) -> tuple[Any, Any, Any, list[str]]:
+    """The stage module, its default config (no cluster to ask for memory), the catalog under ``root``
+    and the zarr stores the stage declares as inputs."""
     module = importlib.import_module(STAGES[name])
-    catalog = load_catalog(REPO / "data_catalog.yaml", root=tmp_path)
+    catalog = load_catalog(REPO / "data_catalog.yaml", root=root)
     exec_fields = module.Config.model_fields["exec"].annotation.model_fields
-    section = {"exec": {"worker_memory": "1GB"}} if "worker_memory" in exec_fields else {}  # no cluster to ask
+    section = {"exec": {"worker_memory": "1GB"}} if "worker_memory" in exec_fields else {}
     cfg = stage_config(module, PipelineConfig(stages=[name], config={name: section}))
     stores = [entry for entry in module.inputs(cfg, catalog) if catalog.entry(entry).kind == "zarr"]
-    if not stores:
-        pytest.skip(f"stage {name} reads no store")
+    return module, cfg, catalog, stores
+
+
+#: Registered stages that read stores (the others read folders or nothing).
+READS_STORES = [name for name in sorted(STAGES) if _stage_inputs(name, REPO / ".mfrs-data")[3]]
+
+
+def test_the_store_readers_are_found() -> None:
+    assert {"meg", "activations", "model_rdms", "similarity", "sensor_rsa", "searchlight"} <= set(READS_STORES)
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["incomplete", "damaged"])
+@pytest.mark.parametrize("name", READS_STORES)
+def test_a_stage_refuses_a_bad_input_store_by_name(name: str, damaged: bool, tmp_path: Path) -> None:
+    module, cfg, catalog, stores = _stage_inputs(name, tmp_path)
     for entry in stores:
         _input_store(catalog.path(entry), damaged=damaged)
     why = "chunk .* missing|missing" if damaged else "not complete"

@@ -113,8 +113,11 @@ class LayerRecorder:
 
     Examples
     --------
-    >>> with LayerRecorder(model, select_modules(model, ["conv"])) as rec:  # doctest: +SKIP
-    ...     outputs = rec.run(images)   # layer name -> (batch, units) array
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    >>> with LayerRecorder(model, select_modules(model, ["conv"])) as rec:
+    ...     outputs = rec.run(torch.zeros(5, 3, 8, 8))   # layer name -> (batch, units) array
+    >>> {name: a.shape for name, a in outputs.items()}
+    {'0': (5, 144), '2': (5, 32)}
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, LayerKind]):
