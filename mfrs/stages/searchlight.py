@@ -173,12 +173,13 @@ class _Job:
     unit: Any
     sources_path: str
     models_path: str
-    subjects_dir: str
-    subject: str
+    members: list[np.ndarray]  # the patches of the unit's centres, found once by ``run``
     config: Config
 
 
 def _compute(job: _Job) -> None:
+    import dask
+
     from mfrs.similarity.sets import (
         block_dataset,
         decimated_times,
@@ -191,14 +192,13 @@ def _compute(job: _Job) -> None:
     cfg, unit = job.config, job.unit
     sources, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
                        for path, name in ((job.sources_path, "sources"), (job.models_path, "model_rdms")))
-    geo = geometry(sources, cfg, job.subjects_dir, job.subject)
-    members = geo.patches[unit.region["vertex"]]
-    union, local = union_members(members)
+    union, local = union_members(job.members)
     t_idx = decimated_times(sources["time"].values, cfg)[unit.region["time"]]
     act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
-    block = act.isel(vertex=union, time=t_idx).values.astype(np.float32)
+    with dask.config.set(scheduler="synchronous"):  # read inside this task, never through the cluster
+        block = act.isel(vertex=union, time=t_idx).values.astype(np.float32)
+        model = models["rdm"].transpose("layer", "pair").values
     stim_index = stimulus_subsets(sources, cfg.categories, what=NAME)
-    model = models["rdm"].transpose("layer", "pair").values
     out = rsa_sets_block(block, local, model, stim_index,
                          sources["signal"].values.tolist(), cfg, fwe_axes=(1,) if cfg.n_permutations else ())
     job.store.write_unit(unit, block_dataset(out, "vertex", unit.labels))
@@ -233,7 +233,7 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
     for ax in "xyz":
         template[ax].attrs = {"description": f"{ax} of the centre on the white surface of {subject}", "units": "mm"}
     template.attrs["radius_mm"] = config.radius
-    paths = (str(catalog.path("sources")), str(catalog.path("model_rdms")), subjects_dir, subject)
+    paths = (str(catalog.path("sources")), str(catalog.path("model_rdms")))
     run_set_store(stage=NAME, entry=NAME, template=template, config=config, catalog=catalog, client=client,
                   overwrite=overwrite, input_stores=input_stores, compute=_compute,
-                  make_job=lambda store, unit: _Job(store, unit, *paths, config))
+                  make_job=lambda store, unit: _Job(store, unit, *paths, geo.patches[unit.region["vertex"]], config))

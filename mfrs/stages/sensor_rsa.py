@@ -166,6 +166,8 @@ class _Job:
 
 
 def _compute(job: _Job) -> None:
+    import dask
+
     from mfrs.similarity.sensors import SCALE
     from mfrs.similarity.sets import (
         block_dataset,
@@ -184,11 +186,12 @@ def _compute(job: _Job) -> None:
     members = sets.members[chosen]
     union, local = union_members(members)
     t_idx = decimated_times(epochs["time"].values, cfg)[unit.region["time"]]
-    data = epochs["data"].isel(channel=keep[union], time=t_idx).transpose(
-        "subject", "signal", "stimulus", "time", "channel").values.astype(np.float64)
+    with dask.config.set(scheduler="synchronous"):  # read inside this task, never through the cluster
+        data = epochs["data"].isel(channel=keep[union], time=t_idx).transpose(
+            "subject", "signal", "stimulus", "time", "channel").values.astype(np.float64)
+        model = models["rdm"].transpose("layer", "pair").values
     types = np.asarray(epochs["ch_type"].values).astype(str)[keep[union]]
     data *= np.array([SCALE.get(t, 1.0) for t in types])
-    model = models["rdm"].transpose("layer", "pair").values
     stim_index = stimulus_subsets(epochs, cfg.categories, what=NAME)
     out = rsa_sets_block(data.astype(np.float32), local, model, stim_index,
                          epochs["signal"].values.tolist(), cfg, fwe_axes=_fwe_axes(cfg), cluster=cfg.cluster)
