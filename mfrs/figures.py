@@ -156,7 +156,7 @@ def trained_vs_untrained(ds: xr.Dataset, *, regions: list[str] | None = None, si
 
 
 def _category_order(rdm: xr.DataArray) -> np.ndarray:
-    from mfrs.similarity.pairs import stimuli_of
+    from mfrs.similarity.xarray import stimuli_of
 
     stim = stimuli_of(rdm)
     if "category_a" not in rdm.coords:

@@ -1,6 +1,6 @@
 """RDMs of the result stores: squares of any stored RDM, brain RDMs recomputed on demand.
 
-The pair convention is the one of :mod:`mfrs.similarity.pairs`: the ``pair`` dim is
+The pair convention is the one of :mod:`mfrs.similarity.xarray`: the ``pair`` dim is
 the row-major upper triangle (i < j, the order of :func:`scipy.spatial.distance.pdist`)
 with coords ``stimulus_a``/``stimulus_b`` (and ``category_a``/``category_b``).
 ``model_rdms`` stores positions ``pair_i``/``pair_j`` instead; :func:`to_square`
@@ -37,8 +37,8 @@ def to_square(rdm: xr.DataArray, *, stimulus: Any = None, diagonal: float = 0.0)
     >>> to_square(v, stimulus=["a", "b", "c"]).sel(stimulus_a="c", stimulus_b="b").item()
     3.0
     """
-    from mfrs.similarity.pairs import pair_coords
-    from mfrs.similarity.pairs import to_square as _square
+    from mfrs.similarity.xarray import pair_coords
+    from mfrs.similarity.xarray import to_square as _square
 
     if "stimulus_a" not in rdm.coords and "pair_i" in rdm.coords:
         i, j = np.asarray(rdm["pair_i"].values), np.asarray(rdm["pair_j"].values)
@@ -95,7 +95,7 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
     """
     from mfrs.catalog import Catalog, load_catalog
     from mfrs.similarity.blocks import rdm_block
-    from mfrs.similarity.pairs import pair_coords
+    from mfrs.similarity.xarray import pair_coords
     from mfrs.stages.similarity import layout
 
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)

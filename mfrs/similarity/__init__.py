@@ -1,8 +1,9 @@
 """The similarity engine: RDMs, RSA, noise ceilings and permutation statistics.
 
-Three layers (see style.md habit 2): ``_kernels`` (Numba loops), ``blocks`` and
-``nulls`` (numpy blocks: one region block x time block), and the xarray-facing
-functions exported here. Submodules load lazily so ``import mfrs.similarity`` does
+Three layers (see style.md habit 2), as flox keeps aggregations / core / xarray:
+``_kernels`` (Numba loops), ``blocks``, ``nulls`` and ``fused`` (numpy blocks: one region
+block x time block; every p-value in ``inference``), and the one xarray-facing module
+``mfrs.similarity.xarray``, whose functions are exported here. Submodules load lazily so ``import mfrs.similarity`` does
 not compile or import Numba.
 """
 
@@ -27,18 +28,18 @@ __all__ = [
 ]
 
 _WHERE = {
-    "compute_rdms": "rdms",
-    "compare_rdms": "compare",
-    "noise_ceiling": "ceiling",
-    "permutation_test": "stats",
-    "bootstrap": "stats",
+    "compute_rdms": "xarray",
+    "compare_rdms": "xarray",
+    "noise_ceiling": "xarray",
+    "permutation_test": "xarray",
+    "bootstrap": "xarray",
     "compare_layer_sets": "model_comparison",
     "compare_best_layers": "model_comparison",
-    "to_square": "pairs",
-    "to_pairs": "pairs",
-    "subset_pairs": "pairs",
-    "category_pairs": "pairs",
-    "pair_coords": "pairs",
+    "to_square": "xarray",
+    "to_pairs": "xarray",
+    "subset_pairs": "xarray",
+    "category_pairs": "xarray",
+    "pair_coords": "xarray",
 }
 
 

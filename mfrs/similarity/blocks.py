@@ -7,6 +7,7 @@ in float32 (the fast path); anything else in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from mfrs.similarity.types import Comparator, Dissimilarity, Pooling
 __all__ = [
     "n_pairs",
     "n_stimuli_of_pairs",
+    "triu_pairs",
     "as_float",
     "normalize_patterns",
     "rdm_block",
@@ -51,6 +53,20 @@ def n_stimuli_of_pairs(p: int) -> int:
         raise InputDataError(f"a pair vector of length {p} is not the upper triangle of any square "
                              "matrix (expected n(n-1)/2 values); check that the 'pair' dim is complete")
     return n
+
+
+@functools.lru_cache(maxsize=8)
+def triu_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(n, 1)`` (the pair order), computed once per ``n`` and read-only.
+
+    Examples
+    --------
+    >>> [a.tolist() for a in triu_pairs(3)]
+    [[0, 0, 1], [1, 2, 2]]
+    """
+    iu, ju = np.triu_indices(n, 1)
+    iu.flags.writeable = ju.flags.writeable = False
+    return iu, ju
 
 
 def as_float(x: np.ndarray) -> np.ndarray:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from mfrs.similarity import _kernels as K
-from mfrs.similarity.blocks import compare_block, n_pairs
+from mfrs.similarity.blocks import compare_block, n_pairs, triu_pairs
 from mfrs.similarity.scratch import scratch
 from mfrs.similarity.types import Comparator, PermutationScheme
 
-__all__ = ["draw_pair_permutations", "draw_stimulus_permutations", "null_block", "null_block_labels",
+__all__ = ["draw_pair_permutations", "draw_bootstrap_pairs", "draw_stimulus_permutations", "null_block", "null_block_labels",
            "null_block_labels_torch"]
 
 
@@ -32,6 +32,20 @@ def draw_pair_permutations(rng: np.random.Generator, n_stimuli: int, n_permutati
         else:
             out[k] = rng.permutation(p)
     return out
+
+
+def draw_bootstrap_pairs(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Pair indices of a stimulus bootstrap sample, dropping pairs of a stimulus with itself.
+
+    ``n`` stimuli drawn with replacement (sorted) -> the pair index (into the ``n``
+    stimuli's pair vector) of every pair of distinct draws, in pair order.
+    """
+    idx = np.sort(rng.integers(0, n, size=n))
+    i, j = triu_pairs(n)
+    lo, hi = idx[i], idx[j]
+    keep = lo != hi
+    lo, hi = lo[keep], hi[keep]
+    return lo * n - lo * (lo + 1) // 2 + hi - lo - 1
 
 
 def draw_stimulus_permutations(rng: np.random.Generator, n_stimuli: int, n_permutations: int) -> np.ndarray:

@@ -840,7 +840,7 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     coords: dict[str, Any] = {"subject": subjects, "signal": act["signal"].values, "category": list(cfg.categories),
                               "region": lay.regions, "time": lay.times}
     if cfg.store_rdms != "none":
-        from mfrs.similarity.pairs import pair_coords
+        from mfrs.similarity.xarray import pair_coords
 
         n_stim = act.sizes["stimulus"]
         p = n_stim * (n_stim - 1) // 2
