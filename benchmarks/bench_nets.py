@@ -145,6 +145,7 @@ def bench_training(tmp: Path, n: int = 96, batch: int = 16, size: int = 112) -> 
 
     from mfrs.nets.losses import final_linear
     from mfrs.nets.preprocess import prepare_images
+    from mfrs.nets.training import read_metrics
     from mfrs.nets.weights import load_network
     from mfrs.stages import train as training
 
@@ -162,7 +163,7 @@ def bench_training(tmp: Path, n: int = 96, batch: int = 16, size: int = 112) -> 
     result = training.train(cfg, images_path=tmp / "faces.zarr", output_dir=tmp / "trained", images_entry="faces")
     t_stage = time.perf_counter() - t0
     steps = n // batch
-    seconds_epoch = training.read_metrics(tmp / "trained")[0]["seconds"]
+    seconds_epoch = read_metrics(tmp / "trained")[0]["seconds"]
 
     model = load_network("mobilenet_v2", "untrained-seed0", in_channels=1, num_classes=8).model.to(device).train()
     loss_fn = training.build_loss(cfg, final_linear(model)[1]).to(device)

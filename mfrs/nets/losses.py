@@ -6,7 +6,7 @@ Class-level losses act on the network's classifier (its final ``nn.Linear``) and
 embedding and each class weight vector, so the architectures stay unchanged and their
 weight files load like any other. Pair-wise losses (``circle_pair``, ``contrastive``,
 ``triplet``) compare the L2-normalised embeddings of the items of a batch, drawn as P
-identities x K images of the training split (``mfrs.stages.train.identity_batches``);
+identities x K images of the training split (``mfrs.nets.training.identity_batches``);
 the classifier is then not trained.
 
 =============  =========================================================================

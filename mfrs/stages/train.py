@@ -14,7 +14,8 @@ last checkpoint of the same settings (raising ``epochs`` continues a finished ru
 ``overwrite`` starts afresh. Checkpoints hold tensors and plain values only, and are read
 back with ``torch.load(weights_only=True)``. The whole run is one task, with
 ``resources={"GPU": 1}`` when the cluster has GPU workers; without CUDA it runs on the
-CPU and says so in the log.
+CPU and says so in the log. The steps (batches, resume, epoch, evaluation, checkpoint,
+export) live in :mod:`mfrs.nets.training`; this module wires them to the Config.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from mfrs.catalog import Catalog
-from mfrs.errors import InputDataError, StoreError
+from mfrs.errors import InputDataError
 from mfrs.nets.specs import INPUT_SIZES, MIN_INPUT_SIZES
 from mfrs.nets.types import Device, LossName, Network, OptimizerName, PairMiner, TripletMiner
 from mfrs.provenance import fingerprint, make_provenance, science_parameters
@@ -42,8 +43,7 @@ from mfrs.stage import ExecSettings, Plan, StageConfig
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["NAME", "Exec", "Config", "inputs", "outputs", "plan", "run", "train", "read_metrics", "read_checkpoint",
-           "last_checkpoint", "batches", "identity_batches", "build_loss"]
+__all__ = ["NAME", "Exec", "Config", "inputs", "outputs", "plan", "run", "train", "build_loss", "TrainTask"]
 
 NAME = "train"
 log = logging.getLogger(__name__)
@@ -143,89 +143,21 @@ def _open_images(path: Path, entry: str) -> Any:
     return ds
 
 
-def batches(item_index: np.ndarray, chunk: int, *, batch_size: int, shuffle_chunks: int,
-            rng: np.random.Generator | None, drop_last: bool) -> Iterator[np.ndarray]:
-    """Positions of the items to read, batch by batch, with a block shuffle.
+def _read_images(path: Path, *, entry: str, batch_size: int) -> Any:
+    """The :class:`mfrs.nets.training.TrainingImages` of catalog ``entry``, with enough training items."""
+    from mfrs.nets.training import TrainingImages
 
-    ``item_index`` (positions in the store) is grouped by store chunk of size ``chunk``;
-    chunks are shuffled, ``shuffle_chunks`` at a time are pooled and shuffled within, so a
-    batch reads at most ``shuffle_chunks`` chunks. ``rng=None`` keeps the order.
-    """
-    groups = [item_index[(item_index // chunk) == c] for c in np.unique(item_index // chunk)]
-    if rng is not None:
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    carry = np.empty(0, dtype=item_index.dtype)
-    for k in range(0, len(groups), shuffle_chunks):
-        pool = np.concatenate([carry, *groups[k:k + shuffle_chunks]])
-        if rng is not None:
-            pool = pool[rng.permutation(pool.size)]
-        n_full = pool.size // batch_size
-        for b in range(n_full):
-            yield pool[b * batch_size:(b + 1) * batch_size]
-        carry = pool[n_full * batch_size:]
-    if carry.size and (not drop_last or carry.size == batch_size):
-        yield carry
+    images = TrainingImages.from_dataset(_open_images(path, entry))
+    if images.train.size < batch_size:
+        raise InputDataError(f"catalog entry {entry!r}: {images.train.size} training items, fewer than "
+                             f"batch_size {batch_size}; lower batch_size.")
+    return images
 
 
-def identity_batches(item_index: np.ndarray, labels: np.ndarray, *, batch_size: int, per_identity: int,
-                     rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Batches of P identities x K images (``K = per_identity``, ``P = batch_size // K``).
-
-    ``item_index``: store positions of one split (the training split: pairs and triplets
-    stay inside it); ``labels``: the label of every store position. Each identity's items
-    are shuffled and cut into groups of K (a last group of 2 <= n < K is kept, a single
-    item is left out this epoch: it has no positive); the groups are shuffled and dealt
-    into batches of P groups. Identities with one item never appear.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> labels = np.repeat(np.arange(3), 4)
-    >>> [len(b) for b in identity_batches(np.arange(12), labels, batch_size=4, per_identity=2,
-    ...                                   rng=np.random.default_rng(0))]
-    [4, 4, 4]
-    """
-    groups = []
-    for label in np.unique(labels[item_index]):
-        members = item_index[labels[item_index] == label]
-        members = members[rng.permutation(members.size)]
-        groups += [g for g in np.array_split(members, range(per_identity, members.size, per_identity))
-                   if g.size >= 2]
-    order = rng.permutation(len(groups))
-    per_batch = max(batch_size // per_identity, 2)
-    for start in range(0, len(order), per_batch):
-        chosen = [groups[k] for k in order[start:start + per_batch]]
-        if len(chosen) >= 2:
-            yield np.concatenate(chosen)
-
-
-# ----------------------------------------------------------------------------- checkpoints and metrics
-def last_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint of the highest epoch in ``folder/checkpoints`` (None when there is none)."""
-    found = sorted((folder / "checkpoints").glob("epoch-*.pt"))
-    return found[-1] if found else None
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint, read with ``torch.load(weights_only=True)`` (a file that would run
-    code is refused: :func:`mfrs.nets.weights.load_torch_file`)."""
-    from mfrs.nets.weights import load_torch_file
-
-    state = load_torch_file(path)
-    missing = [k for k in ("epoch", "fingerprint", "model", "optimizer", "scheduler", "torch_rng")
-               if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise InputDataError(f"training checkpoint {path} lacks {missing}; it was not written by this stage. "
-                             f"Move it away, or rerun with --overwrite to start afresh.")
-    return state
-
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a training run (``metrics.jsonl``)."""
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _images_fingerprint(images: Any) -> str:
+    """The dataset a checkpoint was trained on: its provenance, size, labels and splits."""
+    return fingerprint({"attrs": images.attrs.get("provenance", {}).get("fingerprint"), "n": int(images.labels.size),
+                        "labels": images.labels, "split": images.split})
 
 
 def _run_fingerprint(cfg: Config, images_fp: str) -> str:
@@ -235,19 +167,7 @@ def _run_fingerprint(cfg: Config, images_fp: str) -> str:
     return fingerprint({"config": {k: v for k, v in parameters.items() if k != "epochs"}, "images": images_fp})
 
 
-# ----------------------------------------------------------------------------- the loop
-def _optimizer(cfg: Config, params: Any) -> Any:
-    import torch
-
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
+# ----------------------------------------------------------------------------- the task
 def build_loss(cfg: Config, classifier: Any) -> Any:
     """The :class:`mfrs.nets.losses.FaceLoss` of ``cfg`` on the network's ``classifier``."""
     from mfrs.nets.losses import FaceLoss
@@ -258,11 +178,44 @@ def build_loss(cfg: Config, classifier: Any) -> Any:
                     triplet_miner=cfg.triplet_miner)
 
 
+def _trainer(cfg: Config, *, num_classes: int, init_params: dict[str, Any] | None, init_location: str | None,
+             device: Any) -> Any:
+    """The :class:`mfrs.nets.training.Trainer` of ``cfg``: network (``cfg.init``), loss, optimiser, schedule."""
+    import torch
+
+    from mfrs.nets.losses import final_linear
+    from mfrs.nets.training import Trainer, make_optimizer
+    from mfrs.nets.weights import load_network
+
+    loaded = load_network(cfg.network, cfg.init, in_channels=cfg.in_channels, num_classes=num_classes,
+                          entry_params=init_params, location=init_location, seed=cfg.seed)
+    model = loaded.model.to(device)
+    criterion = build_loss(cfg, final_linear(model)[1]).to(device)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    return Trainer(model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
+                   aux_weight=cfg.aux_weight)
+
+
+def _prepare_folder(output_dir: Path, *, overwrite: bool, provenance: dict[str, Any] | None) -> Path:
+    """The run's folder with its ``checkpoints/`` (emptied first with ``overwrite``) and ``provenance.json``."""
+    output_dir = Path(output_dir)
+    if overwrite and output_dir.exists():
+        log.warning("train: --overwrite given, deleting %s", output_dir)
+        shutil.rmtree(output_dir)
+    (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if provenance is not None:
+        (output_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    return output_dir
+
+
 def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str = "images",
           init_params: dict[str, Any] | None = None, init_location: str | None = None,
           overwrite: bool = False, stop_after: int | None = None,
           provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or resume training) ``cfg.network`` on an image dataset.
+    """Train (or resume training) ``cfg.network`` on an image dataset: the steps of
+    :mod:`mfrs.nets.training` (resume, then per epoch train, evaluate, checkpoint; export at the end).
 
     Parameters
     ----------
@@ -271,6 +224,8 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
         The Zarr image dataset.
     output_dir : Path
         Checkpoints, metrics and final weights go here.
+    images_entry : str
+        The dataset's catalog entry, named in errors.
     init_params, init_location
         The weights entry of ``cfg.init`` when it is not ``untrained-seed<N>``.
     overwrite : bool
@@ -291,11 +246,7 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
     StoreError
         ``output_dir`` holds checkpoints of other settings and ``overwrite`` is False.
     """
-    import torch
-
-    from mfrs.nets.losses import final_linear
-    from mfrs.nets.preprocess import prepare_images
-    from mfrs.nets.weights import load_network, sha256_file
+    from mfrs.nets import training as steps
     from mfrs.stages.activations import choose_device
 
     try:
@@ -304,155 +255,48 @@ def train(cfg: Config, *, images_path: Path, output_dir: Path, images_entry: str
         worker = get_worker().address
     except ValueError:
         worker = None
-    ds = _open_images(images_path, images_entry)
-    item_dim = ds["image"].dims[0]
-    labels_all = ds["label"].values.astype(np.int64)
-    split = ds["split"].values.astype(str)
-    # items the images stage could not convert (status "failed: ...") stay out of every split
-    usable = np.char.startswith(ds["status"].values.astype(str), "ok") if "status" in ds.variables \
-        else np.ones(split.shape, dtype=bool)
-    train_idx = np.flatnonzero((split == "train") & usable)
-    valid_idx = np.flatnonzero((split == "valid") & usable)
-    if train_idx.size < cfg.batch_size:
-        raise InputDataError(f"catalog entry {images_entry!r}: {train_idx.size} training items, fewer than "
-                             f"batch_size {cfg.batch_size}; lower batch_size.")
-    num_classes = int(labels_all.max()) + 1
-    chunk = int((ds["image"].encoding.get("chunks") or (ds.sizes[item_dim],))[0])
-    images_fp = fingerprint({"attrs": ds.attrs.get("provenance", {}).get("fingerprint"),
-                             "n": int(ds.sizes[item_dim]), "labels": labels_all, "split": split})
-    run_fp = _run_fingerprint(cfg, images_fp)
-
-    output_dir = Path(output_dir)
-    if overwrite and output_dir.exists():
-        log.warning("train: --overwrite given, deleting %s", output_dir)
-        shutil.rmtree(output_dir)
-    (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if provenance is not None:
-        (output_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-
+    images = _read_images(images_path, entry=images_entry, batch_size=cfg.batch_size)
+    run_fp = _run_fingerprint(cfg, _images_fingerprint(images))
+    output_dir = _prepare_folder(output_dir, overwrite=overwrite, provenance=provenance)
     device = choose_device(cfg.exec.device, stage=NAME)
-    loaded = load_network(cfg.network, cfg.init, in_channels=cfg.in_channels, num_classes=num_classes,
-                          entry_params=init_params, location=init_location, seed=cfg.seed)
-    model = loaded.model.to(device)
-    _, classifier = final_linear(model)
-    criterion = build_loss(cfg, classifier).to(device)
-    optimizer = _optimizer(cfg, model.parameters())
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    features: dict[str, torch.Tensor] = {}
-    classifier.register_forward_pre_hook(lambda m, args: features.__setitem__("x", args[0]))
+    trainer = _trainer(cfg, num_classes=images.num_classes, init_params=init_params, init_location=init_location,
+                       device=device)
+    def load(idx: np.ndarray) -> Any:
+        return images.load(idx, size=cfg.size, in_channels=cfg.in_channels, mean=cfg.mean, std=cfg.std,
+                           device=device)
 
-    start_epoch = 0
-    ckpt = last_checkpoint(output_dir)
-    if ckpt is not None:
-        state = read_checkpoint(ckpt)
-        if state["fingerprint"] != run_fp:
-            raise StoreError(
-                f"train: {output_dir} holds checkpoints of other settings or data ({ckpt.name}, fingerprint "
-                f"{state['fingerprint']} vs {run_fp}). Rerun with --overwrite to start afresh, or point "
-                f"the {cfg.output!r} catalog entry at a new folder."
-            )
-        model.load_state_dict(state["model"])
-        criterion.load_state_dict(state.get("loss", {}))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = state["epoch"]
-        log.info("train: resuming %s from %s (epoch %d done)", output_dir, ckpt.name, start_epoch)
-    else:
-        torch.manual_seed(cfg.seed)
-    metrics = [m for m in read_metrics(output_dir) if m["epoch"] <= start_epoch]
-    (output_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    def epoch_batches(idx: np.ndarray, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+        return images.batches(idx, batch_size=cfg.batch_size, rng=rng, seed=cfg.seed,
+                              per_identity=cfg.images_per_identity if cfg.pairwise else None,
+                              shuffle_chunks=cfg.shuffle_chunks if rng is not None else 1)
 
-    def load(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = ds["image"].isel({item_dim: idx}).values
-        x = prepare_images(pixels, size=cfg.size, in_channels=cfg.in_channels, mean=cfg.mean, std=cfg.std)
-        return x.to(device), torch.from_numpy(labels_all[idx]).to(device)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        aux = None
-        if isinstance(out, tuple):  # Inception-v3 in training mode: (logits, aux_logits)
-            out, aux = out[0], out[1]
-        loss = criterion(out, features["x"], y)
-        if aux is not None and cfg.aux_weight and not criterion.pairwise:
-            loss = loss + cfg.aux_weight * torch.nn.functional.cross_entropy(aux, y)
-        return loss, criterion.predict(out, features["x"])
-
-    def epoch_batches(idx: np.ndarray, rng: np.random.Generator | None, training: bool) -> Iterator[np.ndarray]:
-        if cfg.pairwise:  # identities x images, from this split only
-            return identity_batches(idx, labels_all, batch_size=cfg.batch_size, per_identity=cfg.images_per_identity,
-                                    rng=rng if rng is not None else np.random.default_rng(cfg.seed))
-        return batches(idx, chunk, batch_size=cfg.batch_size, shuffle_chunks=cfg.shuffle_chunks if training else 1,
-                       rng=rng, drop_last=training)
-
-    epochs_run = 0
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        if stop_after is not None and epochs_run >= stop_after:
-            break
+    start_epoch = steps.resume(output_dir, trainer=trainer, fingerprint=run_fp, seed=cfg.seed, entry=cfg.output)
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch + 1, last + 1):
         tic = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch]))
-        model.train()
-        criterion.train()
-        total, correct, seen = 0.0, 0, 0
-        for idx in epoch_batches(train_idx, rng, True):
-            x, y = load(idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss, pred = step(x, y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            correct += int((pred == y).sum()) if pred is not None else 0
-            seen += len(idx)
-        if not seen:
-            raise InputDataError(f"catalog entry {images_entry!r}: no training batch could be formed (loss "
-                                 f"{cfg.loss} needs identities with 2 or more training images).")
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total / seen,
-                  "train_accuracy": None if criterion.pairwise else correct / seen}
-        scheduler.step()
-        if valid_idx.size:
-            model.eval()
-            criterion.eval()
-            v_total, v_correct, v_seen = 0.0, 0, 0
-            with torch.no_grad():
-                for idx in epoch_batches(valid_idx, None, False):
-                    x, y = load(idx)
-                    loss, pred = step(x, y)
-                    v_total += float(loss) * len(idx)
-                    v_correct += int((pred == y).sum()) if pred is not None else 0
-                    v_seen += len(idx)
-            if v_seen:
-                record.update(valid_loss=v_total / v_seen,
-                              valid_accuracy=None if criterion.pairwise else v_correct / v_seen)
+        record = {"epoch": epoch, **steps.train_epoch(
+            trainer, batches=epoch_batches(images.train, rng),
+            load=load, source=f"catalog entry {images_entry!r}")}
+        if images.valid.size:
+            record.update(steps.evaluate(
+                trainer, batches=epoch_batches(images.valid, None),
+                load=load))
         record["seconds"] = time.perf_counter() - tic
-        torch.save({"epoch": epoch, "fingerprint": run_fp, "model": model.state_dict(),
-                    "loss": criterion.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "config": cfg.model_dump(mode="json")},
-                   output_dir / "checkpoints" / f"epoch-{epoch:03d}.pt")
-        with open(output_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        steps.save_checkpoint(output_dir, trainer=trainer, epoch=epoch, fingerprint=run_fp,
+                              config=cfg.model_dump(mode="json"))
+        steps.append_metrics(output_dir, record=record)
         log.info("train: epoch %d/%d %s", epoch, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch" and v is not None))
-        epochs_run += 1
-
-    last = start_epoch + epochs_run
+    epochs_run = max(last - start_epoch, 0)
     weights = None
-    if last >= cfg.epochs:
-        weights = output_dir / "weights.pth"
-        record_file = output_dir / "weights.json"
-        if epochs_run or not record_file.exists():  # a finished run's files stay as they are
-            record_file.unlink(missing_ok=True)  # never a record_file of other weights beside a half-written file
-            partial = weights.with_name(weights.name + ".partial")
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, partial)
-            partial.replace(weights)
-            entry = {"kind": "weights", "location": str(weights),
-                     "params": {"network": cfg.network, "dataset": cfg.images, "num_classes": num_classes,
-                                "in_channels": cfg.in_channels, "sha256": sha256_file(weights)}}
-            record_file.with_name(record_file.name + ".partial").write_text(json.dumps(entry, indent=2) + "\n")
-            record_file.with_name(record_file.name + ".partial").replace(record_file)
-            log.info("train: finished; add this weights entry to the catalog (or name the output folder "
-                     "%r as weights): %s", cfg.output, json.dumps(entry))
-    return {"epochs_run": epochs_run, "last_epoch": last, "weights": str(weights) if weights else None,
-            "worker": worker, "device": str(device)}
+    if start_epoch + epochs_run >= cfg.epochs:  # a finished run's files stay as they are
+        weights = steps.export_weights(
+            output_dir, model=trainer.model, rewrite=epochs_run > 0,
+            params={"network": cfg.network, "dataset": cfg.images, "num_classes": images.num_classes,
+                    "in_channels": cfg.in_channels})
+    return {"epochs_run": epochs_run, "last_epoch": start_epoch + epochs_run,
+            "weights": str(weights) if weights else None, "worker": worker, "device": str(device)}
 
 
 # ----------------------------------------------------------------------------- stage API

@@ -219,13 +219,13 @@ def test_malicious_pickle_is_refused_and_never_executes(tmp_path: Path) -> None:
         load_network("mobilenet_v2", "evil", in_channels=3, num_classes=3, **entry)
     assert not marker.exists()
     # the training resume reads its checkpoints the same way
-    from mfrs.stages import train as training
+    from mfrs.nets import training as steps
 
     folder = tmp_path / "run"
     (folder / "checkpoints").mkdir(parents=True)
     torch.save({"epoch": 1, "model": state}, folder / "checkpoints" / "epoch-001.pt")
     with pytest.raises(InputDataError, match="epoch-001.pt holds Python objects"):
-        training.read_checkpoint(folder / "checkpoints" / "epoch-001.pt")
+        steps.read_checkpoint(folder / "checkpoints" / "epoch-001.pt")
     assert not marker.exists()
     # the payload is live: an unsafe load would have run it
     torch.load(entry["location"], weights_only=False)

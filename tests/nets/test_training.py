@@ -11,6 +11,7 @@ import torch
 from nets_helpers import write_faces
 
 from mfrs.errors import StoreError
+from mfrs.nets import training as steps
 from mfrs.nets.losses import FaceLoss, margin_logits
 from mfrs.nets.weights import load_network, sha256_file
 from mfrs.stages import train as training
@@ -53,7 +54,7 @@ def test_loss_falls_and_resume_continues_the_same_run(nets_catalog, tmp_path) ->
     cfg = training.Config(**BASE)
     full = training.train(cfg, images_path=images, output_dir=tmp_path / "full", images_entry="faces")
     assert full["epochs_run"] == 2 and full["weights"]
-    metrics = training.read_metrics(tmp_path / "full")
+    metrics = steps.read_metrics(tmp_path / "full")
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert [m["lr"] for m in metrics] == pytest.approx([2e-3, 1e-3])  # step LR
@@ -63,10 +64,10 @@ def test_loss_falls_and_resume_continues_the_same_run(nets_catalog, tmp_path) ->
     part = training.train(cfg, images_path=images, output_dir=tmp_path / "part", images_entry="faces",
                           stop_after=1)
     assert part["epochs_run"] == 1 and part["weights"] is None
-    assert training.last_checkpoint(tmp_path / "part").name == "epoch-001.pt"
+    assert steps.last_checkpoint(tmp_path / "part").name == "epoch-001.pt"
     rest = training.train(cfg, images_path=images, output_dir=tmp_path / "part", images_entry="faces")
     assert rest["epochs_run"] == 1 and rest["last_epoch"] == 2
-    resumed = training.read_metrics(tmp_path / "part")
+    resumed = steps.read_metrics(tmp_path / "part")
     assert [m["train_loss"] for m in resumed] == [m["train_loss"] for m in metrics]
     a = torch.load(full["weights"], weights_only=True)
     b = torch.load(rest["weights"], weights_only=True)
@@ -98,7 +99,7 @@ def test_other_optimizers_step(nets_catalog, tmp_path, optimizer: str) -> None:
     before = load_network("sphereface20", "untrained-seed3", in_channels=1, num_classes=4).model.state_dict()
     after = torch.load(result["weights"], weights_only=True)
     assert not torch.equal(before["conv1_1.weight"], after["conv1_1.weight"])
-    assert np.isfinite(training.read_metrics(tmp_path)[0]["train_loss"])
+    assert np.isfinite(steps.read_metrics(tmp_path)[0]["train_loss"])
 
 
 def test_stage_trains_with_arcface_on_the_gpu_worker(nets_catalog, local_client) -> None:
@@ -111,7 +112,7 @@ def test_stage_trains_with_arcface_on_the_gpu_worker(nets_catalog, local_client)
     record = result["sphereface20->trained"]
     assert record["worker"] == gpu_workers(local_client)[0]
     out = nets_catalog.path("trained")
-    metrics = training.read_metrics(out)
+    metrics = steps.read_metrics(out)
     assert len(metrics) == 3 and metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert json.loads((out / "provenance.json").read_text())["stage"] == "train"
     # a second run finds every epoch done and trains nothing
@@ -130,7 +131,7 @@ def test_pairwise_loss_trains_on_identity_batches_and_center_loss_resumes(nets_c
         training.train(cfg, images_path=images, output_dir=tmp_path / "triplet", images_entry="faces")
     cpu_line = "train: no CUDA device visible in this process, running on the CPU"
     assert (cpu_line in caplog.text) == (not torch.cuda.is_available())
-    metrics = training.read_metrics(tmp_path / "triplet")
+    metrics = steps.read_metrics(tmp_path / "triplet")
     assert [m["train_accuracy"] for m in metrics] == [None, None]  # no classifier is trained
     assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["valid_loss"]) for m in metrics)
 
@@ -138,7 +139,7 @@ def test_pairwise_loss_trains_on_identity_batches_and_center_loss_resumes(nets_c
     full = training.train(center, images_path=images, output_dir=tmp_path / "c1", images_entry="faces")
     training.train(center, images_path=images, output_dir=tmp_path / "c2", images_entry="faces", stop_after=1)
     rest = training.train(center, images_path=images, output_dir=tmp_path / "c2", images_entry="faces")
-    last = [training.read_checkpoint(p / "checkpoints" / "epoch-002.pt") for p in (tmp_path / "c1", tmp_path / "c2")]
+    last = [steps.read_checkpoint(p / "checkpoints" / "epoch-002.pt") for p in (tmp_path / "c1", tmp_path / "c2")]
     assert last[0]["loss"]["centers"].abs().sum() > 0
     assert torch.equal(last[0]["loss"]["centers"], last[1]["loss"]["centers"])
     a, b = (torch.load(r["weights"], weights_only=True) for r in (full, rest))
@@ -149,7 +150,7 @@ def test_identity_batches_stay_in_their_split() -> None:
     labels = np.repeat(np.arange(6), 5)
     split = np.tile(["train", "train", "train", "valid", "test"], 6)
     train_idx = np.flatnonzero(split == "train")
-    got = list(training.identity_batches(train_idx, labels, batch_size=6, per_identity=3,
+    got = list(steps.identity_batches(train_idx, labels, batch_size=6, per_identity=3,
                                          rng=np.random.default_rng(1)))
     flat = np.concatenate(got)
     assert sorted(flat.tolist()) == train_idx.tolist()  # every training item once, nothing else
@@ -160,12 +161,12 @@ def test_identity_batches_stay_in_their_split() -> None:
 
 def test_block_shuffle_batches_cover_each_item_once() -> None:
     idx = np.arange(3, 50)
-    got = list(training.batches(idx, 8, batch_size=5, shuffle_chunks=2, rng=np.random.default_rng(0),
+    got = list(steps.batches(idx, 8, batch_size=5, shuffle_chunks=2, rng=np.random.default_rng(0),
                                 drop_last=False))
     flat = np.concatenate(got)
     assert sorted(flat.tolist()) == idx.tolist() and flat.tolist() != idx.tolist()
     assert all(len(np.unique(b // 8)) <= 3 for b in got)  # a batch touches few store chunks
-    dropped = list(training.batches(idx, 8, batch_size=5, shuffle_chunks=2, rng=None, drop_last=True))
+    dropped = list(steps.batches(idx, 8, batch_size=5, shuffle_chunks=2, rng=None, drop_last=True))
     assert all(len(b) == 5 for b in dropped) and len(dropped) == 47 // 5
 
 
