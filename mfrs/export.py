@@ -23,8 +23,8 @@ def to_rsatoolbox(rdm: xr.DataArray, *, pair_dim: str = "pair") -> Any:
     ----------
     rdm : xarray.DataArray
         Pair vectors in the mfrs convention (row-major upper triangle, the order of
-        rsatoolbox's dissimilarity vectors) with ``stimulus_a``/``stimulus_b`` or
-        ``pair_i``/``pair_j`` coords, and any batch dims (``layer``, ``subject``, ``time``...).
+        rsatoolbox's dissimilarity vectors) with ``stimulus_a``/``stimulus_b`` coords, and
+        any batch dims (``layer``, ``subject``, ``time``...).
 
     Returns
     -------
@@ -35,8 +35,8 @@ def to_rsatoolbox(rdm: xr.DataArray, *, pair_dim: str = "pair") -> Any:
     """
     from rsatoolbox.rdm import RDMs
 
-    from mfrs.results.rdms import to_square
     from mfrs.results.stores import flat_layers
+    from mfrs.similarity.xarray import stimuli_of, to_square
 
     if pair_dim not in rdm.dims:
         raise InputDataError(f"to_rsatoolbox: the RDM has dims {tuple(rdm.dims)}, no {pair_dim!r}")
@@ -47,12 +47,7 @@ def to_rsatoolbox(rdm: xr.DataArray, *, pair_dim: str = "pair") -> Any:
     stimuli = np.asarray(square["stimulus_a"].values)
     patterns: dict[str, Any] = {"stimulus": stimuli.tolist()}
     if "category_a" in rdm.coords:
-        n = stimuli.size
-        cat = np.empty(n, dtype=object)
-        iu, ju = np.triu_indices(n, 1)
-        cat[iu] = rdm["category_a"].values
-        cat[ju] = rdm["category_b"].values
-        patterns["category"] = cat.tolist()
+        patterns["category"] = stimuli_of(rdm, coord="category").tolist()
     data = rdm.transpose(*batch, pair_dim).values.reshape(-1, rdm.sizes[pair_dim])
     descriptors: dict[str, Any] = {}
     if batch:

@@ -158,14 +158,9 @@ def trained_vs_untrained(ds: xr.Dataset, *, regions: list[str] | None = None, si
 def _category_order(rdm: xr.DataArray) -> np.ndarray:
     from mfrs.similarity.xarray import stimuli_of
 
-    stim = stimuli_of(rdm)
     if "category_a" not in rdm.coords:
-        return np.arange(stim.size)
-    n = stim.size
-    cat = np.empty(n, dtype=object)
-    iu, ju = np.triu_indices(n, 1)
-    cat[iu], cat[ju] = rdm["category_a"].values, rdm["category_b"].values
-    return np.argsort(cat.astype(str), kind="stable")
+        return np.arange(stimuli_of(rdm).size)
+    return np.argsort(stimuli_of(rdm, coord="category").astype(str), kind="stable")
 
 
 def rdm_comparison(brain: xr.DataArray, model: xr.DataArray, *, titles: tuple[str, str] | None = None) -> Any:
@@ -175,7 +170,7 @@ def rdm_comparison(brain: xr.DataArray, model: xr.DataArray, *, titles: tuple[st
     """
     from scipy.stats import rankdata
 
-    from mfrs.results.rdms import to_square
+    from mfrs.similarity.xarray import to_square
 
     fig, axes = _figure(ncols=2, width=4.2, height=4.0)
     titles = titles or (str(brain.attrs.get("description", "brain RDM")), str(model.name or "model RDM"))

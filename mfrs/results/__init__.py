@@ -13,7 +13,7 @@ accessor (registered by importing this package)::
 from __future__ import annotations
 
 from mfrs.results import accessor as _accessor  # noqa: F401 - registers ds.rsa
-from mfrs.results.rdms import brain_rdm, to_square
+from mfrs.results.rdms import brain_rdm
 from mfrs.results.stores import flat_layers, labelled, layer_ids, open_model_rdms, open_rsa
 from mfrs.results.summary import (
     best_layer,
@@ -26,4 +26,4 @@ from mfrs.results.summary import (
 )
 
 __all__ = ["open_rsa", "open_model_rdms", "labelled", "layer_ids", "flat_layers", "group_r", "best_layer",
-           "peaks", "bilateral", "significant", "trained_vs_untrained", "p_variables", "brain_rdm", "to_square"]
+           "peaks", "bilateral", "significant", "trained_vs_untrained", "p_variables", "brain_rdm"]

@@ -1,10 +1,9 @@
-"""RDMs of the result stores: squares of any stored RDM, brain RDMs recomputed on demand.
+"""Brain RDMs of the result stores, recomputed on demand.
 
-The pair convention is the one of :mod:`mfrs.similarity.xarray`: the ``pair`` dim is
-the row-major upper triangle (i < j, the order of :func:`scipy.spatial.distance.pdist`)
-with coords ``stimulus_a``/``stimulus_b`` (and ``category_a``/``category_b``).
-``model_rdms`` stores positions ``pair_i``/``pair_j`` instead; :func:`to_square`
-reads both.
+The pair convention is the one of every stored RDM (:func:`mfrs.similarity.pair_coords`):
+the ``pair`` dim is the row-major upper triangle (i < j, the order of
+:func:`scipy.spatial.distance.pdist`) with coords ``stimulus_a``/``stimulus_b`` (and
+``category_a``/``category_b``); :func:`mfrs.similarity.to_square` makes the square matrices.
 """
 
 from __future__ import annotations
@@ -16,43 +15,7 @@ import xarray as xr
 
 from mfrs.errors import InputDataError, StoreError
 
-__all__ = ["to_square", "brain_rdm", "stage_config"]
-
-
-def to_square(rdm: xr.DataArray, *, stimulus: Any = None, diagonal: float = 0.0) -> xr.DataArray:
-    """``(..., pair) -> (..., stimulus_a, stimulus_b)`` for any stored RDM.
-
-    Parameters
-    ----------
-    rdm : xarray.DataArray
-        Pair vectors with ``stimulus_a``/``stimulus_b`` coords (``rsa``, :func:`brain_rdm`,
-        a labelled ``model_rdms``) or ``pair_i``/``pair_j`` (``model_rdms`` as stored).
-    stimulus : sequence, optional
-        Stimulus labels for ``pair_i``/``pair_j`` RDMs (default: positions).
-
-    Examples
-    --------
-    >>> v = xr.DataArray([1.0, 2.0, 3.0], dims="pair", coords={"pair_i": ("pair", [0, 0, 1]),
-    ...                                                       "pair_j": ("pair", [1, 2, 2])})
-    >>> to_square(v, stimulus=["a", "b", "c"]).sel(stimulus_a="c", stimulus_b="b").item()
-    3.0
-    """
-    from mfrs.similarity.xarray import pair_coords
-    from mfrs.similarity.xarray import to_square as _square
-
-    if "stimulus_a" not in rdm.coords and "pair_i" in rdm.coords:
-        i, j = np.asarray(rdm["pair_i"].values), np.asarray(rdm["pair_j"].values)
-        n = int(j.max()) + 1 if j.size else 1
-        iu, ju = np.triu_indices(n, 1)
-        if not (np.array_equal(i, iu) and np.array_equal(j, ju)):
-            raise InputDataError("to_square: pair_i/pair_j are not the row-major upper triangle "
-                                 "(np.triu_indices(n, 1)) of all stimuli; select stimuli with "
-                                 "mfrs.similarity.subset_pairs on an RDM with stimulus_a/stimulus_b coords")
-        labels = np.asarray(stimulus if stimulus is not None else np.arange(n))
-        if labels.size != n:
-            raise InputDataError(f"to_square: {labels.size} stimulus labels for an RDM of {n} stimuli")
-        rdm = rdm.drop_vars(["pair_i", "pair_j"]).assign_coords(pair_coords(labels))
-    return _square(rdm, diagonal=diagonal)
+__all__ = ["brain_rdm", "stage_config"]
 
 
 def stage_config(rsa: xr.Dataset) -> Any:
@@ -95,7 +58,7 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
     """
     from mfrs.catalog import Catalog, load_catalog
     from mfrs.similarity.blocks import rdm_block
-    from mfrs.similarity.xarray import pair_coords
+    from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
     from mfrs.stages.similarity import layout
 
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
@@ -130,15 +93,14 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
     rdms = rdm_block(np.ascontiguousarray(feats[:, None]), cfg.metric)[:, 0]  # (subject, pair)
     group = rdms.mean(axis=0)
     subjects = [str(s) for s in act["subject"].values]
-    stim = act["stimulus"].isel(stimulus=idx)
-    stim = stim.drop_vars([c for c in stim.coords if c not in ("stimulus", "category")])
+    pairs = pair_coords(act["stimulus"].isel(stimulus=idx), with_coords=STORED_PAIR_COORDS)
     attrs = {"region": region, "time": float(lay.times[t_index]), "signal": signal, "category": category,
              "metric": cfg.metric, "description": f"brain RDM ({cfg.metric}) of {region} at "
                                                    f"{lay.times[t_index]:.3f} s, recomputed from sources"}
     if subject is None:
         data = np.concatenate([rdms, group[None]], axis=0)
         return xr.DataArray(data, dims=("subject", "pair"), name="rdm", attrs=attrs,
-                            coords={"subject": [*subjects, "group"], **pair_coords(stim)})
+                            coords={"subject": [*subjects, "group"], **pairs})
     if subject == "group":
         data = group
     elif subject in subjects:
@@ -146,4 +108,4 @@ def brain_rdm(*, region: str, time: float, subject: str | None = "group", signal
     else:
         raise InputDataError(f"brain_rdm: subject {subject!r} is not one of {subjects} or 'group'")
     return xr.DataArray(data, dims=("pair",), name="rdm", attrs={**attrs, "subject": subject},
-                        coords=pair_coords(stim))
+                        coords=pairs)

@@ -99,19 +99,18 @@ def layer_index(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _pair_labels(ds: xr.Dataset) -> xr.Dataset:
+    """Stores written before pair labels (``model_rdms`` kept positions ``pair_i``/``pair_j``) read with
+    the pair coords of every stored RDM (:func:`mfrs.similarity.pair_coords`)."""
     if "pair" not in ds.dims or "stimulus_a" in ds.coords or "pair_i" not in ds.coords or "stimulus" not in ds.coords:
         return ds
-    i, j = ds["pair_i"].values, ds["pair_j"].values
-    n = ds.sizes["stimulus"]
-    iu, ju = np.triu_indices(n, 1)
-    if not (np.array_equal(i, iu) and np.array_equal(j, ju)):
+    from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
+
+    iu, ju = np.triu_indices(ds.sizes["stimulus"], 1)
+    if not (np.array_equal(ds["pair_i"].values, iu) and np.array_equal(ds["pair_j"].values, ju)):
         raise InputDataError("model_rdms: pair_i/pair_j are not the row-major upper triangle "
                              "(np.triu_indices(n, 1)); the store was not written by mfrs' model_rdms stage")
-    coords = {"stimulus_a": ("pair", ds["stimulus"].values[i]), "stimulus_b": ("pair", ds["stimulus"].values[j])}
-    if "category" in ds.coords:
-        cat = ds["category"].values
-        coords.update(category_a=("pair", cat[i]), category_b=("pair", cat[j]))
-    return ds.assign_coords(coords)
+    return ds.drop_vars(["pair_i", "pair_j"]).assign_coords(pair_coords(ds["stimulus"],
+                                                                        with_coords=STORED_PAIR_COORDS))
 
 
 def labelled(ds: xr.Dataset) -> xr.Dataset:

@@ -50,31 +50,47 @@ from mfrs.similarity.types import (
     Pooling,
 )
 
-__all__ = ["pair_coords", "stimuli_of", "to_square", "to_pairs", "subset_pairs", "category_pairs",
+__all__ = ["STORED_PAIR_COORDS", "pair_coords", "stimuli_of", "to_square", "to_pairs", "subset_pairs", "category_pairs",
            "check_same_pairs", "compute_rdms", "compare_rdms", "noise_ceiling", "permutation_test", "bootstrap"]
+
+#: Stimulus coords that every stored RDM (``model_rdms``, ``rsa``'s ``rdm``) pairs besides the labels.
+STORED_PAIR_COORDS = ("category",)
 
 #: Largest null distribution permutation_test holds in memory (use the stage beyond).
 _MAX_NULL_BYTES = 2 << 30
 
 
 # ----------------------------------------------------------------------------- pairs
-def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "pair") -> dict[str, tuple]:
+def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "pair",
+                with_coords: Sequence[str] | None = None) -> dict[str, tuple]:
     """Coordinates of the ``pair`` dim for stimuli in dataset order.
 
     ``(stimulus,) -> {name: (pair_dim, values)}``. Every coord along a stimulus
     DataArray (e.g. ``category``) gives ``<name>_a`` and ``<name>_b``.
 
+    Parameters
+    ----------
+    stimuli : xarray.DataArray or sequence
+        The stimulus labels (a DataArray also brings its coords along the stimulus dim).
+    with_coords : sequence of str, optional
+        Only these stimulus coords are paired (the stores pass :data:`STORED_PAIR_COORDS`);
+        None: every coord along the stimulus dim.
+
     Examples
     --------
     >>> pair_coords(["f1", "f2", "u1"])["stimulus_b"][1].tolist()
     ['f2', 'u1', 'u1']
+    >>> stim = xr.DataArray(["f1", "u1"], dims="stimulus", name="stimulus",
+    ...                     coords={"category": ("stimulus", ["famous", "unfamiliar"]), "file": ("stimulus", ["a", "b"])})
+    >>> sorted(pair_coords(stim, with_coords=STORED_PAIR_COORDS))
+    ['category_a', 'category_b', 'stimulus_a', 'stimulus_b']
     """
     iu, ju = triu_pairs(len(stimuli))
     coords: dict[str, tuple] = {}
     values = {"stimulus": np.asarray(stimuli)}
     if isinstance(stimuli, xr.DataArray):
         for name, c in stimuli.coords.items():
-            if name != stimuli.name and c.dims == stimuli.dims:
+            if name != stimuli.name and c.dims == stimuli.dims and (with_coords is None or name in with_coords):
                 values[str(name)] = np.asarray(c.values)
     for name, v in values.items():
         coords[f"{name}_a"] = (pair_dim, v[iu])
@@ -82,12 +98,26 @@ def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "
     return coords
 
 
-def stimuli_of(rdm: xr.DataArray, *, pair_dim: str = "pair") -> np.ndarray:
-    """Stimulus labels in order, read back from the pair coords (positions if there are none)."""
+def stimuli_of(rdm: xr.DataArray, *, coord: str = "stimulus", pair_dim: str = "pair") -> np.ndarray:
+    """A stimulus coord in stimulus order, read back from its pair coords ``<coord>_a``/``<coord>_b``.
+
+    ``coord="stimulus"`` (the labels) gives positions when the RDM has no pair coords.
+
+    Examples
+    --------
+    >>> stim = xr.DataArray(["f1", "f2", "u1"], dims="stimulus", name="stimulus",
+    ...                     coords={"category": ("stimulus", ["famous", "famous", "unfamiliar"])})
+    >>> v = xr.DataArray([1.0, 2.0, 3.0], dims="pair", coords=pair_coords(stim))
+    >>> stimuli_of(v, coord="category").tolist()
+    ['famous', 'famous', 'unfamiliar']
+    """
     n = n_stimuli_of_pairs(rdm.sizes[pair_dim])
-    if "stimulus_a" not in rdm.coords:
-        return np.arange(n)
-    a, b = rdm["stimulus_a"].values, rdm["stimulus_b"].values
+    if f"{coord}_a" not in rdm.coords:
+        if coord == "stimulus":
+            return np.arange(n)
+        raise InputDataError(f"stimuli_of: the RDM has no {coord!r}_a/{coord!r}_b pair coords; compute it from "
+                             f"data whose stimulus dim carries a {coord!r} coord")
+    a, b = rdm[f"{coord}_a"].values, rdm[f"{coord}_b"].values
     return np.concatenate([a[:1], b[: n - 1]])
 
 

@@ -3,8 +3,10 @@
 Stage ``model_rdms``. Reads every ``activations/<network>/<weights>`` store named in its
 config and writes ``model_rdms``: ``rdm (layer, pair)`` float32 with the ``layer`` coords
 of design.md (``network``, ``name``, ``depth``, ``kind``, ``weights``, ``units``), the
-stimulus coords of the activations, and ``pair_i``/``pair_j`` (stimulus positions of
-each pair, ``np.triu_indices(n, 1)``: the order of ``scipy.spatial.distance.pdist``).
+stimulus coords of the activations, and the pair coords of every stored RDM
+(:func:`mfrs.similarity.pair_coords`: ``stimulus_a``/``stimulus_b``, ``category_a``/``category_b``;
+pairs in the order of ``scipy.spatial.distance.pdist``). Stores written before pair labels
+hold positions ``pair_i``/``pair_j`` instead; :func:`mfrs.results.labelled` reads those as labels.
 One task per group of layers accumulates per-stimulus sums and the Gram matrix over unit chunks,
 so a layer of 10^6 units is never whole in memory.
 """
@@ -32,8 +34,7 @@ from mfrs.store import Unit, ZarrStore
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run",
-           "layer_rdm", "square_rdm"]
+__all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run", "layer_rdm"]
 
 NAME = "model_rdms"
 log = logging.getLogger(__name__)
@@ -116,30 +117,6 @@ def layer_rdm(values: Any, *, metric: RdmMetric, unit_chunk: int) -> np.ndarray:
     return rdm_from_moments(moments, metric)
 
 
-def square_rdm(rdm: xr.DataArray, stimulus: xr.DataArray) -> xr.DataArray:
-    """``(..., pair) -> (..., stimulus_a, stimulus_b)``: the symmetric matrix with zero diagonal.
-
-    Parameters
-    ----------
-    rdm : xarray.DataArray
-        Pair vectors with the ``pair_i``/``pair_j`` coords of the model_rdms store.
-    stimulus : xarray.DataArray
-        The store's ``stimulus`` coordinate (labels of the rows and columns).
-    """
-    n = stimulus.size
-    i = np.asarray(rdm["pair_i"].values)
-    j = np.asarray(rdm["pair_j"].values)
-    values = np.asarray(rdm.values)
-    out = np.zeros(values.shape[:-1] + (n, n), dtype=values.dtype)
-    out[..., i, j] = values
-    out[..., j, i] = values
-    labels = np.asarray(stimulus.values)
-    lead = [d for d in rdm.dims if d != "pair"]
-    coords = {name: c.variable for name, c in rdm.coords.items() if "pair" not in c.dims}
-    return xr.DataArray(out, dims=(*lead, "stimulus_a", "stimulus_b"),
-                        coords={**coords, "stimulus_a": labels, "stimulus_b": labels})
-
-
 # ----------------------------------------------------------------------------- template and tasks
 @dataclass(frozen=True)
 class _Job:
@@ -196,13 +173,15 @@ def _layers(sources: list[tuple[str, ZarrStore, xr.Dataset]], kinds: list[LayerK
 def _template(sources: list[tuple[str, ZarrStore, xr.Dataset]], index: xr.Dataset) -> xr.Dataset:
     import dask.array as da
 
+    from mfrs.similarity.blocks import n_pairs
+    from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
+
     stim = sources[0][2]
-    n = stim.sizes["stimulus"]
-    i, j = np.triu_indices(n, 1)
-    rdm = da.zeros((index.sizes["layer"], i.size), chunks=(1, i.size), dtype="float32")
-    coords = {c: ("stimulus", stim[c].values) for c in _STIMULUS_COORDS if c in stim.coords}
+    p = n_pairs(stim.sizes["stimulus"])
+    rdm = da.zeros((index.sizes["layer"], p), chunks=(1, p), dtype="float32")
+    coords: dict[str, Any] = {c: ("stimulus", stim[c].values) for c in _STIMULUS_COORDS if c in stim.coords}
     coords.update({c: ("layer", index[c].values) for c in ("layer", *_LAYER_COORDS)})
-    coords.update({"pair_i": ("pair", i.astype("int32")), "pair_j": ("pair", j.astype("int32"))})
+    coords.update(pair_coords(stim["stimulus"], with_coords=STORED_PAIR_COORDS))
     return xr.Dataset({"rdm": (("layer", "pair"), rdm)}, coords=coords)
 
 

@@ -840,7 +840,7 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
     coords: dict[str, Any] = {"subject": subjects, "signal": act["signal"].values, "category": list(cfg.categories),
                               "region": lay.regions, "time": lay.times}
     if cfg.store_rdms != "none":
-        from mfrs.similarity.xarray import pair_coords
+        from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 
         n_stim = act.sizes["stimulus"]
         p = n_stim * (n_stim - 1) // 2
@@ -851,8 +851,7 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
         rdm_chunks = (1, 1, cfg.region_block, cfg.time_block, pair_chunk)
         shape = (sizes["subject"], sizes["signal"], sizes["region"], sizes["time"], p)
         variables["rdm"] = (rdm_dims, da.zeros(shape, chunks=rdm_chunks, dtype=cfg.store_rdms))
-        stim = act["stimulus"]
-        coords.update(pair_coords(stim.drop_vars([c for c in stim.coords if c not in ("stimulus", "category")])))
+        coords.update(pair_coords(act["stimulus"], with_coords=STORED_PAIR_COORDS))
     layer = models["layer"]
     coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)

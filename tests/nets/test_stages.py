@@ -11,6 +11,7 @@ from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256, STIMULUS_SIZE, wr
 from scipy.spatial.distance import pdist
 
 from mfrs.errors import ConfigError, StoreError
+from mfrs.similarity import to_square
 from mfrs.stages import activations, model_rdms
 from mfrs.store import ZarrStore
 
@@ -174,8 +175,10 @@ def test_layer_rdm_equals_scipy_on_stored_activations(done) -> None:
     assert rdms["rdm"].dims == ("layer", "pair")
     assert rdms.sizes["pair"] == 15
     assert rdms["stimulus"].values.tolist() == ["f001", "f002", "u001", "u002", "s001", "s002"]
-    i, j = np.triu_indices(6, 1)
-    assert rdms["pair_i"].values.tolist() == i.tolist() and rdms["pair_j"].values.tolist() == j.tolist()
+    i, j = np.triu_indices(6, 1)  # pdist's pair order, labelled with both stimuli and their categories
+    assert rdms["stimulus_a"].values.tolist() == rdms["stimulus"].values[i].tolist()
+    assert rdms["stimulus_b"].values.tolist() == rdms["stimulus"].values[j].tolist()
+    assert rdms["category_b"].values.tolist() == rdms["category"].values[j].tolist()
     assert rdms.sizes["layer"] == 2 * 140
     assert set(rdms["weights"].values) == {"imagenet", "untrained-seed0"}
     for store, layer in [("imagenet", "features.2.conv.0.0"),   # 96 x 16 x 16 units: 25 read chunks
@@ -184,7 +187,7 @@ def test_layer_rdm_equals_scipy_on_stored_activations(done) -> None:
         acts = catalog.open(f"activations/mobilenet_v2/{store}")[layer].values.astype(np.float64)
         stored = rdms["rdm"].sel(layer=f"mobilenet_v2/{store}/{layer}").values
         np.testing.assert_allclose(stored, pdist(acts, "correlation"), rtol=2e-6, atol=2e-6)
-    square = model_rdms.square_rdm(rdms["rdm"].isel(layer=0), rdms["stimulus"])
+    square = to_square(rdms["rdm"].isel(layer=0))
     assert square.dims == ("stimulus_a", "stimulus_b")
     assert float(square.sel(stimulus_a="u001", stimulus_b="f002")) == float(rdms["rdm"].isel(layer=0, pair=5))
     assert (np.diag(square.values) == 0).all()

@@ -10,6 +10,7 @@ from scipy.stats import spearmanr
 
 import mfrs.results as res
 from mfrs.errors import InputDataError
+from mfrs.similarity import to_square
 
 
 def _stored(demo_catalog) -> xr.Dataset:
@@ -127,12 +128,29 @@ def test_to_square_model_rdms_matches_scipy(demo_catalog):
     layer = str(raw["layer"].values[5])
     vec = raw["rdm"].sel(layer=layer).values
     want = squareform(vec)
-    # as stored (pair_i/pair_j) and as labelled (stimulus_a/stimulus_b): one convention
-    sq_stored = res.to_square(raw["rdm"].sel(layer=layer), stimulus=raw["stimulus"].values)
-    sq_labelled = res.to_square(res.flat_layers(models)["rdm"].sel(layer=layer))
+    # as stored and as opened by mfrs.results: the one pair convention (stimulus_a/stimulus_b)
+    sq_stored = to_square(raw["rdm"].sel(layer=layer))
+    sq_labelled = to_square(res.flat_layers(models)["rdm"].sel(layer=layer))
     for sq in (sq_stored, sq_labelled):
         np.testing.assert_array_equal(sq.values, want)
         assert sq["stimulus_a"].values.tolist() == raw["stimulus"].values.tolist()
+
+
+def test_model_rdms_written_before_pair_labels_reads_with_them():
+    """A model_rdms store of before pair labels (positions pair_i/pair_j) opens with the labels of every store."""
+    stim, cat = ["f1", "f2", "u1", "s1"], ["famous", "famous", "unfamiliar", "scrambled"]
+    i, j = np.triu_indices(4, 1)
+    old = xr.Dataset({"rdm": (("layer", "pair"), np.arange(12.0).reshape(2, 6))},
+                     coords={"stimulus": stim, "category": ("stimulus", cat), "layer": ["m/w/a", "m/w/b"],
+                             "pair_i": ("pair", i.astype("int32")), "pair_j": ("pair", j.astype("int32"))})
+    got = res.labelled(old)
+    assert "pair_i" not in got.coords
+    assert got["stimulus_a"].values.tolist() == [stim[k] for k in i]
+    assert got["category_b"].values.tolist() == [cat[k] for k in j]
+    assert float(to_square(got["rdm"].isel(layer=1)).sel(stimulus_a="s1", stimulus_b="f2")) == squareform(
+        np.arange(6.0, 12.0))[3, 1]
+    with pytest.raises(InputDataError, match="pair_i/pair_j are not the row-major upper triangle"):
+        res.labelled(old.assign_coords(pair_i=("pair", j), pair_j=("pair", i)))
 
 
 def test_brain_rdm_equals_scipy_on_sources(demo_catalog, rsa):
