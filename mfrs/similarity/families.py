@@ -36,7 +36,8 @@ import xarray as xr
 
 from mfrs.similarity.inference import RUN_PARTS
 
-__all__ = ["Families", "families", "summary_templates", "block_statistics", "finalize", "FinalizeJob"]
+__all__ = ["Families", "families", "summary_templates", "block_statistics", "final_fwe_p", "finalize",
+           "FinalizeJob"]
 
 _AXIS = {"region": 0, "time": 1, "layer": 2}
 _SERIES_AXIS = {"region": 0, "layer": 1}  # axes of a time course's statistic once time is dropped
@@ -158,6 +159,7 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
         cluster_p,
         cluster_threshold,
         family_max,
+        fwe_p,
         merge_run_summaries,
         p_against,
         run_summary,
@@ -167,11 +169,12 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
     out = {"p": p_against(null, stat)}
     deferred: dict[str, np.ndarray] = {}
     if fam.fwe_dims:
-        fmax = family_max(null, tuple(_AXIS[d] for d in fam.fwe_dims))
+        axes = tuple(_AXIS[d] for d in fam.fwe_dims)
         if fam.fwe_split:
+            fmax = family_max(null, axes)
             deferred["fwe_null_max"] = fmax[..., 0] if "layer" in fam.fwe_dims else fmax
         else:
-            out["p_fwe"] = p_against(fmax, stat)
+            out["p_fwe"] = fwe_p(null, stat, axes)
     if fam.cluster:
         thr = cluster_threshold(null, fam.cluster_alpha)
         null_t = np.moveaxis(null, 2, -1)  # (perm, region, layer, time)
@@ -251,6 +254,24 @@ def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Datas
     return out
 
 
+def final_fwe_p(stat: xr.DataArray, fwe: xr.DataArray, regions: slice, times: slice) -> np.ndarray:
+    """``p_fwe (signal, category, region, time, layer)`` of one block from every block's ``fwe_null_max``.
+
+    ``stat``: the block's group r (|r| when two-sided) with dims ``(signal, category,
+    region, time, layer)``; ``fwe``: the whole ``fwe_null_max`` summary (dims
+    :attr:`Families.fwe_summary_dims`), whose region / time dims are cut to the block
+    where they are not part of the family.
+    """
+    from mfrs.similarity.inference import fwe_p
+
+    part = fwe.isel({d: s for d, s in (("region", regions), ("time", times)) if d in fwe.dims})
+    if "layer" not in part.dims:  # the family holds layer: one maximum for all layers
+        part = part.expand_dims(layer=1, axis=-1)
+    part = part.transpose("perm", "signal", "category", ...)
+    blocks = tuple(i for i, d in enumerate(part.dims[1:]) if d in ("region_block", "time_block"))
+    return fwe_p(part.values, stat.transpose("signal", "category", "region", "time", "layer").values, blocks)
+
+
 def finalize(job: FinalizeJob) -> None:
     """Merge the block summaries and write ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` into ``rsa``.
 
@@ -261,10 +282,9 @@ def finalize(job: FinalizeJob) -> None:
     near one block's null; a cluster family spanning regions first reads every
     region's run summaries once for the family's largest null cluster mass.
     """
-    from mfrs.similarity.inference import p_from_counts
     from mfrs.store import ZarrStore
 
-    fam, n_perm = job.fam, job.n_permutations
+    fam = job.fam
     rsa = ZarrStore.open(job.rsa_path, entry_name="rsa")
     ds = xr.open_zarr(rsa.path)
     order = ("signal", "category", "region", "time", "layer")
@@ -298,12 +318,7 @@ def finalize(job: FinalizeJob) -> None:
             tim = unit.region["time"]
             data = {}
             if fwe is not None:
-                stat = stat_block.isel(time=tim)
-                part = fwe.isel({d: s for d, s in (("region", reg), ("time", tim)) if d in fwe.dims})
-                fmax = part.max([d for d in ("region_block", "time_block") if d in part.dims]).load()
-                with xr.set_options(arithmetic_join="exact"):
-                    k = (fmax >= stat).sum("perm").transpose(*order)
-                data["p_fwe"] = (order, p_from_counts(k.values, n_perm, stat.transpose(*order).values))
+                data["p_fwe"] = (order, final_fwe_p(stat_block.isel(time=tim), fwe, reg, tim))
             if clusters is not None:
                 for name, values in clusters.items():
                     data[name] = (order, values[:, :, :, tim])

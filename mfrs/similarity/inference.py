@@ -21,6 +21,7 @@ __all__ = [
     "p_from_counts",
     "count_extreme",
     "family_max",
+    "fwe_p",
     "cluster_threshold",
     "cluster_masses",
     "run_summary",
@@ -72,6 +73,22 @@ def family_max(null: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     if not axes:
         return null
     return np.max(np.where(np.isnan(null), -np.inf, null), axis=tuple(1 + a for a in axes), keepdims=True)
+
+
+def fwe_p(null: np.ndarray, stat: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Family-wise p by the max statistic: ``stat`` against the per-permutation maximum of ``null`` over ``axes``.
+
+    ``null (perm, ...)`` is the null itself, or per-block maxima of it over the parts of
+    the family (a maximum of block maxima is the family maximum), the blocks along
+    ``axes`` and size 1 where a block spans the family (see :func:`family_max`).
+
+    Examples
+    --------
+    >>> null = np.array([[0.2, 0.9], [0.1, 0.3], [0.5, 0.4]])  # (perm, time)
+    >>> fwe_p(null, np.array([0.8, 0.45]), axes=(0,)).tolist()
+    [0.5, 0.75]
+    """
+    return p_against(family_max(null, axes), stat)
 
 
 def cluster_threshold(null_stat: np.ndarray, alpha: float) -> np.ndarray:
@@ -199,7 +216,7 @@ def permutation_p(obs: np.ndarray, null: np.ndarray, *, fwe_axes: tuple[int, ...
     stat, null_s = (np.abs(obs), np.abs(null)) if two_sided else (obs, null)
     out = {"p": p_against(null_s, stat)}
     if fwe_axes:
-        out["p_fwe"] = p_against(family_max(null_s, fwe_axes), stat)
+        out["p_fwe"] = fwe_p(null_s, stat, fwe_axes)
     if cluster_axis is not None:
         thr = cluster_threshold(null_s, cluster_alpha)
         null_t = np.moveaxis(null_s, cluster_axis + 1, -1)
