@@ -432,11 +432,30 @@ def get_client(profile: str | LocalProfile | SlurmProfile | AddressProfile | Non
         yield from _connected(prof)
 
 
-def _quiet_workers(client: Client) -> Client:
-    """Every worker (also those started later) hides the zarr warnings of :data:`mfrs.store.ZARR_NOISE`."""
+def _task_threads() -> int | None:
+    """The thread count of the worker whose task the calling thread runs; None outside a task."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    return int(worker.state.nthreads)
+
+
+def _setup_worker() -> None:
+    """Run in every worker: hide the zarr warnings of :data:`mfrs.store.ZARR_NOISE` and tell the similarity
+    engine how to recognise a task's thread (:func:`mfrs.similarity.threads.set_worker_probe`)."""
+    from mfrs.similarity.threads import set_worker_probe
     from mfrs.store import ignore_zarr_noise
 
-    client.register_worker_callbacks(setup=ignore_zarr_noise)
+    ignore_zarr_noise()
+    set_worker_probe(_task_threads)
+
+
+def _quiet_workers(client: Client) -> Client:
+    """Every worker (also those started later) runs :func:`_setup_worker`."""
+    client.register_worker_callbacks(setup=_setup_worker)
     return client
 
 

@@ -50,6 +50,14 @@ def test_workers_run_one_blas_and_numba_thread(local_client):
     assert all(v == {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"} for v in env.values())
 
 
+def test_similarity_kernels_recognise_a_dask_task_thread(local_client):
+    """The cluster layer tells the similarity engine (which never imports distributed) which threads run tasks."""
+    from mfrs.similarity.threads import in_dask_worker
+
+    assert tuple(local_client.submit(in_dask_worker, pure=False).result()) == (True, 1)
+    assert in_dask_worker() == (False, 0)  # this thread runs no task
+
+
 def test_unreachable_scheduler_is_a_cluster_error():
     from mfrs.cluster import get_client
     from mfrs.errors import ClusterError

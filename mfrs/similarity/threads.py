@@ -5,6 +5,8 @@ machines parallel BLAS and Numba threads fight each other and Dask's own
 threads, so parallelism comes from Dask workers (ideally one thread each).
 Inside a Dask worker *thread* a process-wide BLAS limit also throttles the
 worker's other threads; that fallback is logged once per process, never silent.
+This library does not import ``distributed``: the cluster layer installs, in every
+worker it connects, the probe that recognises a task's thread (:func:`set_worker_probe`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["single_threaded", "in_dask_worker"]
+__all__ = ["single_threaded", "in_dask_worker", "set_worker_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,37 @@ log = logging.getLogger(__name__)
 _logged = threading.Event()
 
 
+#: Installed by the cluster layer (:mod:`mfrs.cluster`) in each worker process: the calling thread's
+#: worker thread count when it runs a Dask task, None otherwise. None here: no worker in this process.
+_worker_probe: Callable[[], int | None] | None = None
+
+
+def set_worker_probe(probe: Callable[[], int | None] | None) -> None:
+    """Install how this process recognises a Dask task's thread (None: this process runs no worker).
+
+    Parameters
+    ----------
+    probe : callable or None
+        ``() -> int | None``: the worker's thread count when the calling thread runs a
+        task, None otherwise.
+
+    Examples
+    --------
+    >>> set_worker_probe(lambda: 4)
+    >>> in_dask_worker()
+    (True, 4)
+    >>> set_worker_probe(None)
+    >>> in_dask_worker()
+    (False, 0)
+    """
+    global _worker_probe
+    _worker_probe = probe
+
+
 def in_dask_worker() -> tuple[bool, int]:
     """Return whether this thread runs a Dask task, and that worker's thread count."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return False, 0
-    return True, int(getattr(worker.state, "nthreads", 1) if hasattr(worker, "state") else worker.nthreads)
+    nthreads = _worker_probe() if _worker_probe is not None else None
+    return nthreads is not None, nthreads or 0
 
 
 @contextlib.contextmanager
