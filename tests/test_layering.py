@@ -18,10 +18,9 @@ DOMAIN = ("meg", "nets", "images", "similarity", "demo")
 FORBIDDEN = ("mfrs.catalog", "mfrs.store", "mfrs.runner", "mfrs.cluster", "mfrs.stages", "mfrs.pipeline",
              "distributed", "dask.distributed", "dask_jobqueue")
 
-#: Imports still to move out (similarity is being split into its three layers, issue 11 item 4):
-#: ``finalize`` writes the rsa store's final variables. Remove an entry when its import goes; the test
-#: fails on a stale entry.
-KNOWN = {("mfrs/similarity/families.py", "mfrs.store")}
+#: Imports still to move out, as ``(path, forbidden module)``: none left. Remove an entry when its import
+#: goes; the test fails on a stale entry.
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -11,10 +11,11 @@ null into a side store inside ``rsa`` (same units, same fingerprint):
   what the block contributes to the largest null cluster mass of each time series
   (:func:`mfrs.similarity.inference.run_summary`).
 
-Once every block is complete, :func:`finalize` merges the summaries (a max over
-blocks; runs joined across block edges, then the largest cluster mass over every
-time series of the family) and writes ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` as
-the ``rsa`` store's final variables. The numbers are those of one block holding the
+Once every block is complete, the stage's final task (``mfrs/stages/_similarity_final.py``,
+which owns the side stores) merges the summaries with :func:`final_fwe_p` (a max over
+blocks), :func:`family_null_max` and :func:`clusters_of_regions` (runs joined across block
+edges, then the largest cluster mass over every time series of the family) and writes
+``p_fwe`` / ``p_cluster`` / ``cluster_mass`` as the ``rsa`` store's final variables. The numbers are those of one block holding the
 whole family, which is what a block does when the family fits in it (then nothing
 is deferred).
 
@@ -28,7 +29,6 @@ time course). :meth:`Families.attrs` says which family each p corrects over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,8 @@ import xarray as xr
 
 from mfrs.similarity.inference import RUN_PARTS
 
-__all__ = ["Families", "families", "summary_templates", "block_statistics", "final_fwe_p", "finalize",
-           "FinalizeJob"]
+__all__ = ["Families", "families", "summary_templates", "block_statistics", "family_null_max",
+           "clusters_of_regions", "final_fwe_p"]
 
 _AXIS = {"region": 0, "time": 1, "layer": 2}
 _SERIES_AXIS = {"region": 0, "layer": 1}  # axes of a time course's statistic once time is dropped
@@ -60,7 +60,7 @@ class Families:
 
     @property
     def final_variables(self) -> tuple[str, ...]:
-        """``rsa`` variables written by :func:`finalize` instead of by the blocks."""
+        """``rsa`` variables written by the final task instead of by the blocks."""
         return (("p_fwe",) if self.fwe_split else ()) + (("p_cluster", "cluster_mass") if self.cluster_split else ())
 
     def attrs(self, n_permutations: int) -> dict[str, dict[str, str]]:
@@ -147,7 +147,7 @@ def summary_templates(fam: Families, *, coords: dict[str, Any], n_perm: int, reg
 
 def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple[dict[str, np.ndarray],
                                                                                  dict[str, np.ndarray]]:
-    """Statistics of one block's group r against its null, and the summaries deferred to :func:`finalize`.
+    """Statistics of one block's group r against its null, and the summaries deferred to the final task.
 
     ``stat (region, time, layer)`` the group r, ``null (perm, region, time, layer)``.
     Returns ``p`` plus the family statistics whose family fits in the block, and
@@ -189,22 +189,6 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
     return out, deferred
 
 
-def side_store_path(rsa_path: str | Path, name: str) -> Path:
-    """Where the side store ``name`` of an ``rsa`` store lives (inside it: deleted and resumed with it)."""
-    return Path(rsa_path) / name
-
-
-@dataclass
-class FinalizeJob:
-    """The one task that writes the final variables of ``rsa``."""
-
-    rsa_path: str
-    fam: Families
-    n_permutations: int
-    group: Any = None  # mfrs.similarity.group_final.GroupStats
-    key: str = "final"
-
-
 def _series_null_max(runs: xr.Dataset, g: int, fam: Families) -> np.ndarray:
     """Largest null cluster mass of region ``g``'s time courses, maximised over the family's layers.
 
@@ -219,7 +203,7 @@ def _series_null_max(runs: xr.Dataset, g: int, fam: Families) -> np.ndarray:
     return family_max(merge_run_summaries(*parts, axis=0), (3,) if "layer" in fam.cluster_dims else ())
 
 
-def _family_null_max(runs: xr.Dataset, fam: Families) -> np.ndarray | None:
+def family_null_max(runs: xr.Dataset, fam: Families) -> np.ndarray | None:
     """The largest null cluster mass over every region (and layer) of the family; None unless ``region`` is in it.
 
     One region at a time, so what is held is one region's summaries plus the running max.
@@ -233,7 +217,7 @@ def _family_null_max(runs: xr.Dataset, fam: Families) -> np.ndarray | None:
     return best
 
 
-def _clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Dataset, regions: slice, fam: Families,
+def clusters_of_regions(stat: np.ndarray, threshold: np.ndarray, runs: xr.Dataset, regions: slice, fam: Families,
                          family_null: np.ndarray | None) -> dict[str, np.ndarray]:
     """``cluster_mass``/``p_cluster (signal, category, region, time, layer)`` of a block of regions.
 
@@ -270,59 +254,3 @@ def final_fwe_p(stat: xr.DataArray, fwe: xr.DataArray, regions: slice, times: sl
     part = part.transpose("perm", "signal", "category", ...)
     blocks = tuple(i for i, d in enumerate(part.dims[1:]) if d in ("region_block", "time_block"))
     return fwe_p(part.values, stat.transpose("signal", "category", "region", "time", "layer").values, blocks)
-
-
-def finalize(job: FinalizeJob) -> None:
-    """Merge the block summaries and write ``p_fwe`` / ``p_cluster`` / ``cluster_mass`` into ``rsa``.
-
-    With ``job.group`` it also writes the group statistics of
-    :class:`mfrs.similarity.group_final.GroupFinal` (bootstrap peaks, sign flips, FDR).
-
-    Works one region block at a time (clusters one region at a time), so memory stays
-    near one block's null; a cluster family spanning regions first reads every
-    region's run summaries once for the family's largest null cluster mass.
-    """
-    from mfrs.store import ZarrStore
-
-    fam = job.fam
-    rsa = ZarrStore.open(job.rsa_path, entry_name="rsa")
-    ds = xr.open_zarr(rsa.path)
-    order = ("signal", "category", "region", "time", "layer")
-    group = ds["r"].sel(subject="group").transpose(*order)
-    if fam.two_sided:
-        group = abs(group)
-    fwe = xr.open_zarr(side_store_path(job.rsa_path, FWE_STORE))["fwe_null_max"] if fam.fwe_split else None
-    runs = xr.open_zarr(side_store_path(job.rsa_path, CLUSTER_STORE)) if fam.cluster_split else None
-    family_null = _family_null_max(runs, fam) if runs is not None else None
-    by_block: dict[int, list] = {}
-    for unit in rsa.units():
-        by_block.setdefault(unit.index[0], []).append(unit)
-    gf = None
-    if job.group is not None and job.group.final_variables:
-        from mfrs.similarity.group_final import GroupFinal
-
-        gf = GroupFinal(job.rsa_path, ds, job.group, [units[0].region["region"] for units in by_block.values()])
-    for units in by_block.values():
-        reg = units[0].region["region"]
-        stat_block = group.isel(region=reg).load()  # read once per region block, for both statistics
-        group_values = {}
-        if gf is not None:
-            raw = ds["r"].sel(subject="group").transpose(*order).isel(region=reg).values if fam.two_sided else (
-                stat_block.values)
-            group_values = gf.region_block(reg, raw)
-        clusters = None
-        if runs is not None:
-            threshold = ds["cluster_threshold"].transpose(*order).isel(region=reg).values
-            clusters = _clusters_of_regions(stat_block.values, threshold, runs, reg, fam, family_null)
-        for unit in units:
-            tim = unit.region["time"]
-            data = {}
-            if fwe is not None:
-                data["p_fwe"] = (order, final_fwe_p(stat_block.isel(time=tim), fwe, reg, tim))
-            if clusters is not None:
-                for name, values in clusters.items():
-                    data[name] = (order, values[:, :, :, tim])
-            for name, (dims, values) in group_values.items():
-                data[name] = (dims, values[:, :, :, tim] if "time" in dims else values)
-            rsa.write_final(unit, xr.Dataset(data))
-    rsa.mark_final()

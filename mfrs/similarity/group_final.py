@@ -197,11 +197,14 @@ def bootstrap_template(gs: GroupStats, *, coords: dict[str, Any], time_block: in
 class GroupFinal:
     """The final task's group statistics, one region block at a time (see the module docstring)."""
 
-    def __init__(self, rsa_path: Any, ds: xr.Dataset, gs: GroupStats, region_blocks: list[slice]):
+    def __init__(self, ds: xr.Dataset, gs: GroupStats, region_blocks: list[slice], *, peaks: xr.Dataset | None):
+        """``ds``: the ``rsa`` store; ``peaks``: its ``bootstrap_peaks`` side store (with ``n_bootstrap``)."""
+        if gs.n_bootstrap and peaks is None:
+            raise ValueError("GroupFinal: n_bootstrap needs the bootstrap_peaks side store (peaks=)")
         self.gs, self.ds = gs, ds
         self.subjects = [s for s in ds["subject"].values.tolist() if s != "group"]
         self.times = np.asarray(ds["time"].values, dtype=float)
-        self.peaks = xr.open_zarr(_side(rsa_path)) if gs.n_bootstrap else None
+        self.peaks = peaks
         self.pairs = contrast_layers(ds["r"], gs) if gs.contrast else None
         sources = (["r"] if gs.n_signflips else []) + (["contrast"] if gs.contrast else [])
         self._family_max: dict[str, np.ndarray] = {}
@@ -331,9 +334,3 @@ class GroupFinal:
         return {"peak_latency": (d4, est_latency), "peak_latency_ci_low": (d4, lat_lo),
                 "peak_latency_ci_high": (d4, lat_hi), "best_layer": (d3, est_best.astype(float)),
                 "best_layer_ci_low": (d3, best_lo), "best_layer_ci_high": (d3, best_hi)}
-
-
-def _side(rsa_path: Any) -> Any:
-    from mfrs.similarity.families import side_store_path
-
-    return side_store_path(rsa_path, BOOT_STORE)

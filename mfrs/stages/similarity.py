@@ -11,7 +11,8 @@ time, layer)`` where the last ``subject`` label ``group`` is the subject-mean RD
 time axis, its null the largest cluster mass over the same family as ``p_fwe``)
 ``(signal, category, region, time, layer)`` of the group RDM; families
 that span several blocks are completed by one final task
-(:mod:`mfrs.similarity.families`). Group statistics across subjects (``n_bootstrap``,
+(:mod:`mfrs.similarity.families`; side stores and the final task in
+``mfrs/stages/_similarity_final.py``). Group statistics across subjects (``n_bootstrap``,
 ``n_signflips``, ``fdr``; :mod:`mfrs.similarity.group_final`) are stored beside them:
 ``r_ci_low``/``r_ci_high`` per block, ``peak_latency``/``best_layer`` (with CIs),
 ``p_signflip``/``p_signflip_fwe``, ``p_fdr``/``p_signflip_fdr`` by the final task. With ``store_rdms`` it
@@ -750,6 +751,7 @@ def _gpu_tasks(client: Any, config: Config) -> bool:
 def _compute(job: _Job) -> dict[str, float]:
     """One task: read the block inside the task, reduce it, write it; returns its breakdown (:data:`TASK_PHASES`)."""
     from mfrs.similarity.seeds import unit_rng
+    from mfrs.stages._similarity_final import write_summaries
     from mfrs.store import ZarrStore
 
     clock = TaskClock()
@@ -774,7 +776,7 @@ def _compute(job: _Job) -> dict[str, float]:
                        clock=clock, null_device="cuda" if job.gpu and _has_cuda() else None)
     with clock.phase("write"):
         if res["deferred"]:
-            _write_summaries(job, fam, unit, res["deferred"])
+            write_summaries(job.store, fam, unit, res["deferred"])
         job.store.write_unit(unit, _to_dataset(res, unit, cfg, fam))
     times = clock.finish()
     log.debug(BREAKDOWN_FORMAT, unit.key, *(times[p] for p in TASK_PHASES), times["total"])
@@ -786,26 +788,6 @@ def _stat_names(cfg: Config) -> list[str]:
         return []
     return (["p"] + (["p_fwe"] if cfg.fwe_dims else [])
             + (["p_cluster", "cluster_mass", "cluster_threshold"] if cfg.cluster else []))
-
-
-def _write_summaries(job: _Job, fam: Families, unit: Any, deferred: dict[str, np.ndarray]) -> None:
-    """Write a block's null summaries into the side stores (before the block's own completion mark)."""
-    from mfrs.similarity.families import CLUSTER_STORE, FWE_STORE, side_store_path
-    from mfrs.similarity.group_final import BOOT_STORE
-    from mfrs.store import ZarrStore
-
-    for name, variables in ((FWE_STORE, ["fwe_null_max"]), (CLUSTER_STORE, [f"cluster_{k}" for k in
-                                                                           ("inner", "left", "right", "full")]),
-                            (BOOT_STORE, ["boot_peak_r", "boot_peak_index"])):
-        if variables[0] not in deferred:
-            continue
-        side = ZarrStore.open(side_store_path(job.store.path, name), entry_name=f"rsa/{name}")
-        side_unit = next(u for u in side.units() if u.index == unit.index)
-        dims = {FWE_STORE: fam.fwe_summary_dims, CLUSTER_STORE: ("signal", "category", "perm", "region", "time_block",
-                                                                 "layer"),
-                BOOT_STORE: ("signal", "category", "sample", "region", "time_block", "layer")}[name]
-        coords = {d: side_unit.labels[d] for d in dims if d in ("region", "time")}
-        side.write_unit(side_unit, xr.Dataset({v: (dims, deferred[v]) for v in variables}, coords=coords))
 
 
 def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config) -> xr.Dataset:
@@ -883,8 +865,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.cluster import worker_memory_limit
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
-    from mfrs.similarity.families import FinalizeJob, finalize, side_store_path, summary_templates
-    from mfrs.similarity.group_final import BOOT_STORE, bootstrap_template
+    from mfrs.stages._similarity_final import FinalizeJob, create_side_stores, finalize
     from mfrs.store import ZarrStore
 
     # refuse plans that cannot fit before anything is written
@@ -907,14 +888,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
                              overwrite=overwrite, entry_name="rsa", final_variables=final_variables)
     store.depends_on(*input_stores)  # blocks computed from other inputs than these count as stale
     labels = {d: template[d].values for d in ("signal", "category", "region", "time", "layer")}
-    sides = summary_templates(fam, coords=labels, n_perm=config.n_permutations, region_block=config.region_block,
-                              time_block=config.time_block)
-    if gs.n_bootstrap:
-        sides[BOOT_STORE] = bootstrap_template(gs, coords=labels, time_block=config.time_block,
-                                               region_block=config.region_block)
-    for name, (side, unit_dims) in sides.items():
-        ZarrStore.create(side_store_path(store.path, name), side, unit_dims=unit_dims, provenance=provenance,
-                         entry_name=f"rsa/{name}")
+    create_side_stores(store, fam, gs, labels=labels, config=config, provenance=provenance)
     jobs = []
     gpu = _gpu_tasks(client, config)
     for unit in store.units():
@@ -938,5 +912,5 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
         return
     log.info("similarity: merging the null summaries of %d blocks into %s", len(store.units()),
              ", ".join(final_variables))
-    run_units(client, finalize, [FinalizeJob(str(store.path), fam, config.n_permutations, gs)], key=lambda j: j.key,
+    run_units(client, finalize, [FinalizeJob(str(store.path), fam, gs)], key=lambda j: j.key,
               description=f"{NAME} (final)", stage=NAME)
