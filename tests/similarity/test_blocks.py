@@ -363,6 +363,47 @@ def test_block_statistics_cluster_family_matches_brute_force(fwe_dims, per_layer
     assert out["p_cluster"][1, 4, 0] == pytest.approx(1 / 31)
 
 
+@pytest.mark.parametrize("fwe_dims", [("region", "time", "layer"), ("time",), ("region", "layer"), ("time", "layer")])
+def test_p_fwe_of_a_family_cut_into_blocks_matches_brute_force(fwe_dims):
+    """Blocks of 2 regions x 3 times each store their part of the family maximum (block_statistics); the final
+    task's p_fwe (final_fwe_p) is (k + 1) / (n + 1) against the maximum over the whole family, by loops."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from mfrs.similarity.families import block_statistics, families, final_fwe_p
+
+    rng = np.random.default_rng(17)
+    n_perm, n_reg, n_time, n_layer = 25, 4, 9, 2
+    stat = rng.normal(0, 1, (n_reg, n_time, n_layer))
+    null = rng.normal(0, 1, (n_perm, n_reg, n_time, n_layer))
+    cfg = SimpleNamespace(n_permutations=n_perm, fwe_dims=list(fwe_dims), region_block=2, time_block=3, cluster=False,
+                          cluster_alpha=0.05, alternative="greater")
+    fam = families(cfg, n_reg, n_time)
+    assert fam.fwe_split
+    dims = fam.fwe_summary_dims  # (signal, category, perm, region | region_block, time | time_block[, layer])
+    size = {"region": n_reg, "time": n_time, "region_block": 2, "time_block": 3, "layer": n_layer}
+    summary = np.full((1, 1, n_perm, *(size[d] for d in dims[3:])), np.nan)
+    blocks = [(slice(r, r + 2), slice(t, t + 3)) for r in range(0, n_reg, 2) for t in range(0, n_time, 3)]
+    for reg, tim in blocks:
+        _, deferred = block_statistics(stat[reg, tim], null[:, reg, tim], fam)
+        at = (reg if dims[3] == "region" else slice(reg.start // 2, reg.start // 2 + 1),
+              tim if dims[4] == "time" else slice(tim.start // 3, tim.start // 3 + 1))
+        summary[(0, 0, slice(None), *at)] = deferred["fwe_null_max"]
+    fwe = xr.DataArray(summary, dims=dims)
+    for reg, tim in blocks:
+        block = xr.DataArray(stat[None, None, reg, tim], dims=("signal", "category", "region", "time", "layer"))
+        got = final_fwe_p(block, fwe, reg, tim)[0, 0]
+        for g in range(reg.start, reg.stop):
+            for t in range(tim.start, tim.stop):
+                for m in range(n_layer):
+                    point = {"region": [g], "time": [t], "layer": [m]}
+                    axes = [range(size[d]) if d in fwe_dims else point[d] for d in ("region", "time", "layer")]
+                    family = null[np.ix_(range(n_perm), *axes)]
+                    want = (np.sum(family.reshape(n_perm, -1).max(axis=1) >= stat[g, t, m]) + 1) / (n_perm + 1)
+                    assert got[g - reg.start, t - tim.start, m] == pytest.approx(want)
+
+
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_signflip_test_in_chunks_equals_enumeration(two_sided):
     """Every sign vector of 5 subjects (31 + the identity), one flip per chunk or all at once: the same p."""
