@@ -1,6 +1,7 @@
 """The study's shape through the MEG and similarity stages: wall time, peak RSS, bytes, plan vs measured.
 
-Run: ``python benchmarks/bench_study_scale.py [--size quick|medium|study] [--grid ico4|ico5]``
+Run: ``python benchmarks/bench_study_scale.py [--size quick|medium|study] [--grid ico4|ico5] [--workdir DIR]
+[--steps all|similarity]``
 (``python -m benchmarks study_scale`` takes the size from ``$MFRS_BENCH_STUDY_SIZE``, default ``quick``).
 
 1. A simulated subject (the project's own simulation, :mod:`mfrs.demo.simulate`) at the study's
@@ -15,6 +16,12 @@ Run: ``python benchmarks/bench_study_scale.py [--size quick|medium|study] [--gri
    subjects (sub-01 and 15 noisy copies of it), on two one-thread workers; then the fused kernel
    (:func:`mfrs.similarity.fused.rsa_block`, one thread) on the same arrays: the stage/kernel ratio.
 5. The plans of both stages (``mfrs plan``'s figures) against the measurements: PASS within +-30 %.
+   Similarity: the plan's memory per task against the peak RSS (``VmHWM``) of the worker processes,
+   and its CPU seconds (one worker's, plus each further worker's start and layer preparation)
+   against the CPU seconds (user + system, all threads) the worker processes used during the run,
+   read with ``getrusage`` before and after: CPU time, unlike wall time, is not inflated by the
+   other processes of a shared machine. ``--steps similarity --workdir DIR`` reruns only this
+   step on the data an earlier run with ``--workdir DIR`` left there.
 
 Every number is measured in this run; the machine may be shared (the load average is printed).
 """
@@ -57,6 +64,7 @@ class Step:
     task_seconds: dict[str, float] = field(default_factory=dict)
     task_rss: dict[str, int] = field(default_factory=dict)
     baseline_rss: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per worker process during the step
 
 
 HEADER = f"{'step':48s} {'wall s':>8s} {'read':>10s} {'written':>10s}  peak RSS per worker"
@@ -136,24 +144,27 @@ class _Sampler(threading.Thread):
 
 
 def _run_stage(name: str, module, config, catalog, n_workers: int, memory_limit: str, *,
-               read: int = 0, written: list[Path] = ()) -> Step:
+               read: int = 0, written: list[Path] = (), cpu=None) -> Step:
     from distributed import get_task_stream
 
     with _cluster(n_workers, memory_limit) as client:
         sampler = _Sampler(client)
         sampler.start()
+        cpu0 = client.run(cpu) if cpu else {}
         t0 = time.perf_counter()
         with get_task_stream(client) as ts:
             module.run(config=config, catalog=catalog, client=client)
         seconds = time.perf_counter() - t0
         sampler.done.set()
+        used = {k.rsplit(":", 1)[-1]: v - cpu0[k] for k, v in client.run(cpu).items()} if cpu else {}
         rss = _worker_rss(client)
     tasks: dict[str, float] = {}
     for t in ts.data:
         key = str(t["key"][0] if isinstance(t["key"], tuple) else t["key"]).rsplit("-", 1)[0]
         tasks[key] = tasks.get(key, 0.0) + sum(s["stop"] - s["start"] for s in t["startstops"]
                                                if s["action"] == "compute")
-    return Step(name, seconds, rss, read, sum(_du(p) for p in written), tasks, sampler.by_task, sampler.baseline)
+    return Step(name, seconds, rss, read, sum(_du(p) for p in written), tasks, sampler.by_task, sampler.baseline,
+                used)
 
 
 def meg_config(grid: str, signals: list[str], spacing: str):
@@ -190,7 +201,7 @@ def _sixteen_subjects(src_path: Path, dest: Path, regions: list[str], seed: int 
     subjects = [f"sub-{k:02d}" for k in range(1, N_SUBJECTS + 1)]
     tmpl = xr.concat([one.assign_coords(subject=[s]) for s in subjects], dim="subject")
     chunks = (1, 1, first.shape[2], ds["activity"].chunks[3], (len(keep),))
-    tmpl["activity"] = (tmpl["activity"].dims, da.zeros(tmpl["activity"].shape, np.float32, chunks=chunks),
+    tmpl["activity"] = (tmpl["activity"].dims, da.zeros(tmpl["activity"].shape, dtype=np.float32, chunks=chunks),
                         dict(ds["activity"].attrs))
     prov = dict(store.provenance)
     prov["note"] = "bench_study_scale: sub-01 of the MEG stage and 15 noisy copies, regions " + ", ".join(regions)
@@ -206,7 +217,7 @@ def _sixteen_subjects(src_path: Path, dest: Path, regions: list[str], seed: int 
 
 
 def kernel_seconds(sources: Path, models: Path, regions: list[str], config) -> tuple[float, float]:
-    """Seconds of :func:`rsa_block` (one thread) on the stage's arrays, and seconds to read them."""
+    """CPU seconds of :func:`rsa_block` (one thread, its CPU clock) on the stage's arrays, and seconds to read them."""
     from mfrs.similarity.blocks import prepare_block
     from mfrs.similarity.fused import model_matrix, rsa_block
     from mfrs.similarity.threads import single_threaded
@@ -224,9 +235,9 @@ def kernel_seconds(sources: Path, models: Path, regions: list[str], config) -> t
             x = src["activity"].isel(signal=0).sel(vertex=src["region"].values == region).values
             read += time.perf_counter() - t0
             x = np.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (subject, time, stimulus, vertex)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             rsa_block(x, model, metric=config.metric, method=config.method, time_batch=config.exec.time_batch)
-            kernel += time.perf_counter() - t0
+            kernel += time.thread_time() - t0
     return kernel, read
 
 
@@ -245,12 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--signals", default="broadband", help="comma-separated: broadband,theta,alpha,...")
     ap.add_argument("--memory-limit", default="8GB")
     ap.add_argument("--workdir", default=None, help="keep the data here (default: a temporary folder, removed)")
+    ap.add_argument("--steps", choices=["all", "similarity"], default="all",
+                    help="similarity: only the similarity stage and its plan, on the 16-subject sources and model "
+                    "RDMs an earlier run of the same --size left in --workdir")
     args = ap.parse_args(argv)
     n_per_cat, n_runs, sfreq, n_regions = SIZES[args.size]
     signals = args.signals.split(",")
     print(f"size {args.size}: {n_per_cat} stimuli per category (x2 presentations), {n_runs} runs, {sfreq:.0f} Hz, "
           f"grid {args.grid}, spacing {args.spacing}, signals {signals}; worker memory limit {args.memory_limit}")
     print(f"machine: {os.cpu_count()} cores, load average {open('/proc/loadavg').read().split()[:3]} (shared)")
+    if args.steps == "similarity":
+        if not args.workdir:
+            ap.error("--steps similarity reuses an earlier run's data: pass its --workdir")
+        return _similarity_only(Path(args.workdir), args)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="mfrs-bench-scale-"))
     try:
         return _bench(work, args, n_per_cat, n_runs, sfreq, n_regions, signals)
@@ -266,7 +284,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     from mfrs.demo.config import DemoDataConfig
     from mfrs.demo.simulate import generate_bids
     from mfrs.demo.study_stimuli import write_study_stimuli
-    from mfrs.stages import activations, meg, model_rdms, similarity, stimuli
+    from mfrs.stages import activations, meg, model_rdms, stimuli
     from mfrs.stages.demo_data import weights_sources
 
     steps: list[Step] = _Steps()
@@ -313,12 +331,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     shutil.copytree(catalog.path("model_rdms"), cat2.path("model_rdms"))
     steps.append(Step(f"16-subject sources ({len(regions)} regions, {n_vert} vertices)", time.perf_counter() - t0,
                       {}, 0, _du(cat2.path("sources"))))
-    scfg = similarity_config(regions)
-    sim_plan = similarity.plan(config=scfg, catalog=cat2)
-    sim = _run_stage("similarity (raw, 16 subjects)", similarity, scfg, cat2, 2, args.memory_limit,
-                     read=_du(cat2.path("sources")) + _du(cat2.path("model_rdms")), written=[cat2.path("rsa")])
-    steps.append(sim)
-    kernel, read = kernel_seconds(cat2.path("sources"), cat2.path("model_rdms"), regions, scfg)
+    sim_lines = similarity_step(steps, cat2, regions, args.memory_limit)
 
     print(f"\n{HEADER}")
     for s in steps:
@@ -335,21 +348,72 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
           f"{format_bytes(meg_rss):>10s}  {_verdict(meg_plan.memory_per_task, meg_rss)}")
     print(f"  meg time          plan {meg_plan.seconds:9.0f}s  measured {meg_step.seconds:9.0f}s  "
           f"{_verdict(meg_plan.seconds, meg_step.seconds)}")
+    for line in sim_lines:
+        print(line)
+    _gpu_ratio(catalog, acfg)
+    return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def similarity_step(steps: list[Step], catalog, regions: list[str], memory_limit: str,
+                    n_workers: int = 2) -> list[str]:
+    """Plan, run (``n_workers`` one-thread workers) and measure the similarity stage; the lines comparing them."""
+    from mfrs.stages import similarity
+
+    scfg = similarity_config(regions)
+    sim_plan = similarity.plan(config=scfg, catalog=catalog)
+    sim = _run_stage("similarity (raw, 16 subjects)", similarity, scfg, catalog, n_workers, memory_limit,
+                     read=_du(catalog.path("sources")) + _du(catalog.path("model_rdms")),
+                     written=[catalog.path("rsa")], cpu=_cpu_seconds)
+    steps.append(sim)
+    kernel, read = kernel_seconds(catalog.path("sources"), catalog.path("model_rdms"), regions, scfg)
     sim_rss = max(sim.peak_rss.values())
-    print(f"  similarity memory plan {format_bytes(sim_plan.memory_per_task):>10s}  measured "
-          f"{format_bytes(sim_rss):>10s}  {_verdict(sim_plan.memory_per_task, sim_rss)}")
-    core = sim.seconds * len(sim.peak_rss)  # two one-thread workers
-    print(f"  similarity time   plan {sim_plan.seconds:9.0f}s  measured {core:9.0f}s core "
-          f"({sim.seconds:.0f} s wall x {len(sim.peak_rss)} workers)  {_verdict(sim_plan.seconds, core)}")
+    workers = len(sim.peak_rss)
+    cpu = sum(sim.cpu.values())
+    planned = sim_plan.seconds + (workers - 1) * sim_plan.worker_seconds
+    lines = [f"  similarity memory plan {format_bytes(sim_plan.memory_per_task):>10s}  measured "
+             f"{format_bytes(sim_rss):>10s}  {_verdict(sim_plan.memory_per_task, sim_rss)}",
+             f"  similarity CPU    plan {planned:9.1f}s  measured {cpu:9.1f}s  {_verdict(planned, cpu)}  "
+             f"(CPU seconds of the {workers} worker processes during the run; plan {sim_plan.seconds:.1f} s on one "
+             f"worker + {workers - 1} x {sim_plan.worker_seconds:.1f} s per further worker; wall {sim.seconds:.1f} s; "
+             f"load average {' '.join(open('/proc/loadavg').read().split()[:3])})"]
+    lines += [f"    plan: {note}" for note in sim_plan.notes]
     b = similarity.last_breakdown()  # the stage's own per-task phases, summed over its tasks
     if b:
-        print("\nsimilarity stage, summed over its " + f"{b.get('tasks', 0):.0f} tasks: " + ", ".join(
+        lines.append("similarity stage, summed over its " + f"{b.get('tasks', 0):.0f} tasks: " + ", ".join(
             f"{k} {b[k]:.1f} s" for k in similarity.TASK_PHASES if k in b)
             + f"; kernel {b.get('kernel_fraction', 0):.0%} of task time (target >= 80 %)")
-    print(f"\nsimilarity stage / fused kernel (same arrays, one thread): {kernel:.1f} s kernel, {read:.1f} s "
-          f"to read them; stage wall {sim.seconds:.1f} s x {len(sim.peak_rss)} workers = {core:.1f} core s "
-          f"-> efficiency {kernel / core:.0%} (target >= 80 %), stage/kernel {core / kernel:.2f}")
-    _gpu_ratio(catalog, acfg)
+    lines.append(f"similarity stage / fused kernel (same arrays, one thread): {kernel:.1f} s kernel, {read:.1f} s "
+                 f"to read them; stage {cpu:.1f} CPU s in {workers} workers -> efficiency {kernel / cpu:.0%} "
+                 f"(target >= 80 %), stage/kernel {cpu / kernel:.2f}")
+    return lines
+
+
+def _similarity_only(work: Path, args) -> int:
+    """The similarity step alone, on the 16-subject sources and model RDMs an earlier run left in ``work``."""
+    from mfrs.catalog import load_catalog
+
+    path = work / "root16" / "data_catalog.yaml"
+    if not path.exists():
+        print(f"--steps similarity: no earlier run in {work} ({path} missing); run once with --workdir {work} "
+              "(and no --steps) first", file=sys.stderr)
+        return 2
+    catalog = load_catalog(path)
+    shutil.rmtree(catalog.path("rsa"), ignore_errors=True)
+    regions = sorted({str(r) for r in catalog.open("sources")["region"].values})
+    steps: list[Step] = _Steps()
+    print(HEADER)
+    lines = similarity_step(steps, catalog, regions, args.memory_limit)
+    print("\nplan vs measured")
+    for line in lines:
+        print(line)
     return 0
 
 

@@ -36,6 +36,7 @@ class StudyShape:
     n_categories: int = 4  # all, famous, unfamiliar, scrambled
     n_permutations: int = 1000
     time_chunk: int = 128
+    chunk_mb: float = 64.0  # the MEG stage's sources chunks (exec.chunk_mb): all stimuli x time_chunk x vertices
 
     @property
     def raw_bytes_per_subject(self) -> float:
@@ -45,6 +46,11 @@ class StudyShape:
     @property
     def vertices_per_region(self) -> int:
         return math.ceil(self.n_vertices / self.n_regions)
+
+    @property
+    def vertex_chunk(self) -> int:
+        """Vertices per chunk of the MEG stage's sources store."""
+        return int(self.chunk_mb * 2**20 // (4 * self.n_stimuli * self.time_chunk))
 
 
 @dataclass
@@ -78,18 +84,20 @@ def wall_seconds(size: StageSize, workers: int) -> float:
     return size.phases * math.ceil(per_phase / max(workers, 1)) * float(size.seconds_per_task)
 
 
-def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_block: int = 64,
+def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_block: int | None = None,
                time_batch: int = 8, calibrated: bool = True, searchlight: bool = False) -> list[StageSize]:
     """Size the MEG and similarity (raw mode: RDM movies) stages of the study, per task.
 
-    Similarity seconds come from :func:`mfrs.stages.similarity.calibrate` (the fused kernel
-    at the study's sizes on this machine, one core; a few seconds); ``calibrated=False``
-    leaves them 0. ``searchlight`` adds a cortex-wide searchlight (every ico5 vertex a
-    centre, :func:`mfrs.stages.searchlight.searchlight_plan`) with the same signals,
-    categories, layers and permutations.
+    Similarity seconds are CPU seconds from :func:`mfrs.stages.similarity.core_seconds` (the
+    fused kernel calibrated at the study's sizes on this machine, one core; a few seconds;
+    the reads of whole sources chunks as the MEG stage writes them); ``calibrated=False``
+    leaves them 0. ``time_block`` defaults to the sources' time chunk, as in the stage.
+    ``searchlight`` adds a cortex-wide searchlight (every ico5 vertex a centre,
+    :func:`mfrs.stages.searchlight.searchlight_plan`) with the same signals, categories,
+    layers and permutations.
     """
     from mfrs.stages.meg import task_memory, task_seconds
-    from mfrs.stages.similarity import READ_RATE, TASK_OVERHEAD_S, block_memory, calibrate
+    from mfrs.stages.similarity import block_memory, core_seconds
 
     s = shape or StudyShape()
     src_per_subject = 4.0 * s.n_signals * s.n_stimuli * s.n_samples * s.n_vertices
@@ -105,28 +113,39 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
     n_layer = s.n_networks * s.layers_per_network
     p = s.n_stimuli * (s.n_stimuli - 1) // 2
     feat = s.vertices_per_region
-    tb = min(time_block, s.n_samples)
+    tb = min(time_block or s.time_chunk, s.n_samples)
+    block_v = region_block * feat
+    # a block of consecutive vertices meets (v_chunk + block_v - 1) / v_chunk vertex chunks on average
+    v_chunks = 1 + (block_v - 1) / s.vertex_chunk
+    t_chunks = math.ceil(tb / s.time_chunk)
+    chunk_bytes = 4 * s.n_stimuli * s.time_chunk * s.vertex_chunk
     memory = block_memory(n_sub=s.n_subjects, n_stim=s.n_stimuli, n_feat=feat, samples=tb,
-                          block_vertices=region_block * feat, n_time=tb, n_region=region_block, n_layer=n_layer,
+                          block_vertices=block_v, n_time=tb, n_region=region_block, n_layer=n_layer,
                           n_signal=s.n_signals, n_cat=s.n_categories, time_batch=time_batch,
-                          n_permutations=s.n_permutations)
-    blocks = math.ceil(s.n_regions / region_block) * math.ceil(s.n_samples / time_block)
+                          n_permutations=s.n_permutations, chunk_bytes=chunk_bytes,
+                          model_pairs=p * (1 + (s.n_categories - 1) / 9))
+    blocks = math.ceil(s.n_regions / region_block) * math.ceil(s.n_samples / tb)
     n_rdm = s.n_signals * s.n_categories * s.n_regions * s.n_samples * (s.n_subjects + 1)
     n_group = s.n_signals * s.n_categories * s.n_regions * s.n_samples
     seconds = brain = 0.0
     if calibrated:
-        cal = calibrate(s.n_stimuli, feat, n_layer, "correlation", "spearman", n_sub=8)
-        brain = n_rdm * cal["seconds_per_rdm"]
-        read = 4.0 * s.n_subjects * s.n_signals * s.n_stimuli * region_block * feat * max(tb, s.time_chunk)
-        seconds = ((brain + n_group * s.n_permutations * cal["seconds_per_permuted_rdm"]) / blocks
-                   + read / READ_RATE + TASK_OVERHEAD_S)
+        per_task_chunks = s.n_subjects * s.n_signals * t_chunks * v_chunks
+        categories = {"all": s.n_stimuli, **dict.fromkeys(("famous", "unfamiliar", "scrambled")[: s.n_categories - 1],
+                                                          s.n_stimuli // 3)}
+        parts = core_seconds(categories=categories, n_feat=feat, n_layer=n_layer, metric="correlation",
+                             method="spearman", n_sub=s.n_subjects, n_images=s.n_signals * s.n_regions * s.n_samples,
+                             n_tasks=blocks, n_chunks=blocks * per_task_chunks,
+                             decoded_bytes=blocks * per_task_chunks * chunk_bytes, model_bytes=4.0 * n_layer * p,
+                             model_chunks=n_layer, n_permutations=s.n_permutations)
+        brain = parts["kernel"]
+        seconds = sum(parts.values()) / blocks
     sim = StageSize(
         "similarity", tasks=blocks, memory_per_task=memory, seconds_per_task=seconds,
         reads=src_per_subject * s.n_subjects + 4.0 * n_layer * p,
         writes=4.0 * n_group * n_layer * (s.n_subjects + 1 + 2),
         notes=f"raw mode: {n_rdm:,} brain RDMs against {n_layer} layers in one pass ({brain / 3600:,.0f} "
               f"core-hours), {s.n_permutations} permutations of the group RDM (the rest); blocks of "
-              f"{region_block} regions x {time_block} samples")
+              f"{region_block} regions x {tb} samples")
     out = [meg, sim]
     if searchlight:
         out.append(_searchlight(s, n_layer, calibrated))

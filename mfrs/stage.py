@@ -162,7 +162,9 @@ class Plan:
     flops : float
         Floating-point operations of the remaining work (0 when not meaningful).
     seconds : float
-        Rough wall time on one worker core.
+        Rough wall time on one worker core (similarity: its CPU seconds).
+    worker_seconds : float
+        The part of ``seconds`` that every further worker adds (start-up, per-worker preparation).
     notes : list of str
     """
 
@@ -174,6 +176,7 @@ class Plan:
     memory_per_task: int = 0
     flops: float = 0.0
     seconds: float = 0.0
+    worker_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def check_fits(self, worker_memory: int | None) -> None:
@@ -190,5 +193,5 @@ class Plan:
         return {
             "stage": self.stage, "reads": self.reads, "writes": self.writes, "tasks": self.n_tasks,
             "units": self.n_units, "memory_per_task": self.memory_per_task, "flops": self.flops,
-            "seconds": self.seconds, "notes": self.notes,
+            "seconds": self.seconds, "worker_seconds": self.worker_seconds, "notes": self.notes,
         }

@@ -29,8 +29,8 @@ def test_study_on_paper_counts_match_the_reference(tmp_path):
     assert math.isclose(stages["meg"]["writes"], 16 * 6 * 428 * 20484 * 1101 * 4)
     assert round(stages["meg"]["writes"] / 1e12, 1) == 3.7
     assert stages["meg"]["tasks"] == 2 * 16
-    # blocks of 4 regions x 64 samples over 448 regions x 1101 samples
-    assert stages["similarity"]["tasks"] == math.ceil(448 / 4) * math.ceil(1101 / 64)
+    # blocks of 4 regions x 128 samples (the stage's default: the MEG stage's time chunk) over 448 x 1101
+    assert stages["similarity"]["tasks"] == math.ceil(448 / 4) * math.ceil(1101 / 128)
     for s in rows["stages"]:
         one, fifty = s["wall_seconds"]["1"], s["wall_seconds"]["50"]
         assert s["core_hours"] > 0 and s["memory_per_task"] > 0
@@ -40,4 +40,4 @@ def test_study_on_paper_counts_match_the_reference(tmp_path):
     # 50 one-core nodes: the 16 cleanings at once, then the 16 sources; similarity in waves of 50 blocks
     assert math.isclose(stages["meg"]["wall_seconds"]["50"], 2 * stages["meg"]["seconds_per_task"])
     assert math.isclose(stages["similarity"]["wall_seconds"]["50"],
-                        math.ceil(2016 / 50) * stages["similarity"]["seconds_per_task"])
+                        math.ceil(1008 / 50) * stages["similarity"]["seconds_per_task"])

@@ -47,12 +47,14 @@ from pydantic import Field, model_validator
 
 from mfrs.catalog import Catalog
 from mfrs.errors import ConfigError, InputDataError
+from mfrs.similarity.blocks import n_pairs
 from mfrs.similarity.families import Families, families
 from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
 from mfrs.similarity.types import FAST_METHODS, Alternative, BrainMode, ClusterFamily, Comparator, Metric, Pooling
 from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
 
-__all__ = ["NAME", "Config", "Exec", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate"]
+__all__ = ["NAME", "Config", "Exec", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate",
+           "core_seconds", "block_reads", "read_seconds"]
 
 NAME = "similarity"
 log = logging.getLogger(__name__)
@@ -243,42 +245,104 @@ def _open(config: Config, catalog: Catalog) -> tuple[xr.Dataset, xr.Dataset]:
 
 def block_memory(*, n_sub: int, n_stim: int, n_feat: int, samples: int, block_vertices: int, n_time: int,
                  n_region: int, n_layer: int, n_signal: int, n_cat: int, time_batch: int, n_permutations: int,
-                 rdm_bytes: int = 0) -> int:
-    """Peak RSS of one similarity task (one region block x time block), by its parts.
+                 rdm_bytes: int = 0, itemsize: int = 4, chunk_bytes: int = 0, model_pairs: float | None = None) -> int:
+    """Peak RSS of a worker running one similarity task (one region block x time block), by what the code holds.
 
-    The idle worker (:data:`WORKER_BASE_BYTES`), input of one signal read from the store
-    (twice: the chunks as read, then joined), the features of one region, the RDM batch
-    buffers of :func:`mfrs.similarity.fused.rsa_block`, the prepared layer matrix, the
-    permutation stacks, the null of one signal x category and, with ``rdm_bytes``, the stored RDMs.
+    The worker itself (:data:`WORKER_BASE_BYTES`), then the larger of two moments:
+
+    - its first task preparing the layer RDMs (:func:`prepared_models`): the matrix read,
+      its ranks and their Fortran-ordered copy, ``3 x 4 x layer x pair`` bytes;
+    - a task reducing its block: the prepared layer matrices it keeps (``model_pairs``
+      pairs per layer over its categories; default: all stimuli's), one signal of the
+      block read (``itemsize`` bytes per value, twice while dask joins the chunks, plus
+      one decoded store chunk of ``chunk_bytes``; a float32 copy when the store is not
+      float32), one region's category subset, the kernel's scratch buffers of
+      :func:`mfrs.similarity.fused.rsa_block` (patterns, subject and group RDMs, their
+      ranks, the leave-one-out pools: ``3 x (subject + 1)`` RDMs per time of the batch),
+      the block's outputs (held and encoded), the permutation nulls and, with
+      ``rdm_bytes``, the stored RDMs.
+
+    Examples
+    --------
+    >>> small = block_memory(n_sub=2, n_stim=10, n_feat=3, samples=4, block_vertices=3, n_time=4, n_region=1,
+    ...                      n_layer=2, n_signal=1, n_cat=1, time_batch=2, n_permutations=0)
+    >>> 0 < small - WORKER_BASE_BYTES < 1 << 20
+    True
     """
     p = n_stim * (n_stim - 1) // 2
     tb = min(time_batch, n_time)
-    inputs = 2 * 4 * n_sub * n_stim * samples * block_vertices + 2 * 4 * n_sub * n_time * n_stim * n_feat
-    batch = 4 * p * tb * (6 * n_sub + 4) + 8 * 32 * p + 4 * 16 * n_stim * n_stim
-    models = 3 * 4 * n_layer * p
-    perms = (64 << 20) + 4 * n_permutations * (n_stim + 3 * n_region * n_time * n_layer) if n_permutations else 0
+    model = 4 * n_layer * p
+    prepare = 3 * model
+    held = 4 * n_layer * (p if model_pairs is None else model_pairs)
+    block = n_sub * n_stim * samples * block_vertices
+    read = 2 * itemsize * block + chunk_bytes + (4 * block if itemsize != 4 else 0)
+    subset = 4 * n_sub * n_time * n_stim * n_feat if n_cat > 1 else 0
+    scratch = 4 * (3 * (n_sub + 1) * tb * p + n_sub * tb * n_stim * n_feat + n_stim * n_stim) + 64 * p
+    outputs = 4 * n_signal * n_cat * n_region * n_time * (2 * (n_sub + 1) * n_layer + 3 + 5 * n_layer)
+    perms = 0
+    if n_permutations:  # stacks of relabelled RDMs (<= 64 MiB), the block's null, rsa_block's and a statistic's copy
+        perms = min(64 << 20, 4 * n_permutations * p) + 4 * n_permutations * (
+            n_stim + n_time * n_layer * (2 * n_region + 1))
     stored = rdm_bytes * (n_sub + 1) * n_signal * n_region * n_time * p
-    outputs = 4 * n_signal * n_cat * n_region * n_time * ((n_sub + 1) * n_layer + 3 + 5 * n_layer)
-    return int(inputs + batch + models + perms + stored + outputs + WORKER_BASE_BYTES)
+    task = held + read + subset + scratch + outputs + perms + stored
+    return int(WORKER_BASE_BYTES + max(prepare, task))
 
 
-#: RSS of an idle worker that has imported and compiled the similarity kernels (numba), measured.
-WORKER_BASE_BYTES = 400 << 20
-#: Bytes per second one core reads (decompresses) from the sources store, measured at study shape.
-READ_RATE = 2.5e8
-#: Seconds a task spends outside its kernel and reads (opening stores, writing r and marks), measured
-#: at study shape (issue 14: 384 core-seconds for 72 blocks whose kernel took 155 s).
-TASK_OVERHEAD_S = 3.0
+#: RSS of a worker after a similarity task of a few stimuli: the imported libraries, the kernels loaded
+#: from numba's cache, dask's and zarr's own (measured: 279-296 MiB, ``bench_study_scale.py --size quick``).
+WORKER_BASE_BYTES = 280 << 20
+# The CPU seconds below were fitted to the worker processes' CPU time (getrusage) in
+# ``bench_study_scale.py --size quick`` and ``--size medium`` (18 and 36 tasks, 28 and 142 stimuli).
+#: CPU seconds a worker spends once for the stage: imports and loading the compiled kernels.
+WORKER_START_S = 1.0
+#: CPU seconds of a task outside its kernel and its chunk reads: opening the sources store, the layout,
+#: encoding and writing its unit of ``rsa`` and the completion mark.
+TASK_OVERHEAD_S = 0.12
+#: CPU seconds per store chunk read inside a task (zarr's per-chunk path under dask's synchronous scheduler;
+#: ~2 ms per chunk of a few hundred KiB).
+CHUNK_READ_S = 2.0e-3
+#: Decoded bytes per CPU second (zstd, crc32c, the copy out of the chunk) of the sources store.
+READ_RATE = 1.0e9
+
+
+def read_seconds(n_chunks: float, decoded_bytes: float) -> float:
+    """CPU seconds to read ``n_chunks`` store chunks holding ``decoded_bytes`` in all.
+
+    >>> read_seconds(10, 0) == 10 * CHUNK_READ_S
+    True
+    """
+    return n_chunks * CHUNK_READ_S + decoded_bytes / READ_RATE
+
+
+def block_reads(array: xr.DataArray, time: slice, vertices: slice | np.ndarray) -> tuple[int, int]:
+    """Chunks and decoded bytes of ``array`` a task reads for its samples and vertices (every other index).
+
+    Whole chunks are decoded: a block that cuts a chunk pays for all of it.
+    """
+    chunks = array.chunksizes
+    def touched(dim: str, sel: slice | np.ndarray) -> tuple[int, int]:
+        sizes = np.asarray(chunks.get(dim, (array.sizes[dim],)))
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        idx = np.arange(array.sizes[dim])[sel]
+        hit = np.unique(np.searchsorted(edges, idx, side="right") - 1)
+        return hit.size, int(sizes[hit].sum())
+    n_t, len_t = touched("time", time)
+    n_v, len_v = touched("vertex", vertices)
+    rest = [d for d in array.dims if d not in ("time", "vertex")]
+    n_rest = math.prod(len(chunks.get(d, (1,))) for d in rest)
+    return n_rest * n_t * n_v, array.dtype.itemsize * math.prod(array.sizes[d] for d in rest) * len_t * len_v
 
 
 @functools.lru_cache(maxsize=16)
 def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, n_sub: int = 2,
               n_time: int = 4) -> dict[str, float]:
-    """Measure this machine: seconds per brain RDM of the fused kernel and per permuted comparison.
+    """Measure this machine: CPU seconds per brain RDM of the fused kernel, per permuted comparison and per layer RDM prepared.
 
     Runs :func:`mfrs.similarity.fused.rsa_block` on random data of the real sizes
-    (``n_sub`` subjects x ``n_time`` times, noise ceiling on) and one permutation block,
-    on one thread. Cached per process; takes well under a second at 428 stimuli.
+    (``n_sub`` subjects x ``n_time`` times, noise ceiling on), one permutation block and the
+    preparation of ``n_layer`` layer RDMs, on one thread, timed by the thread's CPU clock (a
+    shared machine's other processes do not count). Cached per process; well under a second
+    of CPU at 428 stimuli.
     """
     import time
 
@@ -287,42 +351,75 @@ def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, 
     from mfrs.similarity.nulls import null_block_labels
     from mfrs.similarity.threads import single_threaded
 
+    def best(f: Callable[[], Any]) -> float:
+        out = np.inf
+        for _ in range(2):
+            t0 = time.thread_time()
+            f()
+            out = min(out, time.thread_time() - t0)
+        return out
+
     rng = np.random.default_rng(0)
     p = n_stim * (n_stim - 1) // 2
     x = rng.standard_normal((n_sub, n_time, n_stim, max(2, n_feat))).astype(np.float32)
-    model = model_matrix(prepare_block(rng.random((n_layer, p)).astype(np.float32), method))
+    layers = rng.random((n_layer, p)).astype(np.float32)
     perms = np.stack([rng.permutation(n_stim) for _ in range(16)])
     with single_threaded():
+        t_model = best(lambda: model_matrix(prepare_block(layers, method)))
+        model = model_matrix(prepare_block(layers, method))
         rsa_block(x[:, :1], model, metric=metric, method=method)  # compile / warm up
-        best = np.inf
-        for _ in range(2):
-            t0 = time.perf_counter()
-            rsa_block(x, model, metric=metric, method=method)
-            best = min(best, time.perf_counter() - t0)
+        t_rdm = best(lambda: rsa_block(x, model, metric=metric, method=method))
         group = prepare_block(rng.random((1, p)).astype(np.float32), method)
         null_block_labels(group, model, perms[:1], method)
-        t_perm = np.inf
-        for _ in range(2):  # best of two: a shared machine's pauses are not the kernel's time
-            t0 = time.perf_counter()
-            null_block_labels(group, model, perms, method)
-            t_perm = min(t_perm, time.perf_counter() - t0)
-    return {"seconds_per_rdm": best / (n_sub * n_time), "seconds_per_permuted_rdm": t_perm / len(perms)}
+        t_perm = best(lambda: null_block_labels(group, model, perms, method))
+    return {"seconds_per_rdm": t_rdm / (n_sub * n_time), "seconds_per_permuted_rdm": t_perm / len(perms),
+            "seconds_per_model_rdm": t_model / n_layer}
+
+
+def core_seconds(*, categories: dict[str, int], n_feat: int, n_layer: int, metric: str, method: str, n_sub: int,
+                 n_images: int, n_tasks: int, n_chunks: float, decoded_bytes: float, model_bytes: float,
+                 model_chunks: int,
+                 n_permutations: int = 0, n_bootstrap: int = 0, split_half: int = 0) -> dict[str, float]:
+    """CPU seconds of the stage on one one-thread worker, by part (kernel calibrated on this machine).
+
+    ``categories`` maps each category to its stimuli; ``n_images`` is the (signal x region x
+    time) brain images per subject and category; ``n_chunks``/``decoded_bytes`` what all tasks
+    read (:func:`block_reads`), ``model_chunks``/``model_bytes`` the layer RDMs every worker reads once. Parts:
+    ``worker`` (once per worker: start, reading and preparing the layer RDMs), ``tasks``
+    (:data:`TASK_OVERHEAD_S` each and their reads), ``kernel``, ``permutations``.
+    """
+    n_all = max(categories.values())
+    p_all = n_all * (n_all - 1) // 2
+    kernel = perm = 0.0
+    model_rdms = 0.0
+    for n_stim in categories.values():
+        # the group RDM and the ceiling pools weigh less per subject RDM with more subjects
+        cal = calibrate(n_stim, n_feat, n_layer, metric, method, n_sub=max(2, min(n_sub, 16)), n_time=8)
+        kernel += n_images * (n_sub + 1) * cal["seconds_per_rdm"] * (1 + 2 * split_half / max(n_sub, 1))
+        kernel += n_images * n_bootstrap * cal["seconds_per_rdm"]  # one mean RDM ranked per sample
+        perm += n_images * n_permutations * cal["seconds_per_permuted_rdm"]
+        model_rdms += n_layer * cal["seconds_per_model_rdm"] * (n_stim * (n_stim - 1) // 2) / max(p_all, 1)
+    worker = WORKER_START_S + read_seconds(model_chunks, model_bytes) + model_rdms
+    return {"worker": worker, "tasks": n_tasks * TASK_OVERHEAD_S + read_seconds(n_chunks, decoded_bytes),
+            "kernel": kernel, "permutations": perm}
 
 
 def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
-    """Memory, disk, FLOPs and time of the stage; refuses (ConfigError) a task that cannot fit ``worker_memory``.
+    """Memory, disk, FLOPs and CPU seconds of the stage; refuses (ConfigError) a task that cannot fit ``worker_memory``.
 
-    Seconds come from :func:`calibrate` (a short measurement of the fused kernel at the
-    real sizes on this machine, one core); ``calibrated=False`` skips it (seconds 0).
-    Without a ``worker_memory`` override the fit is checked by the caller against the
-    cluster's limit (``Plan.check_fits(mfrs.cluster.worker_memory_limit(client))``).
+    Seconds are CPU seconds on one one-thread worker (:func:`core_seconds`: the kernel from
+    :func:`calibrate`, a short measurement at the real sizes on this machine; reads from the
+    sources' chunk grid); ``worker_seconds`` is the part each further worker adds.
+    ``calibrated=False`` skips the calibration (seconds 0). Without a ``worker_memory``
+    override the fit is checked by the caller against the cluster's limit
+    (``Plan.check_fits(mfrs.cluster.worker_memory_limit(client))``).
     """
     from dask.utils import parse_bytes
 
     sources, models = _open(config, catalog)
     config = resolve(config, sources)
     lay = layout(sources, config)
-    act = sources["activity"]
+    act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
     n_sub, n_sig, n_stim = act.sizes["subject"], act.sizes["signal"], act.sizes["stimulus"]
     n_layer = models.sizes["layer"]
     n_reg, n_time, n_cat = len(lay.regions), lay.times.size, len(config.categories)
@@ -334,12 +431,20 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     samples = (block_t - 1) * (lay.starts[1] - lay.starts[0] if n_time > 1 else 1) + lay.length
     feat = max_v if config.mode == "raw" else lay.length
     rdm_bytes = {"none": 0, "float32": 4, "float16": 2}[config.store_rdms]
-    # what one task reads: every signal of its regions' vertices over its samples, in whole store chunks
-    t_chunk = act.chunksizes["time"][0] if "time" in act.chunksizes else samples
-    read_bytes = 4 * n_sub * n_sig * n_stim * block_v * max(samples, t_chunk)
+    # what the tasks read: one signal at a time of their regions' vertices over their samples, in whole chunks
+    n_chunks = decoded = largest = 0
+    for r0 in range(0, n_reg, config.region_block):
+        verts = np.concatenate([lay.vertices[r] for r in lay.regions[r0 : r0 + config.region_block]])
+        for t0 in range(0, n_time, config.time_block):
+            starts = lay.starts[t0 : t0 + config.time_block]
+            c, b = block_reads(act, slice(int(starts[0]), int(starts[-1]) + lay.length), verts)
+            n_chunks, decoded, largest = n_chunks + c, decoded + b, max(largest, b)
+    chunk = act.dtype.itemsize * math.prod(max(act.chunksizes.get(d, (act.sizes[d],))) for d in act.dims[2:])
+    model_pairs = sum(n_pairs(idx.size) for idx in lay.stim_index.values())
     memory = block_memory(n_sub=n_sub, n_stim=n_stim, n_feat=feat, samples=samples, block_vertices=block_v,
                           n_time=block_t, n_region=n_block_reg, n_layer=n_layer, n_signal=n_sig, n_cat=n_cat,
-                          time_batch=config.exec.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes)
+                          time_batch=config.exec.time_batch, n_permutations=config.n_permutations, rdm_bytes=rdm_bytes,
+                          itemsize=act.dtype.itemsize, chunk_bytes=chunk, model_pairs=model_pairs)
     n_rdm = n_sig * n_cat * n_reg * n_time * (n_sub + 1)
     flops = n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)
     n_group = n_sig * n_cat * n_reg * n_time
@@ -360,20 +465,21 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     memory += 4 * config.n_bootstrap * block_t * n_layer + (12 * 16 * min(config.exec.time_batch, block_t) * p
                                                              if config.n_bootstrap else 0)
     final = fam.final_variables + gs.final_variables
-    seconds = 0.0
+    seconds = worker = 0.0
     notes = [f"{n_rdm} brain RDMs of {n_stim} stimuli ({config.mode}), {n_layer} layers, "
-             f"{config.n_permutations} permutations"]
+             f"{config.n_permutations} permutations; tasks read {n_chunks} chunks, "
+             f"{decoded / 2**20:.1f} MiB decoded (up to {largest / 2**20:.1f} MiB per task)"]
     if calibrated:
-        # the group RDM and the ceiling pools weigh less per subject RDM with more subjects
-        cal = calibrate(n_stim, feat, n_layer, config.metric, config.method, n_sub=max(2, min(n_sub, 8)))
-        # category RDMs hold fewer pairs; the calibration is for all stimuli (an upper bound)
-        seconds = (n_rdm * cal["seconds_per_rdm"] * (1 + 2 * config.split_half / max(n_sub, 1))
-                   + n_group * config.n_permutations * cal["seconds_per_permuted_rdm"]
-                   + n_group * config.n_bootstrap * cal["seconds_per_rdm"]  # one mean RDM ranked per sample
-                   + units * (read_bytes / READ_RATE + TASK_OVERHEAD_S))
-        notes.append(f"seconds on one core from a calibration on this machine: "
-                     f"{cal['seconds_per_rdm'] * 1e3:.2f} ms per brain RDM, "
-                     f"{cal['seconds_per_permuted_rdm'] * 1e3:.2f} ms per permuted group RDM")
+        parts = core_seconds(categories={c: idx.size for c, idx in lay.stim_index.items()}, n_feat=feat,
+                             n_layer=n_layer, metric=config.metric, method=config.method, n_sub=n_sub,
+                             n_images=n_sig * n_reg * n_time, n_tasks=units, n_chunks=n_chunks, decoded_bytes=decoded,
+                             model_bytes=models["rdm"].nbytes,
+                             model_chunks=math.prod(len(c) for c in models["rdm"].chunks or ()),
+                             n_permutations=config.n_permutations,
+                             n_bootstrap=config.n_bootstrap, split_half=config.split_half)
+        seconds, worker = sum(parts.values()), parts["worker"]
+        notes.append("CPU seconds on one worker core (the kernel from a calibration on this machine): " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in parts.items()) + " (each further worker adds its 'worker' part)")
     if fam.final_variables:
         notes.append(f"{', '.join(fam.final_variables)}: families span several blocks; blocks store null "
                      f"summaries ({summary_bytes / 2**20:.1f} MiB) and one final task merges them")
@@ -382,8 +488,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
                      "written by the final task (from bootstrap peak summaries and the stored per-subject r)")
     result = Plan(stage=NAME, reads={"sources": int(act.nbytes), "model_rdms": int(models["rdm"].nbytes)},
                   writes={"rsa": int(out_bytes + summary_bytes)}, n_tasks=units + bool(final),
-                  n_units=units, memory_per_task=memory,
-                  flops=float(flops + flops_perm), seconds=float(seconds), notes=notes)
+                  n_units=units, memory_per_task=memory, flops=float(flops + flops_perm), seconds=float(seconds),
+                  worker_seconds=float(worker), notes=notes)
     if config.exec.worker_memory is not None:
         result.check_fits(parse_bytes(config.exec.worker_memory))
     return result

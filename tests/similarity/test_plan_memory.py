@@ -1,9 +1,9 @@
 """The similarity plan's memory per task against the peak RSS of the worker that ran the tasks.
 
 Memory, not time: measured in the worker (``VmHWM``) after a raw-mode run at the demo's size
-(150 stimuli, 4 subjects, 45-vertex regions, 96 samples, 70 layers). The idle worker's own
-memory is a large share at this size, so the stated factor is 2 (``bench_study_scale.py``
-checks +-30 % at the study's shape).
+(150 stimuli, 4 subjects, 45-vertex regions, 96 samples, 70 layers, two categories). The
+plan must be within +-30 %, the issue's target (``bench_study_scale.py`` checks the same at
+larger sizes, and the CPU seconds).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mfrs.stages import similarity as stage
 
 from .test_stage import _Catalog
 
-FACTOR = 2.0
+TOLERANCE = 0.30
 
 
 def _inputs(root, n_sub=4, n_stim=150, n_time=96, n_layer=70, n_vert=45):
@@ -49,5 +49,5 @@ def test_plan_memory_holds_for_the_worker_that_ran_the_blocks(tmp_path):
         (measured,) = client.run(peak_rss).values()
     assert xr.open_zarr(tmp_path / "rsa.zarr")["r"].notnull().any()
     ratio = plan.memory_per_task / measured
-    assert 1 / FACTOR <= ratio <= FACTOR, (f"plan {plan.memory_per_task / 2**20:.0f} MiB, measured peak "
-                                           f"{measured / 2**20:.0f} MiB (ratio {ratio:.2f})")
+    assert abs(ratio - 1) <= TOLERANCE, (f"plan {plan.memory_per_task / 2**20:.0f} MiB, measured peak "
+                                         f"{measured / 2**20:.0f} MiB (ratio {ratio:.2f})")
