@@ -67,6 +67,7 @@ def model_labels(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 def _model(ds: xr.Dataset, network: str, weights: str) -> xr.Dataset:
     flat = flat_layers(ds)
+    assert isinstance(flat, xr.Dataset)  # flat_layers keeps the kind of its argument
     keep = (flat["network"].values.astype(str) == network) & (flat["weights"].values.astype(str) == weights)
     return flat.isel(layer=np.flatnonzero(keep))
 

@@ -128,7 +128,7 @@ def _variable_chunks(template: xr.Dataset) -> dict[str, dict[str, tuple[int, ...
                 f"template variable {name!r} is not dask-backed, so it has no chunks to store; "
                 f"build it with dask.array (e.g. dask.array.zeros(shape, chunks=..., dtype=...))."
             )
-        chunks[name] = dict(zip(var.dims, var.chunks))
+        chunks[str(name)] = {str(dim): c for dim, c in zip(var.dims, var.chunks)}
     return chunks
 
 
@@ -194,8 +194,8 @@ def _write_metadata(path: Path, template: xr.Dataset, *, unit_dims: tuple[str, .
     attrs["provenance"] = provenance
     attrs[_STORE_ATTR] = {"unit_dims": list(unit_dims), "unit_chunks": unit_chunks,
                           "structure": structure, "format": 1}
-    encoding = {name: {"chunks": tuple(max(c) for c in var.chunks), "compressors": chunk_codecs()}
-                for name, var in template.data_vars.items()}
+    encoding = {name: {"chunks": tuple(max(c) for c in var_chunks.values()), "compressors": chunk_codecs()}
+                for name, var_chunks in _variable_chunks(template).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     # Coordinates are written now, with the metadata: lazy ones (e.g. read from another
     # store) would otherwise be left as fill values by to_zarr(compute=False).
@@ -634,8 +634,9 @@ class ZarrStore:
         self._mark(self.path / MARKER_DIR / _FINAL_MARKER, "final")
 
     def _write_region(self, unit: Unit, data: xr.Dataset, expected_vars: set[str]) -> None:
-        missing = sorted(expected_vars - set(data.data_vars))
-        extra = sorted(set(data.data_vars) - expected_vars)
+        names = {str(v) for v in data.data_vars}
+        missing = sorted(expected_vars - names)
+        extra = sorted(names - expected_vars)
         if missing or extra:
             raise StoreError(
                 f"{self._label}, unit {unit.key}: data variables do not match the store "
@@ -654,7 +655,7 @@ class ZarrStore:
                                  f"do not match the store's {expected[:5]}...; never rely on positional order, "
                                  f"select with .sel({dim}=...) first.")
         for name, var in data.data_vars.items():
-            want = self._variables[name][0]
+            want = self._variables[str(name)][0]
             if tuple(var.dims) != want:
                 if set(var.dims) != set(want):
                     raise StoreError(f"{self._label}, unit {unit.key}: variable {name!r} has dims {var.dims}, "
@@ -665,9 +666,9 @@ class ZarrStore:
                     raise StoreError(f"{self._label}, unit {unit.key}: variable {name!r} has {dim}="
                                      f"{data.sizes[dim]}, the store has {self._sizes[dim]}.")
         payload = data.drop_vars(list(data.coords)).drop_attrs()
-        region = {d: unit.region.get(d, slice(0, self._sizes[d])) for d in payload.dims}
+        region = {str(d): unit.region.get(str(d), slice(0, self._sizes[str(d)])) for d in payload.dims}
         for name in payload.data_vars:
-            payload[name] = payload[name].astype(self._variables[name][1], copy=False)
+            payload[name] = payload[name].astype(self._variables[str(name)][1], copy=False)
         with quiet_zarr():
             payload.to_zarr(self.path, region=region, mode="r+", consolidated=False)
 
@@ -733,7 +734,7 @@ class ZarrStore:
         token = fingerprint([str(self.path), name, self.fingerprint,
                              (self.path / name / "zarr.json").stat().st_mtime_ns])
         graph_name = f"mfrs-read-{name}-{token}"
-        dsk = {(graph_name, *idx): (_read_chunk, str(self.path), name, list(idx), self.entry_name)
+        dsk: dict[Any, Any] = {(graph_name, *idx): (_read_chunk, str(self.path), name, list(idx), self.entry_name)
                for idx in product(*(range(len(c)) for c in chunks))}
         graph = HighLevelGraph.from_collections(graph_name, dsk, dependencies=())
         return da.Array(graph, graph_name, chunks, dtype=self._variables[name][1])
@@ -764,7 +765,7 @@ def _read_chunk(path: str, name: str, index: list[int], entry_name: str | None) 
             key = store._chunk_key(name, tuple(index))
             unit = store.unit_of_chunk(key)
             record = store._read_mark(store._marker(unit)) if unit else None
-            if record and key in record.get("chunks", {}):
+            if unit and record and key in record.get("chunks", {}):
                 raise StoreError(f"{store._label}: chunk {key} of unit {unit.key} is missing (it was written "
                                  "and marked complete). Run `mfrs status --verify --repair`, then rerun the "
                                  "stage that writes the store.")

@@ -107,6 +107,7 @@ def _read_gifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     img = nib.load(str(path))
+    assert isinstance(img, nib.GiftiImage), f"{path} is not a GIFTI surface"
     return np.asarray(img.darrays[0].data, np.float64), np.asarray(img.darrays[1].data, np.int32)
 
 
@@ -266,10 +267,10 @@ def _colors(n: int, seed: int) -> np.ndarray:
     colors: list[tuple[int, int, int]] = []
     seen: set[tuple[int, int, int]] = set()
     while len(colors) < n:
-        c = tuple(int(v) for v in rng.integers(20, 236, 3))
-        if c not in seen:
-            seen.add(c)
-            colors.append(c)  # type: ignore[arg-type]
+        r, g, b = (int(v) for v in rng.integers(20, 236, 3))
+        if (r, g, b) not in seen:
+            seen.add((r, g, b))
+            colors.append((r, g, b))
     ctab = np.zeros((n, 5), dtype=np.int32)
     ctab[:, :3] = colors
     return ctab

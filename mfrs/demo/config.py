@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfrs.demo.anatomy import NAMED_REGIONS, Grid
 from mfrs.nets.types import LayerKind, Network
+from mfrs.types import CATEGORIES, Category
 
 __all__ = [
     "DEFAULT_EFFECTS",
@@ -64,8 +65,8 @@ class PlantedEffect(_Section):
     pattern_strength: float = Field(
         1.0, ge=0.0, description="size of the stimulus-specific vertex pattern relative to the "
         "region's common response")
-    category_gain: dict[Literal["famous", "unfamiliar", "scrambled"], float] = Field(
-        default_factory=lambda: {"famous": 1.0, "unfamiliar": 1.0, "scrambled": 1.0},
+    category_gain: dict[Category, float] = Field(
+        default_factory=lambda: dict.fromkeys(CATEGORIES, 1.0),
         description="amplitude factor per stimulus category")
     driver: LayerDriver | None = Field(None, description="the layer whose geometry the pattern follows "
                                        "(feature: layer)")

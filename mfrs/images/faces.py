@@ -85,7 +85,7 @@ def cascade_path(name: str) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path.resolve()
-    shipped = Path(cv2.data.haarcascades)
+    shipped = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # cv2's stubs omit the data submodule
     if (shipped / name).is_file():
         return shipped / name
     raise ConfigError(f"cascade {name!r} is neither a file nor one of OpenCV's cascades in {shipped} "
@@ -128,8 +128,8 @@ def read_image(path: str | Path, *, color: Color) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decoding happens here; a truncated file raises instead of padding
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("L" if color == "gray" else "RGB"))
+            upright = ImageOps.exif_transpose(img)
+            return np.asarray(upright.convert("L" if color == "gray" else "RGB"))
     except FileNotFoundError as exc:
         raise InputDataError(f"{path}: file not found; the listing names it but it is not on disk.") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -246,7 +246,7 @@ def crop_square(image: np.ndarray, centre: tuple[float, float], side: float, siz
             else scaled
     sc = ((cx - x0) * k, (cy - y0) * k)  # the centre in the scaled ROI
     m = cv2.getRotationMatrix2D(sc, angle, 1.0)
-    m[:, 2] += (size / 2 - sc[0], size / 2 - sc[1])
+    m[:, 2] += np.array([size / 2 - sc[0], size / 2 - sc[1]])
     return cv2.warpAffine(scaled, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -71,7 +71,7 @@ def _listing(source_file: list[str], identity: list[str], given_split: list[str]
              attribute_names: list[str] | None = None) -> xr.Dataset:
     order = np.argsort(np.asarray(source_file, dtype=str), kind="stable")
     n = len(source_file)
-    data = {
+    data: dict[str, tuple[str | tuple[str, ...], np.ndarray]] = {
         "source_file": ("item", np.asarray(source_file, dtype=str)[order]),
         "identity": ("item", np.asarray(identity, dtype=str)[order]),
         "given_split": ("item", np.asarray(given_split if given_split is not None else [""] * n,

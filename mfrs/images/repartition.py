@@ -191,7 +191,7 @@ def merge_listings(listings: dict[str, xr.Dataset]) -> xr.Dataset:
     common = set.intersection(*(set(ls.data_vars) for ls in listings.values()))
     for name, ls in listings.items():
         if len(listings) > 1:
-            ls = ls[sorted(common)]
+            ls = ls[sorted(str(v) for v in common)]
             ls = ls.drop_vars([c for c in ls.coords if c != "item"])
         parts.append(ls.assign(source=("item", np.full(ls.sizes["item"], name).astype(str))))
     merged = xr.concat(parts, dim="item") if len(parts) > 1 else parts[0]

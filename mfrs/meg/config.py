@@ -92,7 +92,7 @@ class EventsConfig(_Section):
     mask: int = Field(4096 + 256, ge=0, description="trigger bits ignored (mask_type not_and)")
     min_duration: float = Field(0.003, ge=0, description="s")
     delay: float = Field(0.0345, description="trigger-to-screen delay added to every event (s)")
-    presentations: list[Presentation] = Field(default_factory=lambda: ["first"], min_length=1)
+    presentations: list[Presentation] = Field(default_factory=lambda: list[Presentation](["first"]), min_length=1)
     tolerance: float = Field(0.002, ge=0, description="max |STI101 - events.tsv| onset (s)")
 
 

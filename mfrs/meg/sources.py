@@ -143,7 +143,8 @@ def apply_inverse_analytic(epochs: "mne.BaseEpochs", model: InverseModel, *,
     out = np.empty((n_ep, n_t, model.morph.shape[0]), np.float32)
     n_src = model.inv["nsource"] * (3 if pick_ori == "vector" else 1)
     for sl in _batches(n_ep, n_t, 2 * n_src, max_bytes):
-        power = sum(_apply(part, info, model, pick_ori) ** 2 for part in (data[sl].real, data[sl].imag))
+        power = _apply(data[sl].real, info, model, pick_ori) ** 2
+        power += _apply(data[sl].imag, info, model, pick_ori) ** 2
         if pick_ori == "vector":
             power = power.sum(axis=1)  # (source, ori, samples) -> (source, samples)
         grid = model.morph @ np.sqrt(power)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 __all__ = [
@@ -54,6 +55,6 @@ TRIGGERS: dict[str, dict[str, int]] = {
 GRID_VERTICES: dict[str, int] = {"ico4": 2562, "ico5": 10242}
 
 
-def signal_names(bands: list[str] | tuple[str, ...]) -> list[str]:
+def signal_names(bands: Sequence[str]) -> list[str]:
     """The ``signal`` coordinate: ``broadband`` then the requested bands in table order."""
     return ["broadband", *[b for b in BANDS if b in bands]]

@@ -257,7 +257,7 @@ def _remove_parameter(model: nn.Module, key: str) -> None:
 def _remove_head(model: nn.Module, head: str) -> None:
     setattr(model, head, None)
     if head == "AuxLogits" and hasattr(model, "aux_logits"):
-        model.aux_logits = False
+        model.aux_logits = False  # type: ignore[assignment]  # a plain bool; torch types Module attributes as Tensor | Module
 
 
 def fit_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor], *, network: Network, source: str,

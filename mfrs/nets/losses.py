@@ -275,6 +275,9 @@ class FaceLoss(nn.Module):
     loss moves its centres and SphereFace counts its step (both in ``state_dict``).
     """
 
+    centers: torch.Tensor  #: center loss: one centre per class (a buffer)
+    step: torch.Tensor  #: SphereFace: training steps so far (a buffer)
+
     def __init__(self, kind: LossName, classifier: nn.Linear, *, margin: float | None = None,
                  scale: float | None = None, center_weight: float = 0.003, center_alpha: float = 0.5,
                  lambda_min: float = 5.0, lambda_max: float = 1000.0, pair_miner: PairMiner = "all",

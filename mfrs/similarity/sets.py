@@ -12,6 +12,7 @@ lays out the output store shared by the sensor and searchlight stages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -70,7 +71,7 @@ def decimated_times(times: np.ndarray, cfg: SetRsaConfig) -> np.ndarray:
     return np.flatnonzero(keep)[:: cfg.time_step]
 
 
-def stimulus_subsets(ds: xr.Dataset, categories: list[str], *, what: str) -> dict[str, np.ndarray]:
+def stimulus_subsets(ds: xr.Dataset, categories: Sequence[str], *, what: str) -> dict[str, np.ndarray]:
     """Stimulus indices of each category of ``ds`` (stimulus coord ``category``; ``all``: every stimulus)."""
     from mfrs.errors import InputDataError
 

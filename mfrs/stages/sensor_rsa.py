@@ -39,18 +39,22 @@ __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set
 NAME = "sensor_rsa"
 log = logging.getLogger(__name__)
 
+ChType = Literal["mag", "grad"]
+FweDim = Literal["time", "layer"]
+
 
 class Config(SetRsaConfig):
     """Settings of the sensor RSA stage."""
 
-    ch_types: list[Literal["mag", "grad"]] = Field(default_factory=lambda: ["mag", "grad"], min_length=1)
+    ch_types: list[ChType] = Field(default_factory=lambda: list[ChType](["mag", "grad"]),
+                                                   min_length=1)
     neighbourhoods: bool = Field(True, description="RSA of every channel's neighbourhood (MNE Neuromag-306 adjacency)")
     channel_types: bool = Field(True, description="RSA of all channels of each type together")
     set_block: int = Field(32, ge=1, description="channel sets per task")
     time_block: int | None = Field(None, ge=1, description="times per task (None: every analysed time; needed for "
                                    "time in fwe_dims or cluster)")
-    fwe_dims: list[Literal["time", "layer"]] = Field(
-        default_factory=lambda: ["time", "layer"], description="the family of p_fwe within each channel set")
+    fwe_dims: list[FweDim] = Field(
+        default_factory=lambda: list[FweDim](["time", "layer"]), description="the family of p_fwe within each channel set")
     cluster: bool = Field(False, description="cluster-mass p over time (family: fwe_dims of each channel set)")
 
     @model_validator(mode="after")
@@ -211,7 +215,7 @@ def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRs
 
     fps = {st.entry_name or str(st.path): str(st.provenance.get("fingerprint", "")) for st in input_stores}
     provenance = make_provenance(stage=stage, config=config, inputs=fps, seed=config.seed, client=client)
-    set_dim = next(d for d in template["r"].dims if d not in ("subject", "signal", "category", "time", "layer"))
+    set_dim = next(str(d) for d in template["r"].dims if d not in ("subject", "signal", "category", "time", "layer"))
     store = ZarrStore.create(catalog.path(entry), template, unit_dims=(set_dim, "time"), provenance=provenance,
                              overwrite=overwrite, entry_name=entry)
     store.depends_on(*input_stores)

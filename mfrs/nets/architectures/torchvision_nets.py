@@ -6,6 +6,8 @@ convolution summed over colour channels for 1-channel input (``mfrs.nets.weights
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 from torchvision import models
 from torchvision.models.inception import (
@@ -18,6 +20,9 @@ from torchvision.models.inception import (
 )
 
 __all__ = ["resnet50", "mobilenet_v2", "vgg16_bn", "inception_v3", "first_conv", "BLOCKS"]
+
+#: A Conv2d's sizes: pairs (torch types the attributes as ``tuple[int, ...]``).
+_Pair = tuple[int, int]
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -38,10 +43,10 @@ def _set_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     if in_channels == 3:
         return model
     name, old = first_conv(model)
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    old.dilation, old.groups, old.bias is not None)
+    new = nn.Conv2d(in_channels, old.out_channels, cast(_Pair, old.kernel_size), cast(_Pair, old.stride),
+                    cast("str | _Pair", old.padding), cast(_Pair, old.dilation), old.groups, old.bias is not None)
     new.weight.data.copy_(old.weight.data[:, :1].repeat(1, in_channels, 1, 1))
-    if old.bias is not None:
+    if old.bias is not None and new.bias is not None:
         new.bias.data.copy_(old.bias.data)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
