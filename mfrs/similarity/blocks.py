@@ -33,8 +33,6 @@ __all__ = [
     "compare_paired_block",
     "pool_block",
     "noise_ceiling_block",
-    "pair_permutation",
-    "permute_pairs_block",
 ]
 
 #: Largest batch of Gram matrices held at once (428 stimuli -> 16 x 0.7 MB).
@@ -364,20 +362,3 @@ def noise_ceiling_block(v: np.ndarray, method: Comparator, pooling: Pooling) -> 
     loo = (total[None] - normed) / (n_sub - 1)
     lower = compare_paired_block(v, loo.astype(normed.dtype), method)
     return lower, upper
-
-
-def pair_permutation(perm: np.ndarray) -> np.ndarray:
-    """Pair-vector index of a stimulus permutation: ``d[idx]`` is the RDM with rows/cols permuted.
-
-    ``(stimulus,) -> (pair,)``, so that ``D'[i, j] = D[perm[i], perm[j]]``.
-    """
-    perm = np.ascontiguousarray(perm, dtype=np.int64)
-    out = np.empty(n_pairs(perm.shape[0]), dtype=np.int64)
-    K.permuted_pair_index(perm, out)
-    return out
-
-
-def permute_pairs_block(v: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """Apply a stimulus permutation to pair vectors: ``(..., pair) -> (..., pair)``."""
-    return np.take(v, pair_permutation(perm), axis=-1)
-
