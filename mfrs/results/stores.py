@@ -24,7 +24,8 @@ import xarray as xr
 from mfrs.errors import InputDataError
 from mfrs.store import load_small_coords
 
-__all__ = ["labelled", "open_rsa", "open_model_rdms", "layer_ids", "flat_layers", "layer_index", "LAYER_LEVELS"]
+__all__ = ["labelled", "pair_labels", "open_rsa", "open_model_rdms", "layer_ids", "flat_layers", "layer_index",
+           "LAYER_LEVELS"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def layer_index(ds: xr.Dataset) -> xr.Dataset:
     return out.set_xindex(list(LAYER_LEVELS), xr.indexes.PandasMultiIndex)
 
 
-def _pair_labels(ds: xr.Dataset) -> xr.Dataset:
+def pair_labels(ds: xr.Dataset) -> xr.Dataset:
     """Stores written before pair labels (``model_rdms`` kept positions ``pair_i``/``pair_j``) read with
     the pair coords of every stored RDM (:func:`mfrs.similarity.pair_coords`)."""
     if "pair" not in ds.dims or "stimulus_a" in ds.coords or "pair_i" not in ds.coords or "stimulus" not in ds.coords:
@@ -137,7 +138,7 @@ def labelled(ds: xr.Dataset) -> xr.Dataset:
     ['lh']
     """
     params = ds.attrs.get("provenance", {}).get("parameters", {})
-    out = layer_index(_pair_labels(_hemi_coords(load_small_coords(ds))))
+    out = layer_index(pair_labels(_hemi_coords(load_small_coords(ds))))
     for name, var in out.data_vars.items():
         for key, value in _describe(str(name), params).items():
             var.attrs.setdefault(key, value)

@@ -25,7 +25,7 @@ from mfrs.stage import ExecSettings, StageConfig
 
 __all__ = ["SetRsaConfig", "SetExec", "rsa_of_sets", "rsa_sets_block", "prepared_models", "sets_template", "stat_names",
            "SET_ATTRS", "decimated_times", "stimulus_subsets",
-           "block_dataset", "check_model_pairs", "union_members"]
+           "block_dataset", "union_members"]
 
 SetCategory = Literal["all", "famous", "unfamiliar", "scrambled"]
 
@@ -172,15 +172,6 @@ def block_dataset(out: dict[str, np.ndarray], set_dim: str, labels: dict[str, An
     dims = ("signal", "category", set_dim, "time")
     return xr.Dataset({k: ((("subject",) if k == "r" else ()) + dims + (("layer",) if v.ndim == 5 or k == "r" else ()),
                            v) for k, v in out.items()}, coords={set_dim: labels[set_dim], "time": labels["time"]})
-
-
-def check_model_pairs(models: xr.Dataset, n_stimuli: int, what: str, source: str) -> None:
-    """Refuse layer RDMs made from another stimulus list than the brain data (``source`` names the store)."""
-    from mfrs.errors import InputDataError
-
-    if models.sizes["pair"] != n_stimuli * (n_stimuli - 1) // 2:
-        raise InputDataError(f"{what}: model_rdms has {models.sizes['pair']} pairs but {source} has {n_stimuli} "
-                             "stimuli; make both from the same stimulus list")
 
 
 def stat_names(permutations: bool, fwe: bool, cluster: bool) -> list[str]:

@@ -7,6 +7,8 @@ stimulus coords of the activations, and the pair coords of every stored RDM
 (:func:`mfrs.similarity.pair_coords`: ``stimulus_a``/``stimulus_b``, ``category_a``/``category_b``;
 pairs in the order of ``scipy.spatial.distance.pdist``). Stores written before pair labels
 hold positions ``pair_i``/``pair_j`` instead; :func:`mfrs.results.labelled` reads those as labels.
+:func:`check_stimuli` is how the stages that read ``model_rdms`` (similarity, sensor_rsa, searchlight)
+refuse layer RDMs of other stimuli, or another order, than their brain data.
 One task per group of layers accumulates per-stimulus sums and the Gram matrix over unit chunks,
 so a layer of 10^6 units is never whole in memory.
 """
@@ -23,7 +25,7 @@ import xarray as xr
 from pydantic import Field
 
 from mfrs.catalog import Catalog
-from mfrs.errors import ConfigError, StoreError
+from mfrs.errors import ConfigError, InputDataError, StoreError
 from mfrs.nets.rdm_moments import Moments, rdm_from_moments
 from mfrs.nets.types import LayerKind, Network, RdmMetric
 from mfrs.provenance import make_provenance
@@ -34,7 +36,7 @@ from mfrs.store import Unit, ZarrStore
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run", "layer_rdm"]
+__all__ = ["NAME", "NetworkRef", "Exec", "Config", "inputs", "outputs", "plan", "run", "layer_rdm", "check_stimuli"]
 
 NAME = "model_rdms"
 log = logging.getLogger(__name__)
@@ -230,3 +232,54 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
              sum(len(t) for t in groups.values()), len(by_layer), len(jobs))
     run_units(client, _compute, jobs, key=lambda j: f"{j.layers[0][0].key}+{len(j.layers) - 1}",
               description=NAME, stage=NAME)
+
+
+def check_stimuli(models: xr.Dataset, data: xr.Dataset, *, stage: str, data_entry: str, catalog: Catalog) -> None:
+    """Refuse a ``model_rdms`` store whose pairs are not of ``data``'s stimuli in ``data``'s order.
+
+    The layer RDMs are compared pair by pair with RDMs of ``data`` (``sources`` or ``epochs``), so
+    both must pair the same stimulus labels in the same order; the same stimuli in another order are
+    refused too (rerunning ``model_rdms`` is cheaper than trusting a reordering). The order of
+    ``model_rdms`` is the one its pair coords ``stimulus_a``/``stimulus_b`` imply
+    (:func:`mfrs.similarity.stimuli_of`); a store written before pair labels is read as
+    :func:`mfrs.results.labelled` reads it.
+
+    Parameters
+    ----------
+    models, data : xarray.Dataset
+        The opened ``model_rdms`` store and the brain data store (coord ``stimulus``).
+    stage : str
+        The stage that reads both (named in the error).
+    data_entry : str
+        The catalog entry of ``data``; with ``catalog`` it names both stores' paths in the error.
+
+    Raises
+    ------
+    InputDataError
+        On another pair count, a store without stimulus labels, other stimuli or another order.
+    """
+    from mfrs.results.stores import pair_labels
+    from mfrs.similarity.blocks import n_pairs
+    from mfrs.similarity.xarray import stimuli_of
+
+    models_at, data_at = f"model_rdms ({catalog.path(NAME)})", f"{data_entry} ({catalog.path(data_entry)})"
+    todo = (f"rerun model_rdms on activations of the stimuli of {data_entry} (mfrs run PIPELINE --stages "
+            "model_rdms --overwrite), or rerun the meg stage with the stimuli model_rdms used")
+    want = np.asarray(data["stimulus"].values).astype(str)
+    if models.sizes["pair"] != n_pairs(want.size):
+        raise InputDataError(f"{stage}: {models_at} has {models.sizes['pair']} pairs but {data_at} has {want.size} "
+                             f"stimuli ({n_pairs(want.size)} pairs); {todo}")
+    labelled = pair_labels(models)
+    if "stimulus_a" not in labelled.coords:
+        raise InputDataError(f"{stage}: {models_at} carries no stimulus labels (no stimulus_a/stimulus_b pair "
+                             f"coords, nor stimulus with pair_i/pair_j), so its pairs cannot be matched to the "
+                             f"stimuli of {data_at}; {todo}")
+    got = stimuli_of(labelled["rdm"]).astype(str)
+    if np.array_equal(got, want):
+        return
+    i = int(np.flatnonzero(got != want)[0])
+    other = sorted(set(got.tolist()) - set(want.tolist()))
+    how = (f"it has {len(other)} stimuli that {data_entry} lacks (e.g. {other[0]!r})" if other
+           else "the same stimuli in another order")
+    raise InputDataError(f"{stage}: {models_at} pairs other stimuli than {data_at}: {how}; the first difference is "
+                         f"at position {i}: {str(got[i])!r} in model_rdms, {str(want[i])!r} in {data_entry}. {todo}")

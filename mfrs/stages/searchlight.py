@@ -209,14 +209,15 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
     from dask.utils import parse_bytes
 
     from mfrs.cluster import worker_memory_limit
-    from mfrs.similarity.sets import SetLayout, check_model_pairs, decimated_times, sets_template, stimulus_subsets
+    from mfrs.similarity.sets import SetLayout, decimated_times, sets_template, stimulus_subsets
+    from mfrs.stages.model_rdms import check_stimuli
     from mfrs.stages.sensor_rsa import run_set_store
 
     limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
     input_stores = _input_stores(config, catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
-    check_model_pairs(models, sources.sizes["stimulus"], NAME, "sources")
+    check_stimuli(models, sources, stage=NAME, data_entry="sources", catalog=catalog)
     stimulus_subsets(sources, config.categories, what=NAME)
     subjects_dir, subject = _anatomy(catalog)
     geo = geometry(sources, config, subjects_dir, subject)

@@ -234,13 +234,14 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
     from dask.utils import parse_bytes
 
     from mfrs.cluster import worker_memory_limit
-    from mfrs.similarity.sets import SetLayout, check_model_pairs, decimated_times, sets_template, stimulus_subsets
+    from mfrs.similarity.sets import SetLayout, decimated_times, sets_template, stimulus_subsets
+    from mfrs.stages.model_rdms import check_stimuli
 
     limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
     plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
     input_stores = _input_stores(config, catalog)
     epochs, models = (st.dataset(warn_incomplete=False) for st in input_stores)
-    check_model_pairs(models, epochs.sizes["stimulus"], NAME, "epochs")
+    check_stimuli(models, epochs, stage=NAME, data_entry="epochs", catalog=catalog)
     stimulus_subsets(epochs, config.categories, what=NAME)
     sets, _ = sets_of(epochs, config)
     times = epochs["time"].values[decimated_times(epochs["time"].values, config)]

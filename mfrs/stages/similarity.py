@@ -972,6 +972,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
     from mfrs.stages._similarity_final import FinalizeJob, create_side_stores, finalize
+    from mfrs.stages.model_rdms import check_stimuli
     from mfrs.store import ZarrStore
 
     # refuse plans that cannot fit before anything is written
@@ -980,9 +981,7 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
     input_stores = _input_stores(config, catalog)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     config = resolve(config, sources)
-    if models.sizes["pair"] != sources.sizes["stimulus"] * (sources.sizes["stimulus"] - 1) // 2:
-        raise InputDataError(f"similarity: model_rdms has {models.sizes['pair']} pairs but sources has "
-                             f"{sources.sizes['stimulus']} stimuli; make both from the same stimulus list")
+    check_stimuli(models, sources, stage=NAME, data_entry="sources", catalog=catalog)
     lay = layout(sources, config)
     fps = {name: str(ds.attrs.get("provenance", {}).get("fingerprint", "")) for name, ds in
            (("sources", sources), ("model_rdms", models))}

@@ -10,6 +10,7 @@ from scipy.stats import spearmanr
 from tests_support import write_complete_store
 
 from mfrs.similarity.blocks import n_pairs
+from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import searchlight as stage
 
 N_STIM, N_SUB, N_TIME, N_HEMI = 12, 3, 6, 50
@@ -54,6 +55,7 @@ def _write_inputs(root):
     model = np.stack([rng.random(n_pairs(N_STIM)), REFERENCE["rdm:correlation"](pattern)])
     models = xr.Dataset({"rdm": (("layer", "pair"), model.astype(np.float32))},
                         coords={"layer": ["l0", "l1"], "network": ("layer", ["net"] * 2)})
+    models = models.assign_coords(pair_coords(sources["stimulus"], with_coords=STORED_PAIR_COORDS))
     write_complete_store(models, root / "model_rdms.zarr", "layer")
     grid_pos = np.concatenate([positions["lh"][:N_HEMI], positions["rh"][:N_HEMI]])
     return sources, models, grid_pos
@@ -110,3 +112,17 @@ def test_searchlight_plan_sizes_the_study_without_data():
     assert plan.n_units == 81 * 18  # 256 centres x 64 times per task
     assert plan.writes["searchlight"] == 4 * 20484 * 1101 * (17 * 72 + 2)
     assert 0 < plan.memory_per_task < 8 * 2**30 and plan.seconds > 0
+
+
+def test_searchlight_refuses_model_rdms_of_another_stimulus_order(tmp_path, local_client):
+    from mfrs.errors import InputDataError
+
+    sources, models, _ = _write_inputs(tmp_path)
+    reversed_ = sources["stimulus"].isel(stimulus=slice(None, None, -1))
+    moved = models.drop_vars([c for c in models.coords if models[c].dims == ("pair",)])
+    write_complete_store(moved.assign_coords(pair_coords(reversed_, with_coords=STORED_PAIR_COORDS)),
+                         tmp_path / "model_rdms.zarr", "layer")
+    with pytest.raises(InputDataError, match=r"searchlight: model_rdms \(.*\) pairs other stimuli than sources "
+                       rf"\(.*\): the same stimuli in another order; .* position 0: 's{N_STIM - 1:02d}' in model_rdms"):
+        stage.run(config=stage.Config(radius=12.0, centres="ico1"), catalog=_catalog(tmp_path), client=local_client)
+    assert not (tmp_path / "searchlight.zarr").exists()

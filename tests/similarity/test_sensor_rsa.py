@@ -9,7 +9,9 @@ from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 from tests_support import write_complete_store
 
+from mfrs.errors import InputDataError
 from mfrs.similarity.blocks import n_pairs
+from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import sensor_rsa as stage
 
 from .reference import REFERENCE
@@ -49,6 +51,7 @@ def _write_inputs(root):
     write_complete_store(epochs, root / "epochs.zarr", "subject")
     models = xr.Dataset({"rdm": (("layer", "pair"), rng.random((3, n_pairs(N_STIM))).astype(np.float32))},
                         coords={"layer": ["l0", "l1", "l2"], "network": ("layer", ["net"] * 3)})
+    models = models.assign_coords(pair_coords(epochs["stimulus"], with_coords=STORED_PAIR_COORDS))
     write_complete_store(models, root / "model_rdms.zarr", "layer")
     return epochs, models, adj
 
@@ -121,3 +124,17 @@ def test_sensor_rsa_equals_scipy_on_random_cells(tmp_path, local_client, setting
 def test_time_blocks_refuse_families_over_time():
     with pytest.raises(ValueError, match="every time in one task"):
         stage.Config(time_block=8, n_permutations=10)
+
+
+def test_sensor_rsa_refuses_model_rdms_of_other_stimuli(tmp_path, local_client):
+    """Layer RDMs of a stimulus list with one stimulus swapped (same count) are refused, naming both stores."""
+    epochs, models, _ = _write_inputs(tmp_path)
+    other = epochs["stimulus"].copy(data=[*epochs["stimulus"].values[:4], "x99", *epochs["stimulus"].values[5:]])
+    swapped = models.drop_vars([c for c in models.coords if models[c].dims == ("pair",)])
+    write_complete_store(swapped.assign_coords(pair_coords(other, with_coords=STORED_PAIR_COORDS)),
+                         tmp_path / "model_rdms.zarr", "layer")
+    with pytest.raises(InputDataError, match=r"sensor_rsa: model_rdms \(.*model_rdms.zarr\) pairs other stimuli "
+                       r"than epochs \(.*epochs.zarr\): it has 1 stimuli that epochs lacks \(e.g. 'x99'\); .* "
+                       r"position 4: 'x99' in model_rdms, 's04' in epochs\. rerun model_rdms"):
+        stage.run(config=stage.Config(categories=["all"]), catalog=_catalog(tmp_path), client=local_client)
+    assert not (tmp_path / "rsa_sensors.zarr").exists()

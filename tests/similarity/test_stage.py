@@ -7,8 +7,9 @@ import pytest
 import xarray as xr
 from tests_support import write_complete_store
 
-from mfrs.errors import ConfigError
+from mfrs.errors import ConfigError, InputDataError
 from mfrs.similarity.blocks import n_pairs
+from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import similarity as stage
 
 from .reference import REFERENCE, max_run_mass_brute
@@ -48,6 +49,7 @@ def _write_inputs(root, n_sub=N_SUB):
     models = xr.Dataset({"rdm": (("layer", "pair"), model.astype(np.float32))},
                         coords={"layer": ["l0", "l1", "l2"], "network": ("layer", ["net"] * 3),
                                 "depth": ("layer", [0.0, 0.5, 1.0])})
+    models = models.assign_coords(pair_coords(sources["stimulus"], with_coords=STORED_PAIR_COORDS))
     write_complete_store(models, root / "model_rdms.zarr", "layer")
     return sources, models
 
@@ -306,3 +308,20 @@ def test_reduce_block_without_zarr_matches_scipy(mode):
                 expect = REFERENCE["compare:spearman"](REFERENCE["rdm:correlation"](feats.astype(float)),
                                                        model[1, keep])
                 assert res["r"][1, 0, c, g, t, 1] == pytest.approx(expect, abs=1e-4)
+
+
+def test_stage_refuses_model_rdms_of_another_stimulus_order(tmp_path, local_client):
+    """Layer RDMs of the same stimuli in another order would give wrong r at the right pair count."""
+    from tests_support import write_complete_store as write
+
+    sources, models = _write_inputs(tmp_path)
+    order = np.random.default_rng(3).permutation(N_STIM)
+    moved = models.drop_vars([c for c in models.coords if models[c].dims == ("pair",)])
+    write(moved.assign_coords(pair_coords(sources["stimulus"].isel(stimulus=order), with_coords=STORED_PAIR_COORDS)),
+          tmp_path / "model_rdms.zarr", "layer")
+    first = int(np.flatnonzero(order != np.arange(N_STIM))[0])
+    with pytest.raises(InputDataError, match=rf"similarity: model_rdms \(.*model_rdms.zarr\) pairs other stimuli "
+                       rf"than sources \(.*sources.zarr\): the same stimuli in another order; .* position {first}: "
+                       rf"'s{order[first]:02d}' in model_rdms, 's{first:02d}' in sources\. rerun model_rdms"):
+        stage.run(config=stage.Config(categories=["all"]), catalog=_Catalog(tmp_path), client=local_client)
+    assert not (tmp_path / "rsa.zarr").exists()  # refused before anything was written
