@@ -299,25 +299,10 @@ def unit_patterns(x, center, out):
     Reads views (a region's vertex slice, a time slice of a block) where they lie, so the
     caller never copies them into a contiguous array first.
     """
-    nb, n, f = x.shape[1], x.shape[2], x.shape[3]
+    nb = x.shape[1]
     for a in range(x.shape[0]):
         for b in range(nb):
-            dst3 = out[a * nb + b]
-            for i in range(n):
-                row = x[a, b, i]
-                dst = dst3[i]
-                mean = 0.0
-                if center:
-                    for j in range(f):
-                        mean += row[j]
-                    mean /= f
-                ss = 0.0
-                for j in range(f):
-                    d = row[j] - mean
-                    ss += d * d
-                inv = 1.0 / np.sqrt(ss) if ss > 0.0 else np.nan
-                for j in range(f):
-                    dst[j] = (row[j] - mean) * inv
+            unit_rows(x[a, b], center, out[a * nb + b])
 
 
 @njit(cache=True, nogil=True)
