@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from mfrs.catalog import Catalog
+    from mfrs.stages.sensor_rsa import SetJob
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "searchlight_plan", "geometry"]
 
@@ -167,61 +168,33 @@ def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     return result
 
 
-@dataclass
-class _Job:
-    store: Any
-    unit: Any
-    sources_path: str
-    models_path: str
-    members: list[np.ndarray]  # the patches of the unit's centres, found once by ``run``
-    config: Config
-
-
-def _compute(job: _Job) -> None:
+def _compute(job: SetJob) -> None:
     import dask
 
-    from mfrs.similarity.sets import (
-        block_dataset,
-        decimated_times,
-        rsa_sets_block,
-        stimulus_subsets,
-        union_members,
-    )
-    from mfrs.store import ZarrStore
+    from mfrs.similarity.sets import union_members
+    from mfrs.stages.sensor_rsa import open_set_inputs, write_set_block
 
-    cfg, unit = job.config, job.unit
-    sources, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
-                       for path, name in ((job.sources_path, "sources"), (job.models_path, "model_rdms")))
+    sources, models, t_idx = open_set_inputs(job)
+    assert job.members is not None, "searchlight tasks are handed their centres' patches"
     union, local = union_members(job.members)
-    t_idx = decimated_times(sources["time"].values, cfg)[unit.region["time"]]
     act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
     with dask.config.set(scheduler="synchronous"):  # read inside this task, never through the cluster
         block = act.isel(vertex=union, time=t_idx).values.astype(np.float32)
-        model = models["rdm"].transpose("layer", "pair").values
-    stim_index = stimulus_subsets(sources, cfg.categories, what=NAME)
-    out = rsa_sets_block(block, local, model, stim_index,
-                         sources["signal"].values.tolist(), cfg, fwe_axes=(1,) if cfg.n_permutations else ())
-    job.store.write_unit(unit, block_dataset(out, "vertex", unit.labels))
+    write_set_block(job, stage=NAME, set_dim="vertex", data=sources, models=models, block=block, local=local,
+                    fwe_axes=(1,) if job.config.n_permutations else ())
 
 
 def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Create or resume ``searchlight`` and compute every missing block of centres x times (one task each)."""
-    from dask.utils import parse_bytes
+    from mfrs.similarity.sets import SetLayout, sets_template
+    from mfrs.stages.sensor_rsa import open_set_run, run_set_store
 
-    from mfrs.cluster import worker_memory_limit
-    from mfrs.similarity.sets import SetLayout, decimated_times, sets_template, stimulus_subsets
-    from mfrs.stages.model_rdms import check_stimuli
-    from mfrs.stages.sensor_rsa import run_set_store
-
-    limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
-    plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
+    sized = plan(config=config, catalog=catalog, calibrated=False)
     input_stores = _input_stores(config, catalog)
-    sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
-    check_stimuli(models, sources, stage=NAME, data_entry="sources", catalog=catalog)
-    stimulus_subsets(sources, config.categories, what=NAME)
+    sources, models, times = open_set_run(stage=NAME, config=config, catalog=catalog, client=client, sized=sized,
+                                          input_stores=input_stores, data_entry="sources")
     subjects_dir, subject = _anatomy(catalog)
     geo = geometry(sources, config, subjects_dir, subject)
-    times = sources["time"].values[decimated_times(sources["time"].values, config)]
     c = geo.centres
     coords = {k: ("vertex", np.asarray(sources[k].values)[c]) for k in ("hemi", "region", "fs_vertex")
               if k in sources.coords}
@@ -234,7 +207,6 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
     for ax in "xyz":
         template[ax].attrs = {"description": f"{ax} of the centre on the white surface of {subject}", "units": "mm"}
     template.attrs["radius_mm"] = config.radius
-    paths = (str(catalog.path("sources")), str(catalog.path("model_rdms")))
     run_set_store(stage=NAME, entry=NAME, template=template, config=config, catalog=catalog, client=client,
-                  overwrite=overwrite, input_stores=input_stores, compute=_compute,
-                  make_job=lambda store, unit: _Job(store, unit, *paths, geo.patches[unit.region["vertex"]], config))
+                  overwrite=overwrite, input_stores=input_stores, compute=_compute, data_entry="sources",
+                  members=lambda unit: geo.patches[unit.region["vertex"]])

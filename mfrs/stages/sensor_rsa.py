@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
     from mfrs.catalog import Catalog
 
-__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set_block_memory", "run_set_store"]
+__all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set_block_memory", "run_set_store",
+           "open_set_run", "SetJob", "open_set_inputs", "write_set_block"]
 
 NAME = "sensor_rsa"
 log = logging.getLogger(__name__)
@@ -160,54 +162,92 @@ def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
     return result
 
 
-@dataclass
-class _Job:
+@dataclass(frozen=True)
+class SetJob:
+    """One task of a set RSA stage (sensor_rsa, searchlight): a unit of its store and where its inputs lie."""
+
     store: Any
     unit: Any
-    epochs_path: str
+    data_entry: str  #: the data's catalog entry: ``epochs`` or ``sources``
+    data_path: str
     models_path: str
-    config: Config
+    config: Any  #: the stage's Config (a :class:`~mfrs.similarity.sets.SetRsaConfig`)
+    members: list[np.ndarray] | None = None  #: the searchlight's patches of the unit's centres (found once by run)
 
 
-def _compute(job: _Job) -> None:
+def open_set_inputs(job: SetJob) -> tuple[xr.Dataset, xr.Dataset, np.ndarray]:
+    """The data (epochs or sources) and model_rdms datasets of ``job``, opened inside its task, and the
+    positions along ``time`` of the unit's analysed times."""
+    from mfrs.similarity.sets import decimated_times
+    from mfrs.store import ZarrStore
+
+    data, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
+                    for path, name in ((job.data_path, job.data_entry), (job.models_path, "model_rdms")))
+    return data, models, decimated_times(data["time"].values, job.config)[job.unit.region["time"]]
+
+
+def write_set_block(job: SetJob, *, stage: str, set_dim: str, data: xr.Dataset, models: xr.Dataset,
+                    block: np.ndarray, local: list[np.ndarray], fwe_axes: tuple[int, ...], cluster: bool = False) -> None:
+    """RSA of the unit's sets (:func:`mfrs.similarity.sets.rsa_sets_block`) on ``block`` (subject, signal,
+    stimulus, time, feature) float32, whose features ``local`` index set by set; written as the unit
+    (sets along ``set_dim``)."""
+    import dask
+
+    from mfrs.similarity.sets import block_dataset, rsa_sets_block, stimulus_subsets
+
+    with dask.config.set(scheduler="synchronous"):  # read inside this task, never through the cluster
+        model = models["rdm"].transpose("layer", "pair").values
+    stim_index = stimulus_subsets(data, job.config.categories, what=stage)
+    out = rsa_sets_block(block, local, model, stim_index, data["signal"].values.tolist(), job.config,
+                         fwe_axes=fwe_axes, cluster=cluster)
+    job.store.write_unit(job.unit, block_dataset(out, set_dim, job.unit.labels))
+
+
+def _compute(job: SetJob) -> None:
     import dask
 
     from mfrs.similarity.sensors import SCALE
-    from mfrs.similarity.sets import (
-        block_dataset,
-        decimated_times,
-        rsa_sets_block,
-        stimulus_subsets,
-        union_members,
-    )
-    from mfrs.store import ZarrStore
+    from mfrs.similarity.sets import union_members
 
-    cfg, unit = job.config, job.unit
-    epochs, models = (ZarrStore.open(path, entry_name=name).dataset(warn_incomplete=False)
-                      for path, name in ((job.epochs_path, "epochs"), (job.models_path, "model_rdms")))
-    sets, keep = sets_of(epochs, cfg)
-    chosen = unit.region["channel"]
-    members = sets.members[chosen]
-    union, local = union_members(members)
-    t_idx = decimated_times(epochs["time"].values, cfg)[unit.region["time"]]
+    epochs, models, t_idx = open_set_inputs(job)
+    sets, keep = sets_of(epochs, job.config)
+    union, local = union_members(sets.members[job.unit.region["channel"]])
     with dask.config.set(scheduler="synchronous"):  # read inside this task, never through the cluster
         data = epochs["data"].isel(channel=keep[union], time=t_idx).transpose(
             "subject", "signal", "stimulus", "time", "channel").values.astype(np.float64)
-        model = models["rdm"].transpose("layer", "pair").values
     types = np.asarray(epochs["ch_type"].values).astype(str)[keep[union]]
     data *= np.array([SCALE.get(t, 1.0) for t in types])
-    stim_index = stimulus_subsets(epochs, cfg.categories, what=NAME)
-    out = rsa_sets_block(data.astype(np.float32), local, model, stim_index,
-                         epochs["signal"].values.tolist(), cfg, fwe_axes=_fwe_axes(cfg), cluster=cfg.cluster)
-    job.store.write_unit(unit, block_dataset(out, "channel", unit.labels))
+    write_set_block(job, stage=NAME, set_dim="channel", data=epochs, models=models, block=data.astype(np.float32), local=local,
+                    fwe_axes=_fwe_axes(job.config), cluster=job.config.cluster)
+
+
+def open_set_run(*, stage: str, config: SetRsaConfig, catalog: Any, client: Any, sized: Plan,
+                 input_stores: tuple[Any, Any], data_entry: str) -> tuple[xr.Dataset, xr.Dataset, np.ndarray]:
+    """The start of a set RSA stage's run: refuse a task that would not fit a worker (``sized``, the stage's
+    uncalibrated plan), check the data and model RDMs name the same stimuli and the asked categories exist;
+    the data, the model RDMs and the analysed times."""
+    from dask.utils import parse_bytes
+
+    from mfrs.cluster import worker_memory_limit
+    from mfrs.similarity.sets import decimated_times, stimulus_subsets
+    from mfrs.stages.model_rdms import check_stimuli
+
+    exec_memory = config.exec.worker_memory
+    sized.check_fits(parse_bytes(exec_memory) if exec_memory else worker_memory_limit(client))
+    data, models = (st.dataset(warn_incomplete=False) for st in input_stores)
+    check_stimuli(models, data, stage=stage, data_entry=data_entry, catalog=catalog)
+    stimulus_subsets(data, config.categories, what=stage)
+    return data, models, data["time"].values[decimated_times(data["time"].values, config)]
 
 
 def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRsaConfig, catalog: Any, client: Any,
-                  overwrite: bool, input_stores: tuple[Any, ...], compute: Any, make_job: Any) -> None:
-    """Create or resume the set RSA store ``entry`` from ``template``; ``compute(make_job(store, unit))`` per missing unit.
+                  overwrite: bool, input_stores: tuple[Any, ...], compute: Callable[[SetJob], None],
+                  data_entry: str, members: Callable[[Any], list[np.ndarray]] | None = None) -> None:
+    """Create or resume the set RSA store ``entry`` from ``template``; ``compute(SetJob)`` per missing unit.
 
     Shared by the sensor and searchlight stages: provenance from the inputs'
     fingerprints, units along the set dim and ``time``, completed units skipped.
+    ``members(unit)``: what the task of ``unit`` is handed in :attr:`SetJob.members`.
     """
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
@@ -219,39 +259,32 @@ def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRs
     store = ZarrStore.create(catalog.path(entry), template, unit_dims=(set_dim, "time"), provenance=provenance,
                              overwrite=overwrite, entry_name=entry)
     store.depends_on(*input_stores)
+    paths = {"data_path": str(catalog.path(data_entry)), "models_path": str(catalog.path("model_rdms"))}
     jobs = []
     for unit in store.units():
         if store.is_complete(unit):
             log.info("%s: block %s complete in %s, skipping", stage, unit.key, store.path)
             continue
-        jobs.append(make_job(store, unit))
+        jobs.append(SetJob(store=store, unit=unit, data_entry=data_entry, config=config,
+                           members=members(unit) if members is not None else None, **paths))
     if jobs:
         run_units(client, compute, jobs, key=lambda j: j.unit.key, description=stage, stage=stage)
 
 
 def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
     """Create or resume ``rsa_sensors`` and compute every missing block of channel sets (one task each)."""
-    from dask.utils import parse_bytes
+    from mfrs.similarity.sets import SetLayout, sets_template
 
-    from mfrs.cluster import worker_memory_limit
-    from mfrs.similarity.sets import SetLayout, decimated_times, sets_template, stimulus_subsets
-    from mfrs.stages.model_rdms import check_stimuli
-
-    limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
-    plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
+    sized = plan(config=config, catalog=catalog, calibrated=False)
     input_stores = _input_stores(config, catalog)
-    epochs, models = (st.dataset(warn_incomplete=False) for st in input_stores)
-    check_stimuli(models, epochs, stage=NAME, data_entry="epochs", catalog=catalog)
-    stimulus_subsets(epochs, config.categories, what=NAME)
+    epochs, models, times = open_set_run(stage=NAME, config=config, catalog=catalog, client=client, sized=sized,
+                                         input_stores=input_stores, data_entry="epochs")
     sets, _ = sets_of(epochs, config)
-    times = epochs["time"].values[decimated_times(epochs["time"].values, config)]
     lay = SetLayout("channel", np.array(sets.labels), {
         "set_kind": ("channel", np.array(sets.kind)), "ch_type": ("channel", np.array(sets.ch_type)),
         "n_channels": ("channel", sets.sizes)}, config.set_block, max(1, config.time_block or times.size))
     family = " x ".join(config.fwe_dims) if config.n_permutations and config.fwe_dims else ""
     template = sets_template([str(s) for s in epochs["subject"].values], epochs["signal"].values, times, models, lay,
                              config, fwe_family=family, cluster=config.cluster and bool(config.n_permutations))
-    paths = (str(catalog.path("epochs")), str(catalog.path("model_rdms")))
     run_set_store(stage=NAME, entry="rsa_sensors", template=template, config=config, catalog=catalog, client=client,
-                  overwrite=overwrite, input_stores=input_stores, compute=_compute,
-                  make_job=lambda store, unit: _Job(store, unit, *paths, config))
+                  overwrite=overwrite, input_stores=input_stores, compute=_compute, data_entry="epochs")
