@@ -57,7 +57,7 @@ def to_rsatoolbox(rdm: xr.DataArray, *, pair_dim: str = "pair") -> Any:
             if coord.ndim == 1 and coord.dims[0] in batch:
                 descriptors[str(name)] = np.asarray(coord.values)[flat_pos[coord.dims[0]]].tolist()
         for d in batch:
-            descriptors.setdefault(d, flat_pos[d].tolist())
+            descriptors.setdefault(str(d), flat_pos[d].tolist())
     return RDMs(data.astype(np.float64), dissimilarity_measure=rdm.attrs.get("metric"),
                 rdm_descriptors=descriptors, pattern_descriptors=patterns,
                 descriptors={"name": str(rdm.name)} if rdm.name is not None else None)

@@ -73,7 +73,7 @@ def headline_sentences(rows: list[dict[str, Any]], *, alpha: float = 0.05) -> li
         mine = [r for r in rows if r["region"] == region and np.isfinite(r["peak_r"])]
         trained = sorted((r for r in mine if r["trained"]), key=lambda r: -r["peak_r"])
         untrained = sorted((r for r in mine if not r["trained"]), key=lambda r: -r["peak_r"])
-        best = (trained or untrained or [None])[0]
+        best = trained[0] if trained else untrained[0] if untrained else None
         if best is None:
             out.append(f"{region}: no finite r")
             continue

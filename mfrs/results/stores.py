@@ -15,7 +15,7 @@ the store's provenance, never assumed).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,8 @@ import xarray as xr
 
 from mfrs.errors import InputDataError
 from mfrs.store import load_small_coords
+
+XrObj = TypeVar("XrObj", xr.Dataset, xr.DataArray)  # a function that keeps the kind of its argument
 
 __all__ = ["labelled", "pair_labels", "open_rsa", "open_model_rdms", "layer_ids", "flat_layers", "layer_index",
            "LAYER_LEVELS"]
@@ -176,7 +178,7 @@ def layer_ids(obj: xr.Dataset | xr.DataArray) -> np.ndarray:
     return np.array([str(i) for i in range(obj.sizes["layer"])])
 
 
-def flat_layers(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+def flat_layers(obj: XrObj) -> XrObj:
     """``obj`` with a plain string ``layer`` index (the MultiIndex levels kept as plain coords).
 
     Selecting all levels of the MultiIndex but one leaves that level as the dim (xarray's
@@ -195,7 +197,7 @@ def flat_layers(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
               if lvl in obj.coords and obj[lvl].dims == ("layer",)}
     scalars = {lvl: obj[lvl].values for lvl in LAYER_LEVELS if lvl in obj.coords and obj[lvl].ndim == 0}
     out = obj.drop_vars([c for c in ("layer", "layer_id", *LAYER_LEVELS) if c in obj.coords])
-    out = out.assign_coords(layer=ids, **levels)
+    out = out.assign_coords({"layer": ids, **levels})
     for lvl, value in scalars.items():  # a level fixed by .sel(...) is the same for every layer
         out = out.assign_coords({lvl: ("layer", np.full(ids.size, value).astype(str))})
     return out

@@ -219,11 +219,11 @@ def trained_vs_untrained(ds: xr.Dataset, *, subject: str = "group") -> xr.Datase
             raise InputDataError(f"rsa results: trained vs untrained needs layer coord {c!r}")
     net, wts, name = (np.asarray(r[c].values).astype(str) for c in ("network", "weights", "name"))
     ids = layer_ids(r)
-    untrained = {}
+    untrained: dict[tuple[str, str], dict[str, str]] = {}  # (network, weights) -> layer name -> id
     for n, w, nm, i in zip(net, wts, name, ids):
         if is_untrained(w):
             untrained.setdefault((n, w), {})[nm] = i
-    first_untrained = {}
+    first_untrained: dict[str, dict[str, str]] = {}
     for (n, _w), layers in untrained.items():
         first_untrained.setdefault(n, layers)
     pairs = [(i, first_untrained[n][nm]) for n, w, nm, i in zip(net, wts, name, ids)
