@@ -183,7 +183,8 @@ def block_statistics(stat: np.ndarray, null: np.ndarray, fam: Families) -> tuple
         if fam.cluster_split:
             deferred.update({f"cluster_{k}": v[:, :, None, :] for k, v in runs.items()})
         else:
-            null_max = merge_run_summaries(*(runs[k][None] for k in RUN_PARTS), axis=0)  # (perm, region, layer)
+            inner, left, right, full = (runs[k][None] for k in RUN_PARTS)
+            null_max = merge_run_summaries(inner, left, right, full, axis=0)  # (perm, region, layer)
             null_max = family_max(null_max, tuple(_SERIES_AXIS[d] for d in fam.cluster_dims))
             out.update(cluster_p(stat, thr, null_max, axis=1))
     return out, deferred
@@ -198,9 +199,9 @@ def _series_null_max(runs: xr.Dataset, g: int, fam: Families) -> np.ndarray:
     """
     from mfrs.similarity.inference import family_max, merge_run_summaries
 
-    parts = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
+    inner, left, right, full = [runs[f"cluster_{k}"].isel(region=[g]).transpose("time_block", "perm", "signal", "category",
                                                              "region", "layer").values for k in RUN_PARTS]
-    return family_max(merge_run_summaries(*parts, axis=0), (3,) if "layer" in fam.cluster_dims else ())
+    return family_max(merge_run_summaries(inner, left, right, full, axis=0), (3,) if "layer" in fam.cluster_dims else ())
 
 
 def family_null_max(runs: xr.Dataset, fam: Families) -> np.ndarray | None:

@@ -212,7 +212,7 @@ def rsa_block(
     n_sub, n_time = x.shape[:2]
     n_layer = model.shape[0]
     fast = method in FAST_METHODS
-    model_t = model.T if fast else None  # (pair, layer); C-contiguous when model came from model_matrix
+    model_t = model.T  # (pair, layer), a view for the fast methods; C-contiguous when model came from model_matrix
     r = np.empty((n_sub + 1, n_time, n_layer), np.float32)
     lower = np.full(n_time, np.nan, np.float32)
     upper = np.full(n_time, np.nan, np.float32)
@@ -230,7 +230,7 @@ def rsa_block(
             if ceiling and n_sub >= 2:
                 lo, up = _ceiling(rdms, u[:-1], w[:-1], method, pooling)
                 lower[tb], upper[tb] = lo.mean(axis=0), up.mean(axis=0)
-            if split_half is not None and n_sub >= 2:
+            if split_half is not None and splits is not None and n_sub >= 2:
                 split_half[tb] = _split_half(rdms, u[:-1], w[:-1], method, pooling, splits).mean(axis=0)
         else:
             rdms = rdm_block(x[:, tb], metric)  # (subject, tb, pair)
@@ -247,14 +247,14 @@ def rsa_block(
             if split_half is not None:
                 raise ValueError(f"rsa_block: the split-half noise ceiling needs one of {FAST_METHODS}, "
                                  f"not {method!r}")
-        if boot_r is not None:
+        if boot_r is not None and boot_weights is not None:
             boot_r[:, tb] = _bootstrap_r(rdms, boot_weights, model, method)
         if null_all is not None:
             if perms is not None and null_device is not None:
                 null_all[:, tb] = null_block_labels_torch(group_u, model, perms, method, device=null_device)
             elif perms is not None:
                 null_all[:, tb] = null_block_labels(group_u, model, perms, method)
-            else:
+            elif pair_perms is not None:
                 null_all[:, tb] = null_block(group_u, model, pair_perms, method)
     out = {"r": r, "noise_ceiling_lower": lower, "noise_ceiling_upper": upper}
     if boot_r is not None:

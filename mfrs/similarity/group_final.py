@@ -146,7 +146,7 @@ class GroupStats:
 
 def group_stats(config: Any) -> GroupStats:
     """The :class:`GroupStats` of a similarity ``config``."""
-    contrast = ()
+    contrast: tuple = ()
     if getattr(config, "contrast", None) is not None:
         contrast = tuple((k, tuple(sorted(v.items()))) for k, v in (("a", config.contrast.a), ("b", config.contrast.b)))
     return GroupStats(n_bootstrap=config.n_bootstrap, ci=config.ci, n_signflips=config.n_signflips, fdr=config.fdr,
@@ -233,6 +233,8 @@ class GroupFinal:
         r = self.ds["r"].sel(subject=self.subjects).isel(region=reg).transpose("subject", *_ORDER).values
         if source == "r":
             return r
+        if self.pairs is None:
+            raise ValueError(f"GroupFinal: source={source!r} needs the config's contrast (none is set)")
         ia, ib = self.pairs
         return r[..., ia] - r[..., ib]
 
@@ -271,7 +273,8 @@ class GroupFinal:
 
     def region_block(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """Every group variable of regions ``reg`` over all times; ``group_r`` the block's group r in ``_ORDER``."""
-        gs, out = self.gs, {}
+        gs = self.gs
+        out: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
         if gs.n_bootstrap:
             out.update(self._bootstrap(reg, group_r))
         if gs.contrast:
@@ -298,8 +301,9 @@ class GroupFinal:
 
         gs, d = self.gs, self._values(reg, "contrast")
         p, p_fwe = self._signflip(reg, "contrast")
-        out = {"compare_difference": (_CORDER, d.mean(axis=0)), "compare_p_signflip": (_CORDER, p),
-               "compare_p_ttest": (_CORDER, paired_t_p(d))}
+        out: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+            "compare_difference": (_CORDER, d.mean(axis=0)), "compare_p_signflip": (_CORDER, p),
+            "compare_p_ttest": (_CORDER, paired_t_p(d))}
         if gs.fwe_dims:
             out["compare_p_signflip_fwe"] = (_CORDER, p_fwe)
         if gs.fdr:
@@ -319,6 +323,7 @@ class GroupFinal:
     def _bootstrap(self, reg: slice, group_r: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         from mfrs.similarity.group import merge_peaks, peak_summary, percentile_ci
 
+        assert self.peaks is not None  # __init__ refuses n_bootstrap without the side store
         part = self.peaks.isel(region=reg)
         dims = ("time_block", "signal", "category", "sample", "region", "layer")
         value, index = merge_peaks(part["boot_peak_r"].transpose(*dims).values,

@@ -85,7 +85,7 @@ def _check(r: xr.DataArray, subject_dim: str, layer_dim: str, fwe_dims: Sequence
         raise ConfigError(f"model comparison: fwe_dims {bad} are not dims of the result {tuple(dims)}")
 
 
-def _dataset(res: dict[str, np.ndarray], dims: list[str], coords: dict[str, Any], attrs: dict[str, Any],
+def _dataset(res: dict[str, np.ndarray], dims: list[str], coords: Mapping[Hashable, Any], attrs: dict[str, Any],
              fwe_dims: Sequence[str]) -> xr.Dataset:
     ds = xr.Dataset({k: (dims, v) for k, v in res.items()}, coords=coords, attrs=attrs)
     fam = " x ".join(fwe_dims)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mfrs.errors import InputDataError
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 __all__ = ["SensorSets", "sensor_sets", "ADJACENCY", "SCALE", "sensor_positions", "gradiometer_orientation"]
 
@@ -47,7 +51,7 @@ class SensorSets:
 
 def sensor_sets(channels: list[str], ch_types: list[str], *, types: tuple[str, ...] = ("mag", "grad"),
                 neighbourhoods: bool = True, channel_types: bool = True,
-                adjacency: dict[str, tuple[object, list[str]]] | None = None) -> SensorSets:
+                adjacency: dict[str, tuple[sparse.spmatrix | sparse.sparray, list[str]]] | None = None) -> SensorSets:
     """Neighbourhood of every channel of ``types`` (itself and its adjacent channels) and one set per type.
 
     Parameters

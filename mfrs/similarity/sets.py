@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from pydantic import Field
 
-from mfrs.similarity.types import Alternative, Comparator, Pooling
+from mfrs.similarity.types import Alternative, Comparator, Dissimilarity, Pooling
 from mfrs.stage import ExecSettings, StageConfig
 
 __all__ = ["SetRsaConfig", "SetExec", "rsa_of_sets", "rsa_sets_block", "prepared_models", "sets_template", "stat_names",
@@ -43,7 +43,7 @@ class SetRsaConfig(StageConfig):
     metric: Literal["correlation", "abs_correlation", "euclidean", "sqeuclidean", "cosine"] = "correlation"
     method: Comparator = "spearman"
     pooling: Pooling = "normalized"
-    categories: list[SetCategory] = Field(default_factory=lambda: ["all"], min_length=1)
+    categories: list[SetCategory] = Field(default_factory=lambda: list[SetCategory](["all"]), min_length=1)
     time_step: int = Field(1, ge=1, description="analyse every time_step-th input sample (1: every sample)")
     tmin: float | None = Field(None, description="first time analysed (s); None: the epoch start")
     tmax: float | None = Field(None, description="last time analysed (s); None: the epoch end")
@@ -103,7 +103,7 @@ def prepared_models(model: np.ndarray, stim_index: dict[str, np.ndarray], method
     return out
 
 
-def rsa_of_sets(x: np.ndarray, members: list[np.ndarray], model: np.ndarray, *, metric: str = "correlation",
+def rsa_of_sets(x: np.ndarray, members: list[np.ndarray], model: np.ndarray, *, metric: Dissimilarity = "correlation",
                 method: Comparator = "spearman", pooling: Pooling = "normalized", perms: np.ndarray | None = None,
                 time_batch: int = 8, fwe_axes: tuple[int, ...] = (), cluster: bool = False,
                 two_sided: bool = False) -> dict[str, np.ndarray]:
@@ -286,11 +286,11 @@ def sets_template(subjects: list[str], signals: Any, times: np.ndarray, models: 
     coords: dict[str, Any] = {"subject": [*subjects, "group"], "signal": np.asarray(signals),
                               "category": list(cfg.categories), set_dim: lay.labels, "time": np.asarray(times),
                               **lay.coords}
-    coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
+    coords.update({str(c): models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", models["layer"].values)
     out = xr.Dataset(variables, coords=coords)
     out["time"].attrs["units"] = "s"
     fmt = {"method": cfg.method, "n": cfg.n_permutations, "family": fwe_family, "set_dim": set_dim}
-    for name in out.data_vars:
-        out[name].attrs = {k: v.format(**fmt) for k, v in SET_ATTRS.get(str(name), {}).items()}
+    for var in out.data_vars:
+        out[var].attrs = {k: v.format(**fmt) for k, v in SET_ATTRS.get(str(var), {}).items()}
     return out

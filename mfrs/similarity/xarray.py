@@ -16,6 +16,7 @@ is the one function that makes them, for every store that holds RDMs.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -61,7 +62,7 @@ _MAX_NULL_BYTES = 2 << 30
 
 
 # ----------------------------------------------------------------------------- pairs
-def pair_coords(stimuli: xr.DataArray | Sequence[Hashable], *, pair_dim: str = "pair",
+def pair_coords(stimuli: xr.DataArray | Sequence[Hashable] | np.ndarray, *, pair_dim: str = "pair",
                 with_coords: Sequence[str] | None = None) -> dict[str, tuple]:
     """Coordinates of the ``pair`` dim for stimuli in dataset order.
 
@@ -155,7 +156,7 @@ def to_pairs(square: xr.DataArray, *, dims: tuple[str, str] = ("stimulus_a", "st
     data = square.transpose(..., *dims).values[..., iu, ju]
     batch = [d for d in square.dims if d not in dims]
     stim = square[dims[0]] if dims[0] in square.coords else list(range(n))
-    coords = {k: v for k, v in square.coords.items() if not set(v.dims) & set(dims)}
+    coords: dict[Hashable, Any] = {k: v for k, v in square.coords.items() if not set(v.dims) & set(dims)}
     coords.update(pair_coords(np.asarray(stim), pair_dim=pair_dim))
     return xr.DataArray(data, dims=(*batch, pair_dim), coords=coords, name=square.name, attrs=square.attrs)
 
@@ -348,7 +349,7 @@ def compare_rdms(a: xr.DataArray, b: xr.DataArray, *, method: Comparator = "spea
     clash = [d for d in b_batch if d in a.dims]
     if clash:
         raise ConfigError(f"compare_rdms: a and b share the batch dims {clash}; the result is an outer product, "
-                          f"so rename one side, e.g. b.rename({{{clash[0]!r}: {clash[0] + '_model'!r}}})")
+                          f"so rename one side, e.g. b.rename({{{clash[0]!r}: {str(clash[0]) + '_model'!r}}})")
     b = b.transpose(*b_batch, pair_dim).compute()
     b_shape = tuple(b.sizes[d] for d in b_batch)
     b_prepared = prepare_block(b.values.reshape(-1, b.sizes[pair_dim]), method)
@@ -545,7 +546,7 @@ def permutation_test(
     fam = " x ".join(fwe_dims)
     if "p_fwe" in ds:
         ds["p_fwe"].attrs = {"description": f"family-wise p, max statistic over {fam}", "units": "1", "family": fam}
-    if "p_cluster" in ds:
+    if "p_cluster" in ds and cluster_dim is not None:
         over = cluster_dim if cluster_family == "per_layer" else " x ".join(dict.fromkeys([cluster_dim, *fwe_dims]))
         ds["p_cluster"].attrs = {"description": f"cluster-mass p, clusters along {cluster_dim}, largest null cluster "
                                  f"mass over {over}", "units": "1", "family": over}
