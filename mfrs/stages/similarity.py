@@ -87,8 +87,8 @@ class Config(StageConfig):
     metric: Metric = "correlation"
     method: Comparator = "spearman"
     pooling: Pooling = "normalized"
-    categories: list[StageCategory] = Field(default_factory=lambda: ["all", "famous", "unfamiliar", "scrambled"],
-                                            min_length=1)
+    categories: list[StageCategory] = Field(
+        default_factory=lambda: list[StageCategory](["all", "famous", "unfamiliar", "scrambled"]), min_length=1)
     window: float = Field(0.5, gt=0, description="avg mode: window length in seconds")
     step: float = Field(0.045, gt=0, description="avg mode: window step in seconds")
     window_start: float | None = Field(
@@ -102,7 +102,7 @@ class Config(StageConfig):
         "of sources (a task then reads whole chunks, each once), in avg mode 64")
     n_permutations: int = Field(0, ge=0, description="label permutations for p of the group RDM (0: none)")
     alternative: Alternative = "greater"
-    fwe_dims: list[FweDim] = Field(default_factory=lambda: ["layer"],
+    fwe_dims: list[FweDim] = Field(default_factory=lambda: list[FweDim](["layer"]),
                                    description="the family of p_fwe (max statistic over these dims of the selected "
                                    "regions), of p_cluster (with clusters along time), p_signflip_fwe and p_fdr")
     cluster: bool = Field(False, description="cluster-mass p over the whole time axis")
@@ -198,7 +198,7 @@ def layout(sources: xr.Dataset, config: Config) -> Layout:
                               "window or move window_start earlier")
         times = t[starts] + (length - 1) * dt / 2
     cats = np.asarray(act["category"].values) if "category" in act.coords else None
-    stim_index = {}
+    stim_index: dict[str, np.ndarray] = {}
     for c in config.categories:
         if c == "all":
             stim_index[c] = np.arange(act.sizes["stimulus"])
@@ -227,6 +227,13 @@ def resolve(config: Config, sources: xr.Dataset) -> Config:
                     "tasks decode chunks they use only in part; set time_block to %d (or leave it unset)",
                     config.time_block, chunk, chunk * max(1, round(config.time_block / chunk)))
     return config
+
+
+def resolved_time_block(config: Config) -> int:
+    """``config.time_block`` once :func:`resolve` has set it (refused before)."""
+    if config.time_block is None:
+        raise ConfigError("similarity: time_block is unset; resolve(config, sources) sets it from the sources")
+    return config.time_block
 
 
 def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
@@ -334,7 +341,7 @@ def block_reads(array: xr.DataArray, time: slice, vertices: slice | np.ndarray) 
 
 
 @functools.lru_cache(maxsize=16)
-def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, n_sub: int = 2,
+def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: Metric, method: Comparator, n_sub: int = 2,
               n_time: int = 4) -> dict[str, float]:
     """Measure this machine: CPU seconds per brain RDM of the fused kernel, per permuted comparison and per layer RDM prepared.
 
@@ -376,9 +383,9 @@ def calibrate(n_stim: int, n_feat: int, n_layer: int, metric: str, method: str, 
             "seconds_per_model_rdm": t_model / n_layer}
 
 
-def core_seconds(*, categories: dict[str, int], n_feat: int, n_layer: int, metric: str, method: str, n_sub: int,
-                 n_images: int, n_tasks: int, n_chunks: float, decoded_bytes: float, model_bytes: float,
-                 model_chunks: int,
+def core_seconds(*, categories: dict[str, int], n_feat: int, n_layer: int, metric: Metric, method: Comparator,
+                 n_sub: int, n_images: int, n_tasks: int, n_chunks: float, decoded_bytes: float,
+                 model_bytes: float, model_chunks: int,
                  n_permutations: int = 0, n_bootstrap: int = 0, split_half: int = 0) -> dict[str, float]:
     """CPU seconds of the stage on one one-thread worker, by part (kernel calibrated on this machine).
 
@@ -427,7 +434,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     max_v = max(v.size for v in lay.vertices.values())
     n_block_reg = min(config.region_block, n_reg)
     block_v = sum(sorted((v.size for v in lay.vertices.values()), reverse=True)[:n_block_reg])
-    block_t = min(config.time_block, n_time)
+    time_block = resolved_time_block(config)
+    block_t = min(time_block, n_time)
     samples = (block_t - 1) * (lay.starts[1] - lay.starts[0] if n_time > 1 else 1) + lay.length
     feat = max_v if config.mode == "raw" else lay.length
     rdm_bytes = {"none": 0, "float32": 4, "float16": 2}[config.store_rdms]
@@ -435,8 +443,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     n_chunks = decoded = largest = 0
     for r0 in range(0, n_reg, config.region_block):
         verts = np.concatenate([lay.vertices[r] for r in lay.regions[r0 : r0 + config.region_block]])
-        for t0 in range(0, n_time, config.time_block):
-            starts = lay.starts[t0 : t0 + config.time_block]
+        for t0 in range(0, n_time, time_block):
+            starts = lay.starts[t0 : t0 + time_block]
             c, b = block_reads(act, slice(int(starts[0]), int(starts[-1]) + lay.length), verts)
             n_chunks, decoded, largest = n_chunks + c, decoded + b, max(largest, b)
     chunk = act.dtype.itemsize * math.prod(max(act.chunksizes.get(d, (act.sizes[d],))) for d in act.dims[2:])
@@ -449,7 +457,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     flops = n_rdm * (n_stim**2 * feat + 2.0 * p * n_layer)
     n_group = n_sig * n_cat * n_reg * n_time
     flops_perm = n_group * 2.0 * p * n_layer * config.n_permutations
-    units = math.ceil(n_reg / config.region_block) * math.ceil(n_time / config.time_block)
+    units = math.ceil(n_reg / config.region_block) * math.ceil(n_time / time_block)
     n_out = (n_sub + 1) * n_layer + 2 + (1 if config.split_half else 0)
     if config.n_permutations:
         n_out += n_layer * (2 + 3 * config.cluster)
@@ -457,7 +465,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     fam, gs = families(config, n_reg, n_time), group_stats(config)
     summary_bytes = _summary_bytes(fam, config, n_sig=n_sig, n_cat=n_cat, n_reg=n_reg, n_time=n_time,
                                    n_layer=n_layer)
-    summary_bytes += 8 * n_sig * n_cat * config.n_bootstrap * n_reg * math.ceil(n_time / config.time_block) * n_layer
+    summary_bytes += 8 * n_sig * n_cat * config.n_bootstrap * n_reg * math.ceil(n_time / time_block) * n_layer
     out_bytes += 4 * n_sig * n_cat * n_reg * n_layer * (n_time * (2 * bool(gs.n_bootstrap) + 3 * bool(
         gs.n_signflips)) + 3)
     if gs.contrast:  # checks the layer selections before anything is written
@@ -498,8 +506,8 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
 def _summary_bytes(fam: Families, cfg: Config, *, n_sig: int, n_cat: int, n_reg: int, n_time: int,
                    n_layer: int) -> int:
     """Bytes of the null summaries that blocks keep for family statistics spanning blocks."""
-    size = {"region": n_reg, "time": n_time, "layer": n_layer,
-            "region_block": math.ceil(n_reg / cfg.region_block), "time_block": math.ceil(n_time / cfg.time_block)}
+    size = {"region": n_reg, "time": n_time, "layer": n_layer, "region_block": math.ceil(n_reg / cfg.region_block),
+            "time_block": math.ceil(n_time / resolved_time_block(cfg))}
     per = 4 * n_sig * n_cat * cfg.n_permutations
     total = per * math.prod(size[d] for d in fam.fwe_summary_dims[3:]) if fam.fwe_split else 0
     if fam.cluster_split:
@@ -934,18 +942,18 @@ def _template(sources: xr.Dataset, models: xr.Dataset, lay: Layout, cfg: Config)
         p = n_stim * (n_stim - 1) // 2
         rdm_dims = ("subject", "signal", "region", "time", "pair")
         # pair split so that one Zarr chunk stays near 8 MB whatever the block
-        per_pair = 4 * cfg.region_block * cfg.time_block
+        per_pair = 4 * cfg.region_block * resolved_time_block(cfg)
         pair_chunk = max(1, min(p, (8 << 20) // per_pair))
         rdm_chunks = (1, 1, cfg.region_block, cfg.time_block, pair_chunk)
         shape = (sizes["subject"], sizes["signal"], sizes["region"], sizes["time"], p)
         variables["rdm"] = (rdm_dims, da.zeros(shape, chunks=rdm_chunks, dtype=cfg.store_rdms))
         coords.update(pair_coords(act["stimulus"], with_coords=STORED_PAIR_COORDS))
     layer = models["layer"]
-    coords.update({c: models[c].variable for c in models.coords if models[c].dims == ("layer",)})
+    coords.update({str(c): models[c].variable for c in models.coords if models[c].dims == ("layer",)})
     coords.setdefault("layer", layer.values)
     out = xr.Dataset(variables, coords={**coords, **contrast})
-    for name in out.data_vars:
-        out[name].attrs = dict(attrs.get(str(name), {}))
+    for var in out.data_vars:
+        out[var].attrs = dict(attrs.get(str(var), {}))
     return out
 
 
