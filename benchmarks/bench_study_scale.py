@@ -10,7 +10,12 @@ Run: ``python benchmarks/bench_study_scale.py [--size quick|medium|study] [--gri
    vertices) is the default on small disks: what scales with vertices is also given for ``ico5``
    (20,484, the factor printed).
 2. The MEG stage (cleaning, then sources) on a local dask cluster, one worker, memory limit
-   ``--memory-limit`` (8 GB): wall time per task kind, the worker's peak RSS, bytes read and written.
+   ``--memory-limit`` (8 GB): wall time per task kind, the worker's peak RSS, bytes read and written,
+   and each task's CPU seconds (the worker's ``getrusage`` user + system time, all threads, polled
+   every 0.5 s and given to the tasks it ran). The MEG plan's memory is checked against the worker's
+   peak RSS (``VmHWM``) and its time against the tasks' CPU seconds (no longer wall time, which the
+   shared machine inflates). ``--meg-only`` stops there; with ``--workdir`` a second run reuses the
+   simulated recordings of the first (the MEG stage is recomputed).
 3. Model RDMs (activations + model_rdms stages, the demo's two MobileNetV2s).
 4. The similarity stage in raw mode for a block of regions over every sample (1101) with 16
    subjects (sub-01 and 15 noisy copies of it), on two one-thread workers; then the fused kernel
@@ -65,6 +70,7 @@ class Step:
     task_rss: dict[str, int] = field(default_factory=dict)
     baseline_rss: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per worker process during the step
+    task_cpu: dict[str, float] = field(default_factory=dict)
 
 
 HEADER = f"{'step':48s} {'wall s':>8s} {'read':>10s} {'written':>10s}  peak RSS per worker"
@@ -74,10 +80,10 @@ def _print_step(s: Step) -> None:
     rss = ", ".join(f"{format_bytes(v)}" for v in s.peak_rss.values()) or "-"
     print(f"{s.name:48s} {s.seconds:8.1f} {format_bytes(s.read):>10s} {format_bytes(s.written):>10s}  {rss}")
     for task, sec in s.task_seconds.items():
-        peak = s.task_rss.get(task)
-        print(f"  task {task:42s} {sec:8.1f} s compute" + (f", RSS up to {format_bytes(peak)} (sampled; "
-                                                         f"idle worker {format_bytes(s.baseline_rss)})"
-                                                         if peak else ""), flush=True)
+        peak, cpu = s.task_rss.get(task), s.task_cpu.get(task)
+        print(f"  task {task:42s} {sec:8.1f} s compute" + (f", {cpu:.1f} s CPU" if cpu is not None else "")
+              + (f", RSS up to {format_bytes(peak)} (sampled; idle worker {format_bytes(s.baseline_rss)})"
+                 if peak else ""), flush=True)
 
 
 class _Steps(list):
@@ -122,25 +128,49 @@ def _rss() -> int:
     return 0
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 class _Sampler(threading.Thread):
-    """Polls the workers' RSS and running tasks: peak RSS per task name (the part of its key before '-<n>')."""
+    """Polls the workers' RSS, CPU time and running tasks: peak RSS and CPU seconds per task name.
+
+    A task's name is the part of its key before '-<n>'. The CPU a worker process used between two
+    polls (``getrusage``: user + system, all threads) goes to the tasks it ran at either poll, split
+    evenly: CPU time, unlike wall time, is not inflated by other jobs on a shared machine.
+    """
 
     def __init__(self, client, period: float = 0.5):
         super().__init__(daemon=True)
         self.client, self.period, self.done = client, period, threading.Event()
         self.by_task: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
         self.baseline = max(client.run(_rss).values())
+        self._last_cpu = client.run(_cpu_seconds)
+        self._last_running: dict[str, set[str]] = {}
 
     def run(self) -> None:
         while not self.done.wait(self.period):
-            try:
-                rss, running = self.client.run(_rss), self.client.processing()
-            except Exception:  # noqa: BLE001 - a poll during shutdown
+            if not self.poll():
                 return
-            for worker, keys in running.items():
-                for key in keys:
-                    name = str(key[0] if isinstance(key, tuple) else key).rsplit("-", 1)[0]
-                    self.by_task[name] = max(self.by_task.get(name, 0), rss.get(worker, 0))
+        self.poll()
+
+    def poll(self) -> bool:
+        try:
+            rss, cpu, running = self.client.run(_rss), self.client.run(_cpu_seconds), self.client.processing()
+        except Exception:  # noqa: BLE001 - a poll during shutdown
+            return False
+        for worker, keys in running.items():
+            names = {str(key[0] if isinstance(key, tuple) else key).rsplit("-", 1)[0] for key in keys}
+            for name in names:
+                self.by_task[name] = max(self.by_task.get(name, 0), rss.get(worker, 0))
+            both = names | self._last_running.get(worker, set())
+            spent = cpu.get(worker, 0.0) - self._last_cpu.get(worker, 0.0)
+            for name in both:
+                self.cpu[name] = self.cpu.get(name, 0.0) + spent / len(both)
+            self._last_running[worker] = names
+        self._last_cpu = cpu
+        return True
 
 
 def _run_stage(name: str, module, config, catalog, n_workers: int, memory_limit: str, *,
@@ -156,6 +186,7 @@ def _run_stage(name: str, module, config, catalog, n_workers: int, memory_limit:
             module.run(config=config, catalog=catalog, client=client)
         seconds = time.perf_counter() - t0
         sampler.done.set()
+        sampler.join()
         used = {k.rsplit(":", 1)[-1]: v - cpu0[k] for k, v in client.run(cpu).items()} if cpu else {}
         rss = _worker_rss(client)
     tasks: dict[str, float] = {}
@@ -164,7 +195,7 @@ def _run_stage(name: str, module, config, catalog, n_workers: int, memory_limit:
         tasks[key] = tasks.get(key, 0.0) + sum(s["stop"] - s["start"] for s in t["startstops"]
                                                if s["action"] == "compute")
     return Step(name, seconds, rss, read, sum(_du(p) for p in written), tasks, sampler.by_task, sampler.baseline,
-                used)
+                used, sampler.cpu)
 
 
 def meg_config(grid: str, signals: list[str], spacing: str):
@@ -247,6 +278,19 @@ def _verdict(plan: float, measured: float) -> str:
     return f"{'PASS' if ok else 'MISS'} plan/measured {ratio:.2f} (target 1 +- {TOLERANCE:.0%})"
 
 
+def _meg_verdicts(meg_plan, meg_step: Step) -> None:
+    """The MEG plan against the worker's peak RSS (``VmHWM``) and the tasks' CPU seconds."""
+    meg_rss = max(meg_step.peak_rss.values())
+    cpu = sum(v for k, v in meg_step.task_cpu.items() if k.startswith("meg-"))
+    for note in meg_plan.notes:
+        print(f"  plan note: {note}")
+    print(f"  meg memory/task   plan {format_bytes(meg_plan.memory_per_task):>10s}  measured "
+          f"{format_bytes(meg_rss):>10s}  {_verdict(meg_plan.memory_per_task, meg_rss)}")
+    print(f"  meg CPU time      plan {meg_plan.seconds:9.0f}s  measured {cpu:9.0f}s CPU of its tasks "
+          f"({meg_step.seconds:.0f} s wall, load average {_loadavg()})  {_verdict(meg_plan.seconds, cpu)}",
+          flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default=os.environ.get("MFRS_BENCH_STUDY_SIZE", "quick"))
@@ -255,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spacing", default="oct5", help="source space (the study: oct6)")
     ap.add_argument("--signals", default="broadband", help="comma-separated: broadband,theta,alpha,...")
     ap.add_argument("--memory-limit", default="8GB")
+    ap.add_argument("--meg-only", action="store_true", help="stop after the MEG stage and its plan check")
     ap.add_argument("--workdir", default=None, help="keep the data here (default: a temporary folder, removed)")
     ap.add_argument("--steps", choices=["all", "similarity"], default="all",
                     help="similarity: only the similarity stage and its plan, on the 16-subject sources and model "
@@ -264,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     signals = args.signals.split(",")
     print(f"size {args.size}: {n_per_cat} stimuli per category (x2 presentations), {n_runs} runs, {sfreq:.0f} Hz, "
           f"grid {args.grid}, spacing {args.spacing}, signals {signals}; worker memory limit {args.memory_limit}")
-    print(f"machine: {os.cpu_count()} cores, load average {open('/proc/loadavg').read().split()[:3]} (shared)")
+    print(f"machine: {os.cpu_count()} cores, load average {_loadavg()} (shared)")
     if args.steps == "similarity":
         if not args.workdir:
             ap.error("--steps similarity reuses an earlier run's data: pass its --workdir")
@@ -294,13 +339,21 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     folder = work / "stimuli" / "meg"
     catalog = load_catalog(_catalog(work / "root", folder, exclude))
     t0 = time.perf_counter()
-    with _cluster(1, args.memory_limit) as client:
-        stimuli.run(config=stimuli.Config(size=96), catalog=catalog, client=client)
-    region_size = 45 if args.grid == "ico5" else 11
-    subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid=args.grid, region_size=region_size)
-    demo = DemoDataConfig(n_subjects=1, n_runs=n_runs, sfreq=sfreq, grid=args.grid, region_size=region_size)
-    generate_bids(catalog.path("ds000117"), subjects_dir=subjects_dir, stimuli=catalog.open("stimuli"),
-                  config=demo, weights=weights_sources(demo, catalog))
+    done = work / "root" / ".simulated"
+    if done.exists():  # --workdir kept from an earlier run of the same size: simulated data reused
+        print(f"reusing the simulated data of {done.parent}; the MEG stage's outputs are recomputed")
+        for path in (catalog.path("epochs"), catalog.path("sources"), meg.work_folder(catalog)):
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        with _cluster(1, args.memory_limit) as client:
+            stimuli.run(config=stimuli.Config(size=96), catalog=catalog, client=client)
+        region_size = 45 if args.grid == "ico5" else 11
+        subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid=args.grid,
+                                                   region_size=region_size)
+        demo = DemoDataConfig(n_subjects=1, n_runs=n_runs, sfreq=sfreq, grid=args.grid, region_size=region_size)
+        generate_bids(catalog.path("ds000117"), subjects_dir=subjects_dir, stimuli=catalog.open("stimuli"),
+                      config=demo, weights=weights_sources(demo, catalog))
+        done.write_text(f"{args.size} {args.grid}\n")
     raw = sum(p.stat().st_size for p in catalog.path("ds000117").rglob("*_meg.fif"))
     n_stim = catalog.open("stimuli").sizes["stimulus"]
     steps.append(Step("simulate (stimuli + BIDS)", time.perf_counter() - t0, {}, 0, raw))
@@ -310,6 +363,10 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     meg_plan = meg.plan(config=mcfg, catalog=catalog)
     steps.append(_run_stage("meg (clean + sources)", meg, mcfg, catalog, 1, args.memory_limit, read=raw,
                             written=[catalog.path("epochs"), catalog.path("sources"), meg.work_folder(catalog)]))
+    print("\nplan vs measured (meg)")
+    _meg_verdicts(meg_plan, steps[-1])
+    if args.meg_only:
+        return 0
 
     acfg = activations.Config.model_validate({"layer_kinds": ["relu", "linear"], "batch_size": 25, "networks": [
         {"network": "mobilenet_v2", "weights": "weights_mobilenet_v2_imagenet", "input_size": 96},
@@ -343,11 +400,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
         print(f"\nico5 extrapolation (x{factor:.1f} vertices): sources {format_bytes(src)} -> "
               f"{format_bytes(src * factor)} per subject and signal set")
     print("\nplan vs measured")
-    meg_rss = max(meg_step.peak_rss.values())
-    print(f"  meg memory/task   plan {format_bytes(meg_plan.memory_per_task):>10s}  measured "
-          f"{format_bytes(meg_rss):>10s}  {_verdict(meg_plan.memory_per_task, meg_rss)}")
-    print(f"  meg time          plan {meg_plan.seconds:9.0f}s  measured {meg_step.seconds:9.0f}s  "
-          f"{_verdict(meg_plan.seconds, meg_step.seconds)}")
+    _meg_verdicts(meg_plan, meg_step)
     for line in sim_lines:
         print(line)
     _gpu_ratio(catalog, acfg)
@@ -383,7 +436,7 @@ def similarity_step(steps: list[Step], catalog, regions: list[str], memory_limit
              f"  similarity CPU    plan {planned:9.1f}s  measured {cpu:9.1f}s  {_verdict(planned, cpu)}  "
              f"(CPU seconds of the {workers} worker processes during the run; plan {sim_plan.seconds:.1f} s on one "
              f"worker + {workers - 1} x {sim_plan.worker_seconds:.1f} s per further worker; wall {sim.seconds:.1f} s; "
-             f"load average {' '.join(open('/proc/loadavg').read().split()[:3])})"]
+             f"load average {_loadavg()})"]
     lines += [f"    plan: {note}" for note in sim_plan.notes]
     b = similarity.last_breakdown()  # the stage's own per-task phases, summed over its tasks
     if b:

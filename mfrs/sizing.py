@@ -105,11 +105,12 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
         "meg", tasks=2 * s.n_subjects,
         memory_per_task=task_memory(raw_bytes=s.raw_bytes_per_subject, n_epochs=s.n_stimuli * s.n_presentations,
                                     n_stim=s.n_stimuli, n_times=s.n_samples, n_grid=s.n_vertices,
-                                    n_signals=s.n_signals, time_chunk=s.time_chunk),
+                                    n_signals=s.n_signals, time_chunk=s.time_chunk, n_runs=s.n_runs,
+                                    n_raw_channels=s.n_raw_channels),
         seconds_per_task=task_seconds(raw_bytes=s.raw_bytes_per_subject, source_bytes=src_per_subject) / 2,
         reads=s.raw_bytes_per_subject * s.n_subjects, writes=src_per_subject * s.n_subjects,
         notes=f"{s.n_subjects} subjects x 2 tasks (cleaning, then sources); runs of {s.run_seconds:.0f} s "
-              f"assumed; cleaning holds every run in memory", phases=2)
+              f"assumed; cleaning holds one run at a time, ICA on every 11th sample", phases=2)
     n_layer = s.n_networks * s.layers_per_network
     p = s.n_stimuli * (s.n_stimuli - 1) // 2
     feat = s.vertices_per_region

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
     from mfrs.meg.config import FilterConfig, IcaConfig, MaxwellConfig
 
-__all__ = ["maxwell_filter_runs", "filter_raw", "IcaResult", "fit_ica", "artefact_channels"]
+__all__ = ["maxwell_filter_runs", "filter_raw", "IcaResult", "ica_fit_data", "fit_ica", "apply_ica",
+           "artefact_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def artefact_channels(info: "mne.Info") -> tuple[list[str], list[str]]:
 def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "MaxwellConfig", *,
                         calibration: Path | None, crosstalk: Path | None,
                         subject: str, head_pos: dict[int, Path] | None = None,
-                        record: dict | None = None) -> list["mne.io.BaseRaw"]:
+                        record: dict | None = None, destination=None) -> list["mne.io.BaseRaw"]:
     """tSSS every run, moved to the head position of ``cfg.destination_run``.
 
     Skipped, with the reason logged, when disabled or when the catalog gives no
@@ -55,7 +56,8 @@ def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "Max
 
     ``record``, when given, receives per run (``str(run)``) what was done and why:
     ``{"tsss": bool, "movement_compensation": <.pos file> | None, "reason": why not}``,
-    for the stage's provenance.
+    for the stage's provenance. ``destination`` (a device-to-head ``Transform``), when given,
+    replaces the head position of ``cfg.destination_run`` among ``raws`` (runs filtered one at a time).
     """
     import mne
 
@@ -71,8 +73,8 @@ def maxwell_filter_runs(raws: list["mne.io.BaseRaw"], runs: list[int], cfg: "Max
             record[str(run)] = {"tsss": False, "movement_compensation": None,
                                 "reason": f"Maxwell filter skipped: {skip}"}
         return raws
-    dest = None
-    if cfg.destination_run is not None:
+    dest = destination
+    if dest is None and cfg.destination_run is not None:
         idx = runs.index(cfg.destination_run) if cfg.destination_run in runs else 0
         dest = raws[idx].info["dev_head_t"]
     out = []
@@ -137,54 +139,118 @@ class IcaResult:
     ecg_channels: list[str] = field(default_factory=list)
     eog_channels: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fitted_on: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """What was removed and on which evidence (JSON-able, for the log and provenance)."""
         return {"n_components": int(self.ica.n_components_), "ecg": list(map(int, self.ecg)),
                 "eog": list(map(int, self.eog)), "n_removed": len(self.ecg) + len(self.eog),
                 "ecg_channels": list(self.ecg_channels), "eog_channels": list(self.eog_channels),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "fitted_on": dict(self.fitted_on)}
 
 
-def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int, subject: str = "") -> IcaResult:
-    """Fit ICA on MEG channels and mark ECG and EOG components (at most ``max_*`` each).
+def ica_fit_data(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, offset: int = 0,
+                 drop_bads: bool = True) -> "mne.io.RawArray | None":
+    """The samples ICA is fitted on, from one run: MEG, ECG and EOG, high-passed, decimated.
 
-    The ECG and EOG reference channels are found by type (:func:`artefact_channels`);
-    data without one says so in the log (and in ``notes``), and no component of that
-    kind is removed.
+    Exactly what ``ICA.fit(raw, decim=cfg.decim)`` would use of ``raw`` as part of the runs
+    concatenated: the first ``cfg.fit_duration`` seconds of the concatenation, MEG high-passed
+    at ``cfg.fit_l_freq`` (per run, as MNE filters concatenated runs between their edges), then
+    every ``cfg.decim``-th sample of the concatenation. Filtered a block of channels at a time,
+    so the run is never copied whole: the copy is ``1 / decim`` of the run.
 
     Parameters
     ----------
     raw : Raw
-        All runs concatenated, already filtered; not modified. With
-        ``cfg.fit_duration`` only its first seconds are used.
+        One run (or runs already concatenated), filtered; not modified.
+    offset : int
+        Samples of the concatenation before this run (its first sample's global index).
+    drop_bads : bool
+        Leave out ``info["bads"]``; with False every channel is kept (and ``bads`` emptied), so
+        the copies of runs whose bad channels differ can be concatenated, then the union dropped.
+
+    Returns
+    -------
+    RawArray or None
+        At ``sfreq / decim``; None when the run lies past ``fit_duration``.
+    """
+    import mne
+
+    sfreq, decim = raw.info["sfreq"], cfg.decim
+    picks = mne.pick_types(raw.info, meg=True, ecg=True, eog=True, exclude="bads" if drop_bads else [])
+    n = raw.n_times
+    if cfg.fit_duration is not None:
+        n = max(0, min(n, int(round(cfg.fit_duration * sfreq)) - offset + 1))
+    phase = (-offset) % decim
+    if n <= phase:
+        return None
+    meg = set(mne.pick_types(raw.info, meg=True, exclude=[]))
+    out = np.empty((len(picks), len(range(phase, n, decim))))
+    for start in range(0, len(picks), 32):
+        chunk = picks[start:start + 32]
+        block = raw.get_data(picks=chunk, stop=n)
+        rows = [i for i, c in enumerate(chunk) if c in meg]
+        if cfg.fit_l_freq is not None and rows:
+            block[rows] = mne.filter.filter_data(block[rows], sfreq, cfg.fit_l_freq, None, fir_design="firwin",
+                                                 verbose="error")
+        out[start:start + len(chunk)] = block[:, phase::decim]
+    info = mne.pick_info(raw.info, picks)
+    with info._unlock():
+        info["sfreq"] = sfreq / decim
+        info["lowpass"] = min(info["lowpass"], sfreq / decim / 2)
+        if not drop_bads:
+            info["bads"] = []
+    return mne.io.RawArray(out, info, verbose="error")
+
+
+def fit_ica(raw: "mne.io.BaseRaw | None", cfg: "IcaConfig", *, seed: int, subject: str = "",
+            fit_data: "mne.io.BaseRaw | None" = None) -> IcaResult:
+    """Fit ICA on MEG channels and mark ECG and EOG components (at most ``max_*`` each).
+
+    The ECG and EOG reference channels are found by type (:func:`artefact_channels`);
+    data without one says so in the log (and in ``notes``), and no component of that
+    kind is removed. ICA and the ECG/EOG detection see the decimated copy
+    (:func:`ica_fit_data`: ``sfreq / decim``), never the full-rate recording.
+
+    Parameters
+    ----------
+    raw : Raw or None
+        All runs concatenated, already filtered; not modified. With ``cfg.fit_duration``
+        only its first seconds are used. None when ``fit_data`` is given.
     cfg : IcaConfig
     seed : int
         ``random_state`` of the ICA.
     subject : str
         For the log.
+    fit_data : Raw, optional
+        The decimated copy itself (the runs' :func:`ica_fit_data` concatenated), so that the
+        runs never have to be held together.
 
     Returns
     -------
     IcaResult
-        ``ica.exclude`` holds the ECG then EOG components.
+        ``ica.exclude`` holds the ECG then EOG components; ``notes`` says what ICA saw.
     """
     from mne.preprocessing import ICA
 
-    fit_raw = raw.copy().pick(["meg", "ecg", "eog"], exclude="bads")
-    if cfg.fit_duration is not None and cfg.fit_duration < fit_raw.times[-1]:
-        fit_raw.crop(0.0, cfg.fit_duration)
-    if cfg.fit_l_freq is not None:
-        fit_raw.filter(cfg.fit_l_freq, None, picks="meg", fir_design="firwin", verbose="error")
+    fit_raw = fit_data if fit_data is not None else ica_fit_data(raw, cfg) if raw is not None else None
+    if fit_raw is None:
+        raise ValueError("fit_ica needs a recording (raw) or its decimated copy (fit_data)")
     reject = {k: v for k, v in (("grad", cfg.reject_grad), ("mag", cfg.reject_mag)) if v is not None}
     reject = {k: v for k, v in reject.items() if k in fit_raw}
     fit_params = {"infomax": {"extended": cfg.extended},
                   "picard": {"extended": cfg.extended, "ortho": cfg.ortho}}.get(cfg.method)
     ica = ICA(n_components=cfg.n_components, method=cfg.method, random_state=seed,
               max_iter=cfg.max_iter, fit_params=fit_params, verbose="error")
-    ica.fit(fit_raw, picks="meg", decim=cfg.decim, reject=reject or None, verbose="error")
+    # decimated already: the reject windows (tstep 2 s) span the same samples as with decim
+    ica.fit(fit_raw, picks="meg", reject=reject or None, verbose="error")
     ecg, eog = artefact_channels(fit_raw.info)
-    res = IcaResult(ica, ecg_channels=ecg[:1], eog_channels=eog)
+    res = IcaResult(ica, ecg_channels=ecg[:1], eog_channels=eog, fitted_on={
+        "what": (f"MEG channels high-passed at {cfg.fit_l_freq} Hz, every {cfg.decim}th sample of the runs "
+                 "concatenated (ECG/EOG detection on the same decimated copy)"),
+        "sfreq": float(fit_raw.info["sfreq"]), "decim": int(cfg.decim), "n_channels": len(ica.ch_names),
+        "n_samples": int(fit_raw.n_times), "n_samples_fitted": int(ica.n_samples_),
+        "seconds": float(fit_raw.n_times / fit_raw.info["sfreq"]), "fit_duration": cfg.fit_duration})
     for kind, chans, limit in (("ECG", ecg, cfg.max_ecg), ("EOG", eog, cfg.max_eog)):
         if not chans:
             res.notes.append(f"no {kind} channel (no channel typed {kind} in the data or its BIDS "
@@ -204,3 +270,14 @@ def fit_ica(raw: "mne.io.BaseRaw", cfg: "IcaConfig", *, seed: int, subject: str 
         res.eog_scores = np.abs(scores).max(axis=0)
     ica.exclude = [*res.ecg, *res.eog]
     return res
+
+
+def apply_ica(ica: "mne.preprocessing.ICA", raw: "mne.io.BaseRaw", *, block_seconds: float = 30.0) -> None:
+    """Remove ``ica.exclude`` from ``raw`` in place, a block of samples at a time.
+
+    The same values as ``ica.apply(raw)`` (it acts on each sample alone), but its copies of the
+    MEG channels are one block long, not the run's length.
+    """
+    step = max(1, int(block_seconds * raw.info["sfreq"]))
+    for start in range(0, raw.n_times, step):
+        ica.apply(raw, start=start, stop=min(start + step, raw.n_times), verbose="error")

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from mfrs.errors import InputDataError
+
 if TYPE_CHECKING:
     import mne
 
@@ -112,11 +114,15 @@ def _cache_damage(job: SubjectJob, saved: dict) -> str | None:
 
 
 def prepare(job: SubjectJob) -> Prepared:
-    """Read all runs, clean them and cut epochs; cache the result in ``job.folder``.
+    """Clean the runs one at a time and cut epochs; cache the result in ``job.folder``.
 
-    Steps: read (mne-bids) -> Maxwell filter -> filters -> events (STI101 matched to
-    events.tsv, delay applied) -> concatenate runs -> ICA (ECG/EOG removed) ->
-    epochs + baseline -> autoreject global threshold -> band analytic epochs.
+    Two passes over the runs, each holding one run: (1) read (mne-bids) -> Maxwell filter ->
+    filters -> events (STI101 matched to events.tsv, delay applied) and the decimated copy ICA
+    is fitted on (:func:`mfrs.meg.preprocess.ica_fit_data`); ICA is fitted once on the runs'
+    copies concatenated (ECG/EOG found on them); (2) each run again read, filtered, cleaned by
+    the ICA and epoched (baseline), its epochs kept (and its band analytic epochs written to
+    disk). Then autoreject's global threshold on all epochs. The peak is about one run, the
+    ICA's copy and the epochs, never every run at once.
 
     Raises
     ------
@@ -126,10 +132,10 @@ def prepare(job: SubjectJob) -> Prepared:
     import mne
     import pandas as pd
 
-    from mfrs.meg.bids import read_events_tsv, read_run
-    from mfrs.meg.epochs import analytic_epochs, make_epochs, reject_global
+    from mfrs.meg.bids import read_events_tsv
+    from mfrs.meg.epochs import reject_global
     from mfrs.meg.events import find_trigger_events, match_events
-    from mfrs.meg.preprocess import filter_raw, fit_ica, maxwell_filter_runs
+    from mfrs.meg.preprocess import fit_ica, ica_fit_data
 
     record = _record_path(job)
     if record.exists():
@@ -148,27 +154,16 @@ def prepare(job: SubjectJob) -> Prepared:
             log.info("meg: sub-%s cleaning recomputed: %s was made with other settings", job.subject, record)
     cfg = job.config
     sub = job.subject
-    with timed(sub, "reading"):
-        raws = [read_run(job.bids_root, run) for run in job.runs]
     run_numbers = [run.run for run in job.runs]
-    bads, bad_sources = static_bads(raws, run_numbers, job.bad_logs or {}, sub)
+    dest = _destination(job)
+    bads: dict[int, list[str]] = {}
+    bad_sources: dict[str, str] = {}
     maxwell_record: dict[str, Any] = {}
-    with timed(sub, "Maxwell filter"):
-        raws = maxwell_filter_runs(raws, run_numbers, cfg.maxwell, calibration=job.calibration,
-                                   crosstalk=job.crosstalk, subject=job.subject, head_pos=job.head_pos,
-                                   record=maxwell_record)
-    union = sorted({c for raw in raws for c in raw.info["bads"]})
-    if any(set(raw.info["bads"]) != set(union) for raw in raws):
-        # not reconstructed by a Maxwell filter: a channel bad in one run is left out of all
-        log.info("meg: sub-%s bad channels %s differ between runs and were not reconstructed: "
-                 "marked bad in every run (%d channels)", sub, union, len(union))
-        for raw in raws:
-            raw.info["bads"] = list(union)
-    with timed(sub, "filters"):
-        for raw in raws:
-            filter_raw(raw, cfg.filter)
-    tables, ev_arrays = [], []
-    for raw, run in zip(raws, job.runs):
+    after: dict[int, list[str]] = {}
+    tables, ev_arrays, spans, fit_parts = [], [], [], []
+    offset, sfreq = 0, 0.0
+    for run in job.runs:  # pass 1: events and the ICA's decimated copy, one run held
+        raw = _clean_run(job, run, dest, bads=bads, bad_sources=bad_sources, record=maxwell_record, after=after)
         trig = find_trigger_events(raw, cfg.events)
         table = match_events(trig, read_events_tsv(run), sfreq=raw.info["sfreq"],
                              first_samp=raw.first_samp, cfg=cfg.events,
@@ -179,42 +174,65 @@ def prepare(job: SubjectJob) -> Prepared:
         tables.append(table)
         ev_arrays.append(np.column_stack([table["sample"], np.zeros(len(table), int),
                                           np.arange(len(table)) + 1]).astype(np.int64))
-    if len(raws) > 1:
-        raw, ev = mne.concatenate_raws(raws, events_list=ev_arrays, verbose="error")
-    else:
-        raw, ev = raws[0], ev_arrays[0]
+        spans.append((raw.first_samp, raw.last_samp))
+        sfreq = float(raw.info["sfreq"])
+        if cfg.ica.enabled:
+            part = ica_fit_data(raw, cfg.ica, offset=offset, drop_bads=False)
+            if part is not None:
+                fit_parts.append(part)
+        offset += raw.n_times
+        del raw
+    union = sorted({c for b in after.values() for c in b})
+    if any(set(b) != set(union) for b in after.values()):
+        # not reconstructed by a Maxwell filter: a channel bad in one run is left out of all
+        log.info("meg: sub-%s bad channels %s differ between runs and were not reconstructed: "
+                 "marked bad in every run (%d channels)", sub, union, len(union))
+    # samples as in the runs concatenated (mne.concatenate_raws): the epochs' metadata keep them
+    ev = (mne.concatenate_events(ev_arrays, [f for f, _ in spans], [last for _, last in spans])
+          if len(ev_arrays) > 1 else ev_arrays[0])
     events = pd.concat(tables, ignore_index=True)
-    events["sample"] = ev[:, 0]  # concatenation shifted the samples of later runs
-    delay = int(round(cfg.events.delay * raw.info["sfreq"]))
+    events["sample"] = ev[:, 0]
+    delay = int(round(cfg.events.delay * sfreq))
     events["trigger_sample"] = events["sample"] - delay
     report: dict[str, Any] = {"n_events": int(len(events)), "runs": run_numbers,
                               "bad_channels": {str(r): b for r, b in bads.items()},
                               "bad_channel_sources": bad_sources, "maxwell_runs": maxwell_record,
-                              "bads_after_maxwell": list(raw.info["bads"]),
+                              "bads_after_maxwell": list(union),
                               "maxwell": bool(cfg.maxwell.enabled and (
                                   not cfg.maxwell.require_files or (job.calibration and job.crosstalk)))}
     job.folder.mkdir(parents=True, exist_ok=True)
+    ica = None
     if cfg.ica.enabled:
         with timed(sub, "ICA"):
-            res = fit_ica(raw, cfg.ica, seed=cfg.seed, subject=sub)
-            res.ica.apply(raw, verbose="error")
-        res.ica.save(ica_path(job), overwrite=True, verbose="error")
+            fit = mne.concatenate_raws(fit_parts, verbose="error") if len(fit_parts) > 1 else fit_parts[0]
+            fit.drop_channels([c for c in union if c in fit.ch_names])
+            del fit_parts
+            res = fit_ica(None, cfg.ica, seed=cfg.seed, subject=sub, fit_data=fit)
+            del fit
+        ica = res.ica
+        ica.save(ica_path(job), overwrite=True, verbose="error")
         report["ica"] = res.summary()
-        log.info("meg: sub-%s ICA removed %d of %d components: ECG %s (found with %s), EOG %s "
-                 "(found with %s)", sub, len(res.ecg) + len(res.eog), res.ica.n_components_, res.ecg,
-                 ", ".join(res.ecg_channels) or "no ECG channel", res.eog,
+        log.info("meg: sub-%s ICA fitted on %d samples at %.1f Hz (%s); removed %d of %d components: ECG %s "
+                 "(found with %s), EOG %s (found with %s)", sub, res.fitted_on["n_samples"],
+                 res.fitted_on["sfreq"], res.fitted_on["what"], len(res.ecg) + len(res.eog), ica.n_components_,
+                 res.ecg, ", ".join(res.ecg_channels) or "no ECG channel", res.eog,
                  ", ".join(res.eog_channels) or "no EOG channel")
-    with timed(sub, "epochs + autoreject"):
-        epochs = make_epochs(raw, events, cfg.epochs)
+    with timed(sub, "epochs, run by run"):
+        epochs, analytic = _epoch_runs(job, dest, events, union, ica)
+    with timed(sub, "autoreject"):
         if cfg.epochs.autoreject:
             report["reject"] = reject_global(epochs, seed=cfg.seed)
     report["n_dropped"] = int(len(events) - len(epochs))
     epochs.save(epochs_path(job), overwrite=True, verbose="error")
-    for band in cfg.envelopes:
-        with timed(sub, f"{band} envelope"):
-            np.save(_band_path(job, band),
-                    analytic_epochs(raw, events, epochs.selection, band, cfg.epochs).get_data()
-                    .astype(np.complex64))
+    for band, tmp in analytic.items():  # the epochs autoreject kept, in their order
+        src = np.load(tmp, mmap_mode="r")
+        out = np.lib.format.open_memmap(_band_path(job, band), mode="w+", dtype=np.complex64,
+                                        shape=(len(epochs),) + src.shape[1:])
+        for i, row in enumerate(epochs.selection):
+            out[i] = src[row]
+        out.flush()
+        del src, out
+        tmp.unlink()
     kept = sorted(set(epochs.metadata["stimulus"]))
     report["rejected"] = sorted(set(events["stimulus"]) - set(kept))
     prepared = Prepared(job.subject, kept, list(epochs.ch_names), list(epochs.get_channel_types()),
@@ -224,6 +242,105 @@ def prepare(job: SubjectJob) -> Prepared:
     tmp.write_text(json.dumps({"fingerprint": job.fingerprint, "prepared": prepared.__dict__, "files": files}))
     os.replace(tmp, record)  # written last: the cache is complete only with it
     return prepared
+
+
+def _destination(job: SubjectJob):
+    """Device-to-head transform of the Maxwell filter's destination run (None: no Maxwell filter)."""
+    import mne
+
+    cfg = job.config.maxwell
+    if not cfg.enabled or cfg.destination_run is None:
+        return None
+    runs = [run.run for run in job.runs]
+    run = job.runs[runs.index(cfg.destination_run) if cfg.destination_run in runs else 0]
+    return mne.io.read_info(run.raw, verbose="error")["dev_head_t"]
+
+
+def _clean_run(job: SubjectJob, run, dest, *, bads: dict | None = None, bad_sources: dict | None = None,
+               record: dict | None = None, after: dict | None = None,
+               union: list[str] | None = None) -> "mne.io.BaseRaw":
+    """One run read, its static bad channels marked, Maxwell-filtered and filtered: the only run held.
+
+    ``bads``, ``bad_sources`` and ``record`` receive the run's static bad channels, their source and
+    what the Maxwell filter did; ``after`` its bad channels after it. With ``union`` those are the
+    bad channels (every run's, as when the runs are concatenated). Channels that are neither MEG,
+    ECG, EOG nor stimulus (EEG) are dropped after the Maxwell filter: nothing reads them.
+    """
+    from mfrs.meg.bids import read_run
+    from mfrs.meg.preprocess import filter_raw, maxwell_filter_runs
+
+    cfg, sub = job.config, job.subject
+    with timed(sub, f"run {run.run} reading"):
+        raw = read_run(job.bids_root, run)
+    b, src = static_bads([raw], [run.run], job.bad_logs or {}, sub)
+    with timed(sub, f"run {run.run} Maxwell filter"):
+        (raw,) = maxwell_filter_runs([raw], [run.run], cfg.maxwell, calibration=job.calibration,
+                                     crosstalk=job.crosstalk, subject=sub, head_pos=job.head_pos,
+                                     record=record, destination=dest)
+    for target, value in ((bads, b), (bad_sources, src), (after, {run.run: list(raw.info["bads"])})):
+        if target is not None:
+            target.update(value)
+    if union is not None:
+        raw.info["bads"] = list(union)
+    raw.pick(["meg", "ecg", "eog", "stim"], exclude=())
+    with timed(sub, f"run {run.run} filters"):
+        filter_raw(raw, cfg.filter)
+    return raw
+
+
+def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
+                ica) -> tuple["mne.Epochs", dict[str, Path]]:
+    """Pass 2: each run again cleaned, ICA applied, epoched; the epochs of all runs in one array.
+
+    Band analytic epochs go to a ``.npy`` per band on disk (row = epoch kept here), never all in memory.
+
+    Returns
+    -------
+    (Epochs, {band: file})
+    """
+    import mne
+
+    from mfrs.meg.epochs import analytic_epochs, make_epochs
+    from mfrs.meg.preprocess import apply_ica
+
+    cfg = job.config
+    data: np.ndarray | None = None
+    kept: list[np.ndarray] = []
+    files = {band: job.folder / f".sub-{job.subject}-{band}-analytic.all.npy" for band in cfg.envelopes}
+    bands: dict[str, np.ndarray] = {}
+    info, tmin, pos = None, 0.0, 0
+    for run in job.runs:
+        raw = _clean_run(job, run, dest, union=union)
+        if ica is not None:
+            apply_ica(ica, raw)
+        rows = np.flatnonzero(events["run"].to_numpy() == run.run)
+        part = events.iloc[rows].reset_index(drop=True)
+        part["sample"] = part["run_sample"]  # this run's own samples
+        ep = make_epochs(raw, part, cfg.epochs)
+        if data is None:
+            info, tmin = ep.info, ep.tmin
+            data = np.empty((len(events), len(ep.ch_names), len(ep.times)))
+            for band, path in files.items():
+                bands[band] = np.lib.format.open_memmap(path, mode="w+", dtype=np.complex64, shape=data.shape)
+        elif ep.ch_names != info["ch_names"]:
+            raise InputDataError(f"sub-{job.subject} run {run.run}: epochs have channels {ep.ch_names}, the "
+                                 f"first run {info['ch_names']}; the runs' MEG channels differ ({run.raw})")
+        n = len(ep)
+        data[pos:pos + n] = ep.get_data(copy=False)
+        for band, out in bands.items():
+            out[pos:pos + n] = analytic_epochs(raw, part, ep.selection, band, cfg.epochs).get_data()
+        kept.append(rows[ep.selection])
+        pos += n
+        del raw, ep
+    assert data is not None and info is not None
+    rows = np.concatenate(kept)
+    meta = events.iloc[rows].reset_index(drop=True)
+    ev = np.column_stack([meta["sample"].to_numpy(np.int64), np.zeros(len(rows), np.int64), rows + 1])
+    for out in bands.values():
+        out.flush()
+    epochs = mne.EpochsArray(data[:pos], info, events=ev, tmin=tmin, baseline=tuple(cfg.epochs.baseline),
+                             metadata=meta, verbose="error")
+    return epochs, files
 
 
 def static_bads(raws: list["mne.io.BaseRaw"], runs: list[int], logs: dict[int, Path],
@@ -358,7 +475,6 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     import dask.array as da
     import mne
 
-    from mfrs.errors import InputDataError
     from mfrs.meg.epochs import hilbert_envelope
     from mfrs.meg.regions import vertex_table
     from mfrs.meg.sources import apply_inverse_analytic, apply_inverse_real
@@ -382,8 +498,11 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     have = [i for i, j in enumerate(ch_idx) if j >= 0]
     kept_idx = np.flatnonzero(keep)
 
-    # broadband: average sensors per stimulus, then one inverse per stimulus
-    avg = _average(epochs.get_data()[keep], ids[keep], stimuli).astype(np.float64)
+    # broadband: average sensors per stimulus (epochs of other stimuli are ignored), then one
+    # inverse per stimulus; the epochs are held once and let go once averaged
+    avg = _average(epochs.get_data(copy=False), ids, stimuli).astype(np.float64)
+    info, ep_times = epochs.info, epochs.times
+    del epochs
     sensor[0][:, have] = avg[:, [ch_idx[i] for i in have]]
     for k, band in enumerate(cfg.envelopes, start=1):
         analytic = np.load(_band_path(job, band), mmap_mode="r")
@@ -396,13 +515,13 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
         The inverse and the morph act on each sample alone, and envelopes come from
         the continuous analytic signal, so a time block needs only its own samples.
         """
-        tmin = float(epochs.times[t0])
+        tmin = float(ep_times[t0])
         if k == 0:
-            ep = mne.EpochsArray(avg[:, :, t0:t1], epochs.info, tmin=tmin, verbose="error")
+            ep = mne.EpochsArray(avg[:, :, t0:t1], info, tmin=tmin, verbose="error")
             out = apply_inverse_real(ep, model)
         else:
             analytic = np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r")
-            ep = mne.EpochsArray(np.stack([analytic[i, :, t0:t1] for i in kept_idx]), epochs.info,
+            ep = mne.EpochsArray(np.stack([analytic[i, :, t0:t1] for i in kept_idx]), info,
                                  tmin=tmin, verbose="error")
             out = _average(apply_inverse_analytic(ep, model), ids[keep], stimuli)
         return out[None, None][..., rows]

@@ -19,7 +19,7 @@ import xarray as xr
 
 from mfrs.errors import InputDataError, StageFailures
 from mfrs.meg.config import Config
-from mfrs.stage import Plan
+from mfrs.stage import Plan, format_bytes
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mfrs.store import Unit, ZarrStore
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "work_folder", "store_templates",
-           "subject_jobs", "exclude_missing", "task_memory", "task_seconds"]
+           "subject_jobs", "exclude_missing", "task_memory", "task_memories", "task_seconds"]
 
 NAME = "meg"
 log = logging.getLogger(__name__)
@@ -234,54 +234,91 @@ def _vertices(config: Config, catalog: "Catalog") -> xr.Dataset:
 
 #: RSS of an idle worker that has imported what the stage imports (mne, dask, xarray, zarr), measured.
 WORKER_BASE_BYTES = 450 * 2**20
-#: What cleaning holds besides the recordings (its imports, Maxwell, ICA, autoreject), fitted to the peaks
-#: ``benchmarks/bench_study_scale.py`` measured at 1100 Hz: 1.8 GiB for 104 MiB of FIF, 4.2 GiB for 518 MiB.
-_CLEAN_FIXED = 1.25 * 2**30
+#: What cleaning holds besides the data (the worker, mne, sklearn, picard, autoreject and their buffers),
+#: fitted to the peaks measured at the tests' demo size (742 MiB, little data) and by
+#: ``benchmarks/bench_study_scale.py --size medium`` (1.4 GiB: 142 stimuli, 6 runs at 1100 Hz).
+_CLEAN_FIXED = 700 * 2**20
+#: Copies of the ICA's decimated data while it is fitted (the data, its clean segments, the
+#: pre-whitened copy, PCA's centred data and its singular vectors).
+_ICA_COPIES = 5
 #: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``), held about 3 times.
 _INVERSE_BATCH = 2**27
 
 
-def task_memory(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
-                time_chunk: int, n_channels: int = 306) -> int:
-    """Peak RSS of one MEG task (the larger of cleaning and sources), from what the code holds.
+def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
+                  time_chunk: int, n_channels: int = 306, n_runs: int = 6, n_raw_channels: int = 404,
+                  ica_fraction: float = 1 / 11, maxwell: bool = True) -> dict[str, int]:
+    """Peak RSS of each of a subject's two MEG tasks, ``{"clean": bytes, "sources": bytes}``.
 
-    Cleaning (:func:`mfrs.meg.subject.prepare`) holds every run in float64 (twice the
-    float32 FIF bytes) about three times over (the runs, their concatenation, the ICA
-    copy), then the epochs; band envelopes add an MEG-only filtered copy and the complex
-    analytic epochs. Sources (:func:`mfrs.meg.subject.localize`) hold the epochs three
-    times (read, ``get_data``, the kept ones), the stimulus averages and sensor signals,
-    and one time block of sources twice (computed, then reordered by region) besides the
-    inverse's batches: a subject never holds all its sources.
+    Cleaning (:func:`mfrs.meg.subject.prepare`) holds one run at a time: in float64 (twice its
+    float32 FIF bytes, ``raw_bytes / n_runs``), and a second copy while the Maxwell filter makes
+    its output. The ICA's copy (MEG, ECG, EOG, ``ica_fraction`` of the samples: ``1 / decim``
+    of the first ``fit_duration`` seconds) grows run by run and is held :data:`_ICA_COPIES` times
+    while ICA is fitted. The second pass holds the epochs of all runs (float64, preallocated),
+    one run without its EEG (ICA applied a block of samples at a time) and the run's own epochs twice;
+    autoreject copies the epochs once more. Band envelopes add a band-passed MEG copy of the run
+    in complex and its complex epochs (the epochs of all runs go to disk). Sources
+    (:func:`mfrs.meg.subject.localize`) hold the epochs once until they are averaged, the stimulus
+    averages and sensor signals, and one time block of sources twice (computed, then reordered by
+    region) besides the inverse's batches: a subject never holds all its sources.
 
     Examples
     --------
-    >>> m = task_memory(raw_bytes=6e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
-    ...                 n_signals=6, time_chunk=128)
-    >>> 8e9 < m < 64e9
-    True
+    At the study's shape (6 runs of 540 s, 404 channels at 1100 Hz, 428 stimuli, ico5, 6 signals)
+    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 19.4 GiB with time blocks of 128
+    samples (7.7 GiB broadband with blocks of 64):
+
+    >>> m = task_memories(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
+    ...                   n_signals=6, time_chunk=128)
+    >>> round(m["clean"] / 2**30, 1), round(m["sources"] / 2**30, 1)
+    (8.3, 19.4)
     """
-    raw = 2.0 * raw_bytes
+    run = 2.0 * raw_bytes / max(n_runs, 1)
+    held = run * min(1.0, (n_channels + 4) / n_raw_channels)  # EEG dropped after the Maxwell filter
+    meg = run * min(1.0, n_channels / n_raw_channels)
+    fit = 2.0 * raw_bytes * min(1.0, (n_channels + 3) / n_raw_channels) * ica_fraction
     epochs = 8.0 * n_epochs * n_channels * n_times
+    per_run = epochs / max(n_runs, 1)
     bands = n_signals > 1
-    clean = _CLEAN_FIXED + 3 * raw + epochs + bands * (raw * n_channels / (n_channels + 74) + 3 * epochs)
+    first = run * (1 + maxwell) + fit
+    ica = _ICA_COPIES * fit
+    second = epochs + held + 2 * per_run + bands * (3 * meg + 4 * per_run)
+    reject = 2 * epochs
+    clean = _CLEAN_FIXED + max(first, ica, second, reject)
     tb = min(time_chunk, n_times)
     block = 2 * 4.0 * n_stim * tb * n_grid
     band_block = bands * (4.0 * n_epochs * n_channels * n_times + 8.0 * n_epochs * n_channels * tb
                           + 4.0 * n_epochs * tb * n_grid)
-    sources = (WORKER_BASE_BYTES + 3 * epochs + 8.0 * n_stim * n_channels * n_times
+    sources = (WORKER_BASE_BYTES + epochs + 8.0 * n_stim * n_channels * n_times
                + 4.0 * n_signals * n_stim * n_channels * n_times + block + band_block + 3 * _INVERSE_BATCH)
-    return int(max(clean, sources))
+    return {"clean": int(clean), "sources": int(sources)}
+
+
+def task_memory(**sizes) -> int:
+    """Peak RSS of one MEG task: the larger of :func:`task_memories` (same arguments).
+
+    >>> round(task_memory(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484, n_signals=1,
+    ...                   time_chunk=64) / 2**30, 1)
+    7.7
+    """
+    return max(task_memories(**sizes).values())
 
 
 def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:
-    """Seconds of one subject's two tasks on one core: cleaning scales with the recordings,
-    sources with the source values written (inverse, morph, compression).
+    """CPU seconds of one subject's two tasks: cleaning scales with the recordings (read and
+    filtered twice, run by run), sources with the source values written (inverse, morph, compression).
 
-    Rates measured by ``benchmarks/bench_study_scale.py`` (1100 Hz, 6 runs, 150 stimuli, ico4)
-    on a shared 2-core machine: cleaning 136 s for 543 MB of FIF, sources 392 s for 3.4 GB of
-    source values; an idle machine is faster, so the figure errs long.
+    Rates fitted to the tasks' CPU time (user + system, every thread of the worker; not wall time,
+    which a shared machine inflates) measured by ``benchmarks/bench_study_scale.py`` (1100 Hz,
+    ico4, oct5): cleaning 38.6 s for 516 MB of FIF (142 stimuli, 6 runs), sources 17.4 s and 71.3 s
+    for 0.63 and 3.2 GB of source values.
+
+    >>> round(task_seconds(raw_bytes=516e6, source_bytes=3.2e9))
+    109
     """
-    return 40.0 + raw_bytes / 4.7e6 + source_bytes / 9e6
+    clean = 6.0 + raw_bytes / 16e6
+    sources = 4.0 + source_bytes / 48e6
+    return clean + sources
 
 
 def plan(*, config: Config, catalog: "Catalog") -> Plan:
@@ -293,27 +330,41 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     raw_bytes = sum(r.raw.stat().st_size for j in jobs for r in j.runs if r.raw.exists())
     n_sub, n_stim, n_sig = len(jobs), stim.sizes["stimulus"], len(config.signals)
     first = jobs[0].runs[0].raw
-    sfreq = 1100.0
+    sfreq, n_chan, n_meg = 1100.0, 404, 306
     if first.exists():
         import mne
 
-        sfreq = mne.io.read_info(first, verbose="error")["sfreq"]
+        info = mne.io.read_info(first, verbose="error")
+        sfreq, n_chan = info["sfreq"], info["nchan"]
+        n_meg = len(mne.pick_types(info, meg=True, exclude=[]))
+    per_sub_raw = raw_bytes / max(n_sub, 1)
+    n_runs = max(len(jobs[0].runs), 1)
+    ica_fraction = 0.0
+    if config.ica.enabled:
+        seconds = per_sub_raw / (4.0 * n_chan * sfreq)  # float32 FIF samples
+        fit = seconds if config.ica.fit_duration is None else min(seconds, config.ica.fit_duration)
+        ica_fraction = fit / max(seconds, 1e-9) / config.ica.decim
+    maxwell = config.maxwell.enabled and (not config.maxwell.require_files
+                                          or (jobs[0].calibration is not None and jobs[0].crosstalk is not None))
     sfreq = config.epochs.resample_sfreq or sfreq
     n_t = int(round((config.epochs.tmax - config.epochs.tmin) * sfreq)) + 1
     n_v = 2 * GRID_VERTICES[config.source.grid]
     src_bytes = n_sub * n_sig * n_stim * n_t * n_v * 4
-    ep_bytes = n_sub * n_sig * n_stim * 306 * n_t * 4
-    per_sub_raw = raw_bytes / max(n_sub, 1)
-    memory = task_memory(raw_bytes=per_sub_raw, n_epochs=n_stim * len(config.events.presentations),
-                         n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
-                         time_chunk=config.exec.time_chunk)
+    ep_bytes = n_sub * n_sig * n_stim * n_meg * n_t * 4
+    memories = task_memories(raw_bytes=per_sub_raw, n_epochs=n_stim * len(config.events.presentations),
+                             n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
+                             time_chunk=config.exec.time_chunk, n_channels=n_meg, n_runs=n_runs,
+                             n_raw_channels=n_chan, ica_fraction=ica_fraction, maxwell=maxwell)
+    memory = max(memories.values())
     seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1))
     return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
                 n_tasks=2 * n_sub, n_units=n_sub, memory_per_task=memory, seconds=seconds,
                 notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "
                        f"(before dropping {config.source.drop_regions}), signals {config.signals}",
-                       "memory: the larger of cleaning (all runs in memory) and sources (one time block "
-                       f"of {min(config.exec.time_chunk, n_t)} samples at a time)"])
+                       f"memory: the larger of cleaning ({format_bytes(memories['clean'])}: one of {n_runs} runs "
+                       f"at a time, ICA on {ica_fraction:.3f} of the samples) and sources "
+                       f"({format_bytes(memories['sources'])}: one time block of "
+                       f"{min(config.exec.time_chunk, n_t)} samples at a time)"])
 
 
 def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool = False) -> None:
