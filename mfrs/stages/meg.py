@@ -241,7 +241,8 @@ _CLEAN_FIXED = 700 * 2**20
 #: Copies of the ICA's decimated data while it is fitted (the data, its clean segments, the
 #: pre-whitened copy, PCA's centred data and its singular vectors).
 _ICA_COPIES = 5
-#: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``), held about 3 times.
+#: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``, or the whole
+#: time block when smaller), held about 3 times.
 _INVERSE_BATCH = 2**27
 
 
@@ -259,19 +260,19 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     autoreject copies the epochs once more. Band envelopes add a band-passed MEG copy of the run
     in complex and its complex epochs (the epochs of all runs go to disk). Sources
     (:func:`mfrs.meg.subject.localize`) hold the epochs once until they are averaged, the stimulus
-    averages and sensor signals, and one time block of sources twice (computed, then reordered by
-    region) besides the inverse's batches: a subject never holds all its sources.
+    averages and sensor signals, and one time block of sources (the morph writes it in the store's
+    order) besides the inverse's batches: a subject never holds all its sources.
 
     Examples
     --------
     At the study's shape (6 runs of 540 s, 404 channels at 1100 Hz, 428 stimuli, ico5, 6 signals)
-    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 19.4 GiB with time blocks of 128
-    samples (7.7 GiB broadband with blocks of 64):
+    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 15.2 GiB with time blocks of 128
+    samples (8.8 GiB with blocks of 32; broadband alone 7.7 GiB with blocks of 128, 5.6 with 64):
 
     >>> m = task_memories(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
     ...                   n_signals=6, time_chunk=128)
     >>> round(m["clean"] / 2**30, 1), round(m["sources"] / 2**30, 1)
-    (8.3, 19.4)
+    (8.3, 15.2)
     """
     run = 2.0 * raw_bytes / max(n_runs, 1)
     held = run * min(1.0, (n_channels + 4) / n_raw_channels)  # EEG dropped after the Maxwell filter
@@ -286,11 +287,12 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     reject = 2 * epochs
     clean = _CLEAN_FIXED + max(first, ica, second, reject)
     tb = min(time_chunk, n_times)
-    block = 2 * 4.0 * n_stim * tb * n_grid
+    block = 4.0 * n_stim * tb * n_grid
     band_block = bands * (4.0 * n_epochs * n_channels * n_times + 8.0 * n_epochs * n_channels * tb
                           + 4.0 * n_epochs * tb * n_grid)
     sources = (WORKER_BASE_BYTES + epochs + 8.0 * n_stim * n_channels * n_times
-               + 4.0 * n_signals * n_stim * n_channels * n_times + block + band_block + 3 * _INVERSE_BATCH)
+               + 4.0 * n_signals * n_stim * n_channels * n_times + block + band_block
+               + 3 * min(_INVERSE_BATCH, block))
     return {"clean": int(clean), "sources": int(sources)}
 
 
@@ -299,7 +301,7 @@ def task_memory(**sizes) -> int:
 
     >>> round(task_memory(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484, n_signals=1,
     ...                   time_chunk=64) / 2**30, 1)
-    7.7
+    5.6
     """
     return max(task_memories(**sizes).values())
 

@@ -1,15 +1,15 @@
 """The MEG plan's memory per task against the peak RSS of a worker that ran both of a subject's tasks.
 
 Memory, not time: the bound is on bytes a worker held, measured in the worker (``VmHWM``). At this
-size the idle worker's own memory dominates, so the stated factor is 2 (the benchmark
-``bench_study_scale.py`` checks +-30 % at the study's shape).
+size the worker's own memory and imports (the plan's fixed part) dominate, so the stated factor is
+1.5 (the benchmark ``bench_study_scale.py`` checks +-30 % at the study's shape).
 """
 
 from __future__ import annotations
 
 from tests_support import peak_rss
 
-FACTOR = 2.0
+FACTOR = 1.5
 
 
 def test_plan_memory_holds_for_a_worker_running_one_subject(meg_inputs, meg_test_config, write_catalog, tmp_path):
