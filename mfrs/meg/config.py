@@ -63,7 +63,8 @@ class FilterConfig(_Section):
 
 
 class IcaConfig(_Section):
-    """ICA on all runs concatenated (MEG only) with ECG/EOG component detection."""
+    """ICA on all runs concatenated (MEG only, every ``decim``-th sample, gathered run by run) with ECG/EOG
+    component detection on the same decimated copy."""
 
     enabled: bool = True
     method: IcaMethod = "fastica"

@@ -241,6 +241,10 @@ _CLEAN_FIXED = 700 * 2**20
 #: Copies of the ICA's decimated data while it is fitted (the data, its clean segments, the
 #: pre-whitened copy, PCA's centred data and its singular vectors).
 _ICA_COPIES = 5
+#: Epochs held while autoreject finds its threshold (the epochs, its copy of their data and its
+#: peak-to-peak work), fitted to the cleaning peak ``bench_study_scale.py --size study`` sampled
+#: (3.4 GiB with 428 epochs of 306 channels x 1101 samples).
+_REJECT_COPIES = 2.5
 #: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``, or the whole
 #: time block when smaller), held about 3 times.
 _INVERSE_BATCH = 2**27
@@ -257,7 +261,7 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     of the first ``fit_duration`` seconds) grows run by run and is held :data:`_ICA_COPIES` times
     while ICA is fitted. The second pass holds the epochs of all runs (float64, preallocated),
     one run without its EEG (ICA applied a block of samples at a time) and the run's own epochs twice;
-    autoreject copies the epochs once more. Band envelopes add a band-passed MEG copy of the run
+    autoreject holds about :data:`_REJECT_COPIES` times the epochs. Band envelopes add a band-passed MEG copy of the run
     in complex and its complex epochs (the epochs of all runs go to disk). Sources
     (:func:`mfrs.meg.subject.localize`) hold the epochs once until they are averaged, the stimulus
     averages and sensor signals, and one time block of sources (the morph writes it in the store's
@@ -284,7 +288,7 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     first = run * (1 + maxwell) + fit
     ica = _ICA_COPIES * fit
     second = epochs + held + 2 * per_run + bands * (3 * meg + 4 * per_run)
-    reject = 2 * epochs
+    reject = _REJECT_COPIES * epochs
     clean = _CLEAN_FIXED + max(first, ica, second, reject)
     tb = min(time_chunk, n_times)
     block = 4.0 * n_stim * tb * n_grid
