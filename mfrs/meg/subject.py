@@ -307,9 +307,11 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
     cfg = job.config
     data: np.ndarray | None = None
     kept: list[np.ndarray] = []
-    files = {band: job.folder / f".sub-{job.subject}-{band}-analytic.all.npy" for band in cfg.envelopes}
-    bands: dict[str, np.ndarray] = {}
-    info, tmin, pos = None, 0.0, 0
+    files: dict[str, Path] = {str(b): job.folder / f".sub-{job.subject}-{b}-analytic.all.npy"
+                              for b in cfg.envelopes}
+    bands: dict[str, np.memmap] = {}
+    info: Any = None
+    tmin, pos = 0.0, 0
     for run in job.runs:
         raw = _clean_run(job, run, dest, union=union)
         if ica is not None:
@@ -321,15 +323,15 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
         if data is None:
             info, tmin = ep.info, ep.tmin
             data = np.empty((len(events), len(ep.ch_names), len(ep.times)))
-            for band, path in files.items():
-                bands[band] = np.lib.format.open_memmap(path, mode="w+", dtype=np.complex64, shape=data.shape)
+            for name, path in files.items():
+                bands[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.complex64, shape=data.shape)
         elif ep.ch_names != info["ch_names"]:
             raise InputDataError(f"sub-{job.subject} run {run.run}: epochs have channels {ep.ch_names}, the "
                                  f"first run {info['ch_names']}; the runs' MEG channels differ ({run.raw})")
         n = len(ep)
         data[pos:pos + n] = ep.get_data(copy=False)
-        for band, out in bands.items():
-            out[pos:pos + n] = analytic_epochs(raw, part, ep.selection, band, cfg.epochs).get_data()
+        for name, out in bands.items():
+            out[pos:pos + n] = analytic_epochs(raw, part, ep.selection, name, cfg.epochs).get_data()
         kept.append(rows[ep.selection])
         pos += n
         del raw, ep
