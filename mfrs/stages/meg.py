@@ -316,14 +316,15 @@ def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:
 
     Rates fitted to the tasks' CPU time (user + system, every thread of the worker; not wall time,
     which a shared machine inflates) measured by ``benchmarks/bench_study_scale.py`` (1100 Hz,
-    ico4, oct5): cleaning 38.6 s for 516 MB of FIF (142 stimuli, 6 runs), sources 17.4 s and 71.3 s
-    for 0.63 and 3.2 GB of source values.
+    ico4, oct5, one subject): cleaning 37.1 s and 93.6 s for 0.52 and 1.50 GB of FIF (142 and 428
+    stimuli, 6 runs), sources 17.4 s, 65.0 s and 128.1 s for 0.63, 3.2 and 9.7 GB of source values
+    (least squares).
 
     >>> round(task_seconds(raw_bytes=516e6, source_bytes=3.2e9))
-    109
+    92
     """
-    clean = 6.0 + raw_bytes / 16e6
-    sources = 4.0 + source_bytes / 48e6
+    clean = 7.6 + raw_bytes / 17.5e6
+    sources = 17.0 + source_bytes / 85e6
     return clean + sources
 
 
