@@ -73,6 +73,7 @@ def run_once(catalog_path: Path, n_workers: int, output: str) -> tuple[float, in
     from distributed import Client, LocalCluster
 
     from mfrs.catalog import load_catalog
+    from mfrs.pipeline import run_stage
     from mfrs.stages import images as stage
 
     catalog = load_catalog(catalog_path)
@@ -85,7 +86,7 @@ def run_once(catalog_path: Path, n_workers: int, output: str) -> tuple[float, in
         client.run(lambda: __import__("mfrs.stages.images"))  # imports are not part of the work
         cpu0 = client.run(_cpu_seconds)
         t0 = time.perf_counter()
-        stage.run(config=cfg, catalog=catalog, client=client)
+        run_stage(stage, config=cfg, catalog=catalog, client=client)
         seconds = time.perf_counter() - t0
         cpu = sum(client.run(_cpu_seconds).values()) - sum(cpu0.values())
     ds = catalog.open(output)

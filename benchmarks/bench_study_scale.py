@@ -177,13 +177,15 @@ def _run_stage(name: str, module, config, catalog, n_workers: int, memory_limit:
                read: int = 0, written: list[Path] = (), cpu=None) -> Step:
     from distributed import get_task_stream
 
+    from mfrs.pipeline import run_stage
+
     with _cluster(n_workers, memory_limit) as client:
         sampler = _Sampler(client)
         sampler.start()
         cpu0 = client.run(cpu) if cpu else {}
         t0 = time.perf_counter()
         with get_task_stream(client) as ts:
-            module.run(config=config, catalog=catalog, client=client)
+            run_stage(module, config=config, catalog=catalog, client=client)
         seconds = time.perf_counter() - t0
         sampler.done.set()
         sampler.join()
@@ -329,6 +331,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
     from mfrs.demo.config import DemoDataConfig
     from mfrs.demo.simulate import generate_bids
     from mfrs.demo.study_stimuli import write_study_stimuli
+    from mfrs.pipeline import run_stage
     from mfrs.stages import activations, meg, model_rdms, stimuli
     from mfrs.stages.demo_data import weights_sources
 
@@ -346,7 +349,7 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
             shutil.rmtree(path, ignore_errors=True)
     else:
         with _cluster(1, args.memory_limit) as client:
-            stimuli.run(config=stimuli.Config(size=96), catalog=catalog, client=client)
+            run_stage(stimuli, config=stimuli.Config(size=96), catalog=catalog, client=client)
         region_size = 45 if args.grid == "ico5" else 11
         subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid=args.grid,
                                                    region_size=region_size)
@@ -373,8 +376,8 @@ def _bench(work: Path, args, n_per_cat: int, n_runs: int, sfreq: float, n_region
         {"network": "mobilenet_v2", "weights": "untrained-seed0", "input_size": 96}]})
     t0 = time.perf_counter()
     with _cluster(2, args.memory_limit) as client:
-        activations.run(config=acfg, catalog=catalog, client=client)
-        model_rdms.run(config=model_rdms.Config(), catalog=catalog, client=client)
+        run_stage(activations, config=acfg, catalog=catalog, client=client)
+        run_stage(model_rdms, config=model_rdms.Config(), catalog=catalog, client=client)
     steps.append(Step("activations + model_rdms", time.perf_counter() - t0, {}, 0,
                       _du(catalog.path("activations")) + _du(catalog.path("model_rdms"))))
 

@@ -268,7 +268,7 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
     from dask.utils import parse_bytes
 
     from mfrs.errors import StoreError
-    from mfrs.pipeline import load_pipeline, select_stages, stage_config, stage_module
+    from mfrs.pipeline import load_pipeline, plan_stage, select_stages, stage_config, stage_module
     from mfrs.stage import Plan, format_bytes
 
     if shape == "study":
@@ -281,7 +281,7 @@ def plan(obj: _Ctx, pipeline: str, stages: tuple[str, ...], subjects: tuple[str,
         module = stage_module(name)
         cfg = stage_config(module, pipe)
         try:
-            p = module.plan(config=cfg, catalog=catalog)
+            p = plan_stage(module, config=cfg, catalog=catalog, pipeline=pipe)
         except StoreError as exc:  # an input written by an earlier stage that has not run yet
             p = Plan(stage=name, notes=[f"cannot be sized before its inputs exist: {exc}"])
         rows = _output_status(pipe, catalog, [name])

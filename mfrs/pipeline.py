@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mfrs.errors import ConfigError
-from mfrs.stage import StageConfig
+from mfrs.errors import ConfigError, MfrsError
+from mfrs.stage import Plan, StageConfig
 
 if TYPE_CHECKING:
     from distributed import Client
 
+    from mfrs.catalog import Catalog
+    from mfrs.stage import Stage
+    from mfrs.store import ZarrStore
+
 __all__ = ["STAGES", "PipelineConfig", "load_pipeline", "stage_module", "stage_config",
-           "find_pipeline_file", "run_pipeline"]
+           "find_pipeline_file", "run_pipeline", "run_stage", "plan_stage", "open_stage_inputs", "writer_of"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +161,93 @@ def select_stages(pipe: PipelineConfig, stages: list[str] | None) -> list[str]:
     return [s for s in pipe.stages if s in stages]
 
 
+def writer_of(entry: str, *, catalog: Catalog, pipeline: PipelineConfig | None = None) -> str | None:
+    """The registered stage whose ``outputs(cfg, catalog)`` lists ``entry`` (``None`` when none does).
+
+    Each stage's config is the pipeline's (``pipeline``) or its defaults. A stage whose
+    module cannot be imported or whose outputs cannot be listed with this catalog is passed over.
+
+    Examples
+    --------
+    >>> from mfrs.catalog import load_catalog
+    >>> catalog = load_catalog(Path(__file__).parents[1] / "data_catalog.yaml", root="/tmp/mfrs-doc")
+    >>> writer_of("sources", catalog=catalog), writer_of("ds000117", catalog=catalog)
+    ('meg', 'demo_data')
+    """
+    for name in STAGES:
+        pipe = pipeline if pipeline is not None and name in pipeline.stages else PipelineConfig(stages=[name])
+        try:
+            module = stage_module(name)
+            if entry in module.outputs(stage_config(module, pipe), catalog):
+                return name
+        except MfrsError as exc:  # not installed, or an entry this catalog lacks
+            log.debug("writer of %r: stage %s passed over: %s", entry, name, exc)
+    return None
+
+
+def _missing_inputs(stage: Stage, *, config: Any, catalog: Catalog,
+                    pipeline: PipelineConfig | None) -> tuple[list[str], dict[str, str]]:
+    """The declared zarr inputs of ``stage`` not written yet, and the stage that writes each (:func:`writer_of`)."""
+    names = stage.inputs(config, catalog)
+    missing = [n for n in names if catalog.entry(n).kind == "zarr" and not (catalog.path(n) / "zarr.json").exists()]
+    return missing, {n: w for n in missing if (w := writer_of(n, catalog=catalog, pipeline=pipeline))}
+
+
+def open_stage_inputs(stage: Stage, *, config: Any, catalog: Catalog,
+                      pipeline: PipelineConfig | None = None) -> dict[str, ZarrStore]:
+    """The Zarr stores among ``stage``'s declared inputs, opened through :func:`mfrs.store.open_inputs`.
+
+    Each is refused (:class:`~mfrs.errors.StoreError`, naming the entry and the stage that writes
+    it, :func:`writer_of`) unless it exists and every unit is complete, intact and current.
+    Inputs of other kinds (BIDS, FreeSurfer, image folders, weights) are files the stage reads itself.
+    """
+    from mfrs.store import open_inputs
+
+    # a store that exists names its writer in its provenance; ask the registry only for the others
+    _, writers = _missing_inputs(stage, config=config, catalog=catalog, pipeline=pipeline)
+    return open_inputs(stage.inputs(config, catalog), catalog=catalog, stage=stage.NAME, writers=writers)
+
+
+def plan_stage(stage: Stage, *, config: Any, catalog: Catalog, pipeline: PipelineConfig | None = None) -> Plan:
+    """``stage.plan`` once every declared input store exists (its sizes come from them; units may be missing).
+
+    Raises
+    ------
+    StoreError
+        An input store is not written yet; names it and the stage that writes it.
+    """
+    from mfrs.store import open_inputs
+
+    missing, writers = _missing_inputs(stage, config=config, catalog=catalog, pipeline=pipeline)
+    open_inputs(missing, catalog=catalog, stage=stage.NAME, writers=writers)  # refuses the first, naming its writer
+    return stage.plan(config=config, catalog=catalog)
+
+
+def run_stage(stage: Stage, *, config: Any, catalog: Catalog, client: Client, overwrite: bool = False,
+              pipeline: PipelineConfig | None = None) -> Any:
+    """Run one stage the way the pipeline does: open its declared inputs, then call its ``run``.
+
+    The one door to a stage's ``run`` (the CLI through :func:`run_pipeline`, tests, benchmarks):
+    the stage gets the stores it declared (:func:`open_stage_inputs`), already checked, and
+    opens none itself.
+
+    Parameters
+    ----------
+    stage : Stage
+        The stage module (:func:`stage_module`).
+    config, catalog, client, overwrite
+        As :meth:`mfrs.stage.Stage.run` takes them.
+    pipeline : PipelineConfig, optional
+        Where the other stages' configs come from when naming the writer of a missing input.
+
+    Returns
+    -------
+    What the stage's ``run`` returns.
+    """
+    inputs = open_stage_inputs(stage, config=config, catalog=catalog, pipeline=pipeline)
+    return stage.run(config=config, catalog=catalog, client=client, inputs=inputs, overwrite=overwrite)
+
+
 def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Client, stages: list[str] | None = None,
                  overwrite: bool = False) -> dict[str, float]:
     """Run the selected stages in order; return stage -> seconds taken.
@@ -171,10 +262,10 @@ def run_pipeline(pipe: PipelineConfig, *, catalog: Any, client: Client, stages: 
     for name in select_stages(pipe, stages):
         module = stage_module(name)
         cfg = stage_config(module, pipe)
-        module.plan(config=cfg, catalog=catalog).check_fits(limit)
+        plan_stage(module, config=cfg, catalog=catalog, pipeline=pipe).check_fits(limit)
         t0 = time.perf_counter()
         log.info("stage %s: starting", name)
-        module.run(config=cfg, catalog=catalog, client=client, overwrite=overwrite)
+        run_stage(module, config=cfg, catalog=catalog, client=client, overwrite=overwrite, pipeline=pipe)
         timings[name] = time.perf_counter() - t0
         log.info("stage %s: finished in %.1f s", name, timings[name])
     return timings

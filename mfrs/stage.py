@@ -16,9 +16,16 @@ checks every registered stage against it):
     The catalog entries read and written (an entry name may depend on the catalog: an
     activations store is named after its weights entry's dataset).
 ``plan(*, config, catalog)``
-    A :class:`Plan`: what a run reads, writes, holds and costs.
-``run(*, config, catalog, client, overwrite=False)``
-    Create or resume the outputs on the dask ``client``.
+    A :class:`Plan`: what a run reads, writes, holds and costs. It sizes its input
+    stores as they are (:func:`mfrs.store.open_as_they_are`: they must exist, units may
+    still be missing).
+``run(*, config, catalog, client, inputs, overwrite=False)``
+    Create or resume the outputs on the dask ``client``. ``inputs`` maps each declared
+    ``zarr`` input to its :class:`~mfrs.store.ZarrStore`, opened by the runner
+    (:func:`mfrs.pipeline.run_stage`) through :func:`mfrs.store.open_inputs`, so refused
+    unless complete, intact and current; a stage opens none of its declared input stores
+    itself (its tasks may reread them by path). Inputs of other kinds (BIDS, FreeSurfer,
+    image folders, weights) are files the stage reads from its catalog entry.
 
 The pipeline narrows its config to a stage's with :meth:`StageConfig.pipeline_section`
 (the stage's own section by default; a Config may override it to take defaults from
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from mfrs.catalog import Catalog
+    from mfrs.store import ZarrStore
 
 __all__ = ["Stage", "StageConfig", "Settings", "ExecSettings", "Plan", "format_bytes"]
 
@@ -130,8 +138,9 @@ class Stage(Protocol):
         """What a run reads, writes, holds and costs."""
         ...
 
-    def run(self, *, config: Any, catalog: Catalog, client: Client, overwrite: bool = False) -> Any:
-        """Create or resume the outputs."""
+    def run(self, *, config: Any, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+            overwrite: bool = False) -> Any:
+        """Create or resume the outputs from the declared input stores the runner opened."""
         ...
 
 

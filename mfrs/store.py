@@ -13,8 +13,8 @@ Trust (issue 10): new stores carry a crc32c checksum on every chunk; a mark
 records the digest of every chunk the unit wrote and the content digests of the
 input stores the unit was computed from (:meth:`ZarrStore.depends_on`). A unit
 whose recorded chunk is gone, or whose inputs have changed since, counts as not
-complete; rewriting a unit first removes its mark. A stage reads its inputs
-with :func:`open_input`, which refuses incomplete or damaged inputs by name, and
+complete; rewriting a unit first removes its mark. The runner opens a stage's
+inputs with :func:`open_input`, which refuses incomplete or damaged inputs by name, and
 :meth:`ZarrStore.dataset` reads chunks so that a corrupt one is an error naming
 the store, the chunk and the unit.
 """
@@ -47,7 +47,7 @@ from mfrs.provenance import fingerprint
 if TYPE_CHECKING:
     from mfrs.catalog import Catalog
 
-__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "open_inputs", "ZARR_NOISE", "ignore_zarr_noise", "quiet_zarr", "chunk_codecs", "load_small_coords"]
+__all__ = ["ZarrStore", "Unit", "MARKER_DIR", "open_input", "open_inputs", "open_as_they_are", "ZARR_NOISE", "ignore_zarr_noise", "quiet_zarr", "chunk_codecs", "load_small_coords"]
 
 log = logging.getLogger(__name__)
 
@@ -803,7 +803,8 @@ def open_inputs(names: Iterable[str], *, catalog: Catalog, stage: str,
                 writers: Mapping[str, str] | None = None) -> dict[str, ZarrStore]:
     """Open the Zarr stores among a stage's declared inputs, each refused unless complete, intact and current.
 
-    The one way a stage opens the stores it reads (``inputs(cfg, catalog)`` of :class:`mfrs.stage.Stage`):
+    The one way the stores a stage reads (``inputs(cfg, catalog)`` of :class:`mfrs.stage.Stage`) are
+    opened, by the runner (:func:`mfrs.pipeline.run_stage`) before the stage's ``run``:
     :func:`open_input` for every ``zarr`` entry. Entries of other kinds (BIDS, FreeSurfer, image
     folders, weights) are files the stage reads itself and are left out.
 
@@ -834,6 +835,21 @@ def open_inputs(names: Iterable[str], *, catalog: Catalog, stage: str,
         if entry.kind == "zarr":
             stores[name] = open_input(entry.path, entry_name=name, stage=stage, writer=(writers or {}).get(name))
     return stores
+
+
+def open_as_they_are(names: Iterable[str], *, catalog: Catalog) -> dict[str, ZarrStore]:
+    """The Zarr stores among ``names`` as they are, for sizes: each must exist, units may be missing.
+
+    What a stage's ``plan`` reads its input stores' shapes from; its ``run`` gets them from the
+    runner (:func:`mfrs.pipeline.run_stage`) through :func:`open_inputs`, checked complete.
+
+    Raises
+    ------
+    StoreError
+        A store does not exist or was not written by mfrs.
+    """
+    return {name: ZarrStore.open(catalog.path(name), entry_name=name)
+            for name in names if catalog.entry(name).kind == "zarr"}
 
 
 def open_input(path: str | Path, *, entry_name: str, stage: str, writer: str | None = None) -> ZarrStore:

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from mfrs.errors import StageFailures
+from mfrs.pipeline import run_stage
 from mfrs.runner import run_units
 from mfrs.stages import stimuli
 from mfrs.stages.stimuli import Config, load_stimulus_pixels
@@ -53,7 +54,7 @@ def test_rerun_after_a_killed_worker_completes_every_unit_once(catalog, fragile_
     assert len(missing) < len(store.units())
 
     fragile_client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
-    stimuli.run(config=cfg, catalog=catalog, client=fragile_client)
+    run_stage(stimuli, config=cfg, catalog=catalog, client=fragile_client)
 
     store = ZarrStore.open(catalog.path("stimuli"))
     assert not store.missing_units()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mfrs.cluster import gpu_workers
+from mfrs.pipeline import run_stage
 from mfrs.stages import stimuli
 
 pytestmark = pytest.mark.slurm
@@ -50,8 +51,8 @@ def test_stimuli_stage_on_slurm_equals_local(tmp_path, slurm_client, local_clien
     cfg = Config(size=24, n_per_category=8, exec={"chunk_size": 6})
     on_slurm = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "slurm")
     on_local = load_catalog(REPO / "data_catalog.yaml", root=tmp_path / "local")
-    stimuli.run(config=cfg, catalog=on_slurm, client=slurm_client)
-    stimuli.run(config=cfg, catalog=on_local, client=local_client)
+    run_stage(stimuli, config=cfg, catalog=on_slurm, client=slurm_client)
+    run_stage(stimuli, config=cfg, catalog=on_local, client=local_client)
     a, b = on_slurm.open("stimuli"), on_local.open("stimuli")
     np.testing.assert_array_equal(a.image.values, b.image.values)
     assert list(a.stimulus.values) == list(b.stimulus.values)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
 from mfrs.errors import ConfigError
 from mfrs.pipeline import STAGES, PipelineConfig, stage_config
 from mfrs.stage import ExecSettings, Stage, StageConfig
+
+STAGE_DIR = Path(__file__).resolve().parent.parent / "mfrs" / "stages"
 
 _METHODS = ("inputs", "outputs", "plan", "run")
 
@@ -50,3 +54,32 @@ def test_an_execution_setting_at_the_top_level_says_where_it_moved() -> None:
         stage_config(module, pipe)
     pipe = PipelineConfig(stages=["similarity"], config={"similarity": {"exec": {"time_batch": 4}}})
     assert stage_config(module, pipe).exec.time_batch == 4
+
+
+def _called(node: ast.AST) -> set[str]:
+    """Names of the functions called in ``node`` (``f(...)``, ``a.b.f(...)`` -> ``f`` and ``b.f``)."""
+    names = set()
+    for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+        func = call.func
+        if isinstance(func, ast.Name):
+            names.add(func.id)
+        elif isinstance(func, ast.Attribute):
+            names.add(func.attr)
+            if isinstance(func.value, ast.Name):
+                names.add(f"{func.value.id}.{func.attr}")
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(STAGE_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_no_stage_opens_its_declared_input_stores(path: Path) -> None:
+    """The runner (``mfrs.pipeline.run_stage``) opens a stage's declared input stores through the store
+    layer's checks and hands them to ``run`` as ``inputs``: no stage calls the checking opens, and no
+    ``run`` opens a store itself. ``plan`` sizes its inputs as they are (``open_as_they_are``), and
+    tasks may reread by path the stores the runner checked; a stage opens its own outputs freely."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    assert not {"open_inputs", "open_input"} & _called(tree), \
+        f"{path.name} opens its inputs itself: use the stores the runner passes as `inputs`"
+    run = next((f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "run"), None)
+    if run is not None:
+        opens = {"open_as_they_are", "ZarrStore.open", "open_zarr"} & _called(run)
+        assert not opens, f"{path.name}: run() calls {sorted(opens)}: read the stores in `inputs`"

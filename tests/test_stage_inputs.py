@@ -1,5 +1,6 @@
-"""Every registered stage opens the stores it declares as inputs through the store layer, so an
-incomplete or damaged input is refused, by name, before the stage computes anything (issue 11)."""
+"""The runner (:func:`mfrs.pipeline.run_stage`, the door the CLI uses) opens the stores every registered
+stage declares as inputs through the store layer, so an incomplete, damaged or missing input is refused,
+by name, before the stage computes anything (issue 11)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import xarray as xr
 
 from mfrs.catalog import load_catalog
 from mfrs.errors import StoreError
-from mfrs.pipeline import STAGES, PipelineConfig, stage_config
+from mfrs.pipeline import STAGES, PipelineConfig, run_stage, stage_config
 from mfrs.provenance import make_provenance
 from mfrs.store import ZarrStore
 
@@ -64,4 +65,34 @@ def test_a_stage_refuses_a_bad_input_store_by_name(name: str, damaged: bool, tmp
         _input_store(catalog.path(entry), damaged=damaged)
     why = "chunk .* missing|missing" if damaged else "not complete"
     with pytest.raises(StoreError, match=rf"stage '{name}' cannot read store .*\(catalog entry '{stores[0]}'\).*{why}"):
-        module.run(config=cfg, catalog=catalog, client=None)
+        run_stage(module, config=cfg, catalog=catalog, client=None)
+
+
+#: The stage that writes each store a stage reads (what the hand-written maps of each stage used to say);
+#: ``images`` names no writer: the images stage's default config writes no dataset.
+WRITERS = {"stimuli": "stimuli", "epochs": "meg", "sources": "meg", "model_rdms": "model_rdms",
+           "activations": "activations", "images": None}
+
+
+def _refused_as_missing(name: str, entry: str, writer: str | None) -> str:
+    first = (rf"run the '{writer}' stage first \(`mfrs run <pipeline> --stages {writer}`\)" if writer else
+             rf"run the stage that writes '{entry}' first \(`mfrs status <pipeline>`")
+    return rf"stage '{name}': its input store .*\(catalog entry '{entry}'\) does not exist; {first}"
+
+
+@pytest.mark.parametrize("name", READS_STORES)
+def test_a_missing_input_store_names_the_stage_that_writes_it(name: str, tmp_path: Path) -> None:
+    module, cfg, catalog, stores = _stage_inputs(name, tmp_path)
+    with pytest.raises(StoreError, match=_refused_as_missing(name, stores[0], WRITERS[stores[0].split("/")[0]])):
+        run_stage(module, config=cfg, catalog=catalog, client=None)
+
+
+def test_the_writer_comes_from_the_pipeline_configs(tmp_path: Path) -> None:
+    """In a pipeline, the images stage's datasets say which stage writes ``images/faces``."""
+    from mfrs.pipeline import load_pipeline, stage_module
+
+    pipe = load_pipeline("faces")
+    train = stage_module("train")
+    catalog = load_catalog(REPO / "data_catalog.yaml", root=tmp_path)
+    with pytest.raises(StoreError, match=_refused_as_missing("train", "images/faces", "images")):
+        run_stage(train, config=stage_config(train, pipe), catalog=catalog, client=None, pipeline=pipe)

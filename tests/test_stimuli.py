@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mfrs.pipeline import run_stage
 from mfrs.stages import stimuli
 from mfrs.stages.stimuli import Config, phase_scramble
 
 
 def _run(catalog, client, **cfg):
-    stimuli.run(config=Config(**cfg), catalog=catalog, client=client)
+    run_stage(stimuli, config=Config(**cfg), catalog=catalog, client=client)
     return catalog.open("stimuli")
 
 
@@ -109,7 +110,7 @@ def test_a_corrupt_bmp_fails_its_unit_and_the_rest_completes(tmp_path, local_cli
     catalog, folder = _bmp_catalog(tmp_path, ["f001.bmp", "f002.bmp", "u001.bmp", "u002.bmp"])
     (folder / "u002.bmp").write_bytes(b"BM\x00\x01 truncated")
     with pytest.raises(StageFailures, match=r"stimulus=2:4: .*u002\.bmp is not a readable image"):
-        stimuli.run(config=Config(size=16, exec={"chunk_size": 2}), catalog=catalog, client=local_client)
+        run_stage(stimuli, config=Config(size=16, exec={"chunk_size": 2}), catalog=catalog, client=local_client)
     store = ZarrStore.open(catalog.path("stimuli"))
     assert [u.key for u in store.missing_units()] == ["stimulus=2:4"]
     with Image.open(folder / "f001.bmp") as img:  # the good unit is written and marked

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -371,7 +372,8 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 seconds=0.1 * n * len(config.networks), notes=notes)
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> dict[str, Any]:
     """Create or resume every activations store and fill its missing batches (one task per store).
 
     Returns
@@ -381,10 +383,8 @@ def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = F
         stores already complete are absent.
     """
     from mfrs.cluster import gpu_workers
-    from mfrs.store import open_inputs
 
-    stimuli_store = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
-                                writers={"stimuli": "stimuli"})["stimuli"]
+    stimuli_store = inputs["stimuli"]
     _check_unique(config, catalog)
     stimuli = stimuli_store.dataset(warn_incomplete=False)
     stimuli_fp = stimuli_store.provenance.get("fingerprint", "")

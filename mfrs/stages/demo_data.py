@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from mfrs.stage import Plan, StageConfig
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "PROVENANCE_FILE", "Config", "inputs", "outputs", "plan", "run", "weights_sources"]
 
@@ -148,16 +151,15 @@ def _generate(task: GenerateTask) -> str:
     return str(root)
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Build the template anatomy and the simulated BIDS set (skipped when complete)."""
     from mfrs.demo.anatomy import template_is_complete
     from mfrs.demo.simulate import simulation_is_complete
     from mfrs.provenance import make_provenance
     from mfrs.runner import run_units
-    from mfrs.store import open_inputs
 
-    stimuli_store = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
-                                writers={"stimuli": "stimuli"})["stimuli"]
+    stimuli_store = inputs["stimuli"]
     anatomy = _check_anatomy_entry(catalog)
     bids = catalog.path("ds000117")
     stimuli = stimuli_store.dataset(warn_incomplete=False).load()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from mfrs.stage import Plan, StageConfig
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "identity_image", "write_identities"]
 
@@ -113,7 +116,8 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{config.n_identities} identities x {config.images_per_identity} images at {config.size} px"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> dict[str, Any]:
     """Write the identity folders, unless the same settings wrote them already.
 
     Raises

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,7 +405,8 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
     return result
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Write every dataset of ``config`` (idempotent: complete chunks are skipped)."""
     if not config.datasets:
         log.info("images: no datasets in the stage config, nothing to do")

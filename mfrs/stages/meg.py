@@ -10,6 +10,7 @@ and the ``stimuli`` store (for stimulus ids and coords); writes ``epochs``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,14 +86,19 @@ def per_run_files(entry, layout, key: str) -> dict[str, dict[int, Path]]:
     return out
 
 
-def _stimulus_coords(config: Config, catalog: "Catalog") -> xr.Dataset:
-    from mfrs.store import open_inputs
-
-    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"stimuli": "stimuli"})
-    ds = stores["stimuli"].dataset()
+def _stimulus_coords(store: ZarrStore) -> xr.Dataset:
+    """Stimulus ids, coords and exclusions of the ``stimuli`` store."""
+    ds = store.dataset()
     out = ds.drop_vars(list(ds.data_vars)).reset_coords()[["category", "condition", "file"]].load()
     out.attrs = {"excluded_stimuli": dict(ds.attrs.get("excluded_stimuli") or {})}
     return out
+
+
+def _stimuli_metadata(catalog: Catalog) -> xr.Dataset:
+    """:func:`_stimulus_coords` of the ``stimuli`` store as it is (for sizes; ``run`` gets it checked)."""
+    from mfrs.store import ZarrStore
+
+    return _stimulus_coords(ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli"))
 
 
 def _files_fingerprint(paths: list[Path], catalog: "Catalog") -> list:
@@ -109,7 +115,7 @@ def subject_jobs(config: Config, catalog: "Catalog",
     from mfrs.provenance import fingerprint
 
     if stim is None:
-        stim = _stimulus_coords(config, catalog)
+        stim = _stimuli_metadata(catalog)
     bids = catalog.entry("ds000117")
     anat = catalog.entry("anatomy")
     layout = find_layout(bids.path, subjects=config.subjects, runs=config.runs,
@@ -332,7 +338,7 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     """Sizes of what the stage reads and writes, from the BIDS layout and the stimuli."""
     from mfrs.meg.types import GRID_VERTICES
 
-    stim = _stimulus_coords(config, catalog)
+    stim = _stimuli_metadata(catalog)
     jobs, _ = subject_jobs(config, catalog, stim)
     raw_bytes = sum(r.raw.stat().st_size for j in jobs for r in j.runs if r.raw.exists())
     n_sub, n_stim, n_sig = len(jobs), stim.sizes["stimulus"], len(config.signals)
@@ -374,7 +380,8 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
                        f"{min(config.exec.time_chunk, n_t)} samples at a time)"])
 
 
-def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Clean every subject, exclude stimuli missing anywhere, write ``epochs`` and ``sources``.
 
     Subjects whose units are complete are skipped (logged). A subject whose files
@@ -386,7 +393,8 @@ def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool =
     from mfrs.runner import run_units
     from mfrs.store import ZarrStore
 
-    stim = _stimulus_coords(config, catalog)
+    stim_store = inputs["stimuli"]
+    stim = _stimulus_coords(stim_store)
     jobs, inputs_fp = subject_jobs(config, catalog, stim)
     subjects = [f"sub-{j.subject}" for j in jobs]
     # a subject whose files are missing or broken fails alone; the others go on
@@ -426,7 +434,6 @@ def run(*, config: Config, catalog: "Catalog", client: Client, overwrite: bool =
                                 overwrite=overwrite, entry_name="epochs")
     src_store = ZarrStore.create(catalog.path("sources"), src_t, unit_dims=("subject",), provenance=prov,
                                  overwrite=overwrite, entry_name="sources")
-    stim_store = ZarrStore.open(catalog.path("stimuli"), entry_name="stimuli")  # checked by _stimulus_coords
     ep_store.depends_on(stim_store)
     src_store.depends_on(stim_store)
     ep_units = {u.labels["subject"][0]: u for u in ep_store.units()}

@@ -143,11 +143,8 @@ def _compute(job: _Job) -> list[str]:
     return done
 
 
-def _open_sources(names: list[str], catalog: Catalog) -> list[tuple[str, ZarrStore, xr.Dataset]]:
-    from mfrs.store import open_inputs
-
-    # refused unless every batch is complete, intact and up to date
-    stores = open_inputs(names, catalog=catalog, stage=NAME, writers=dict.fromkeys(names, "activations"))
+def _sources(stores: Mapping[str, ZarrStore]) -> list[tuple[str, ZarrStore, xr.Dataset]]:
+    """(entry, store, dataset) per activations store; refused unless all hold the same stimuli in the same order."""
     sources = [(name, store, store.dataset(warn_incomplete=False)) for name, store in stores.items()]
     first = sources[0][2]
     for name, _, ds in sources[1:]:
@@ -189,8 +186,8 @@ def _template(sources: list[tuple[str, ZarrStore, xr.Dataset]], index: xr.Datase
 
 def plan(*, config: Config, catalog: Catalog) -> Plan:
     """Sizes of the model_rdms stage."""
-    names = _entries(config, catalog)
-    sources = _open_sources(names, catalog)
+    # sizes from the stores as they are (``run`` gets them checked complete)
+    sources = _sources({name: ZarrStore.open(catalog.path(name), entry_name=name) for name in _entries(config, catalog)})
     index, _ = _layers(sources, config.layer_kinds)
     n = sources[0][2].sizes["stimulus"]
     units = int(index["units"].sum())
@@ -202,10 +199,10 @@ def plan(*, config: Config, catalog: Catalog) -> Plan:
                 notes=[f"{index.sizes['layer']} layers, {n} stimuli, metric {config.metric}"])
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Create or resume ``model_rdms`` and compute every missing layer (tasks of ``layers_per_task``)."""
-    names = _entries(config, catalog)
-    sources = _open_sources(names, catalog)
+    sources = _sources(inputs)
     index, where = _layers(sources, config.layer_kinds)
     template = _template(sources, index)
     provenance = make_provenance(

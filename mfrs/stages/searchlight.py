@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from mfrs.catalog import Catalog
     from mfrs.stages.sensor_rsa import SetJob
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "searchlight_plan", "geometry"]
 
@@ -58,11 +60,11 @@ def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["searchlight"]
 
 
-def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
-    """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
-    from mfrs.store import open_inputs
+def _input_stores(config: Config, catalog: Catalog, stores: Mapping[str, ZarrStore] | None) -> tuple[Any, Any]:
+    """``sources`` and ``model_rdms``: ``stores`` (from the runner, checked complete) or, to size a plan, as they are."""
+    from mfrs.store import open_as_they_are
 
-    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"sources": "meg", "model_rdms": "model_rdms"})
+    stores = open_as_they_are(inputs(config, catalog), catalog=catalog) if stores is None else stores
     return stores["sources"], stores["model_rdms"]
 
 
@@ -136,14 +138,15 @@ def searchlight_plan(n_centres: int, n_times: int, n_subjects: int, *, n_stimuli
                        f"layers, {n_permutations} permutations"])
 
 
-def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
+def plan(*, config: Config, catalog: Catalog, calibrated: bool = True,
+         stores: Mapping[str, ZarrStore] | None = None) -> Plan:
     """:func:`searchlight_plan` at the shape of ``sources`` and ``model_rdms`` (seconds calibrated on this machine)."""
     from dask.utils import parse_bytes
 
     from mfrs.similarity.sets import decimated_times
     from mfrs.stages.similarity import calibrate
 
-    src_store, md_store = _input_stores(config, catalog)
+    src_store, md_store = _input_stores(config, catalog, stores)
     sources, models = src_store.dataset(warn_incomplete=False), md_store.dataset(warn_incomplete=False)
     geo = geometry(sources, config, *_anatomy(catalog))
     act = sources["activity"]
@@ -184,13 +187,14 @@ def _compute(job: SetJob) -> None:
                     fwe_axes=(1,) if job.config.n_permutations else ())
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Create or resume ``searchlight`` and compute every missing block of centres x times (one task each)."""
     from mfrs.similarity.sets import SetLayout, sets_template
     from mfrs.stages.sensor_rsa import open_set_run, run_set_store
 
-    sized = plan(config=config, catalog=catalog, calibrated=False)
-    input_stores = _input_stores(config, catalog)
+    sized = plan(config=config, catalog=catalog, calibrated=False, stores=inputs)
+    input_stores = _input_stores(config, catalog, inputs)
     sources, models, times = open_set_run(stage=NAME, config=config, catalog=catalog, client=client, sized=sized,
                                           input_stores=input_stores, data_entry="sources")
     subjects_dir, subject = _anatomy(catalog)

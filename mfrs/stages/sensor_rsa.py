@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from mfrs.catalog import Catalog
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "Config", "inputs", "outputs", "plan", "run", "sets_of", "set_block_memory", "run_set_store",
            "open_set_run", "SetJob", "open_set_inputs", "write_set_block"]
@@ -75,11 +76,11 @@ def outputs(cfg: Config, catalog: Catalog) -> list[str]:
     return ["rsa_sensors"]
 
 
-def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
-    """``epochs`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
-    from mfrs.store import open_inputs
+def _input_stores(config: Config, catalog: Catalog, stores: Mapping[str, ZarrStore] | None) -> tuple[Any, Any]:
+    """``epochs`` and ``model_rdms``: ``stores`` (from the runner, checked complete) or, to size a plan, as they are."""
+    from mfrs.store import open_as_they_are
 
-    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={"epochs": "meg", "model_rdms": "model_rdms"})
+    stores = open_as_they_are(inputs(config, catalog), catalog=catalog) if stores is None else stores
     return stores["epochs"], stores["model_rdms"]
 
 
@@ -122,14 +123,15 @@ def set_block_memory(*, n_sets: int, n_union: int, n_feat: int, n_subjects: int,
     return int(one + others + 4 * n_subjects * n_stimuli * n_times * n_union)  # + the float64 -> float32 copy
 
 
-def plan(*, config: Config, catalog: Catalog, calibrated: bool = True) -> Plan:
+def plan(*, config: Config, catalog: Catalog, calibrated: bool = True,
+         stores: Mapping[str, ZarrStore] | None = None) -> Plan:
     """Memory, disk and time of the stage (seconds from the region mode's kernel calibration)."""
     from dask.utils import parse_bytes
 
     from mfrs.similarity.sets import decimated_times
     from mfrs.stages.similarity import calibrate
 
-    ep_store, md_store = _input_stores(config, catalog)
+    ep_store, md_store = _input_stores(config, catalog, stores)
     epochs, models = ep_store.dataset(warn_incomplete=False), md_store.dataset(warn_incomplete=False)
     sets, _ = sets_of(epochs, config)
     n_sub, n_sig, n_stim = (epochs.sizes[d] for d in ("subject", "signal", "stimulus"))
@@ -271,12 +273,13 @@ def run_set_store(*, stage: str, entry: str, template: xr.Dataset, config: SetRs
         run_units(client, compute, jobs, key=lambda j: j.unit.key, description=stage, stage=stage)
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Create or resume ``rsa_sensors`` and compute every missing block of channel sets (one task each)."""
     from mfrs.similarity.sets import SetLayout, sets_template
 
-    sized = plan(config=config, catalog=catalog, calibrated=False)
-    input_stores = _input_stores(config, catalog)
+    sized = plan(config=config, catalog=catalog, calibrated=False, stores=inputs)
+    input_stores = _input_stores(config, catalog, inputs)
     epochs, models, times = open_set_run(stage=NAME, config=config, catalog=catalog, client=client, sized=sized,
                                          input_stores=input_stores, data_entry="epochs")
     sets, _ = sets_of(epochs, config)

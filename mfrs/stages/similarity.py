@@ -37,9 +37,9 @@ import functools
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -52,6 +52,9 @@ from mfrs.similarity.families import Families, families
 from mfrs.similarity.group_final import contrast_coords, contrast_layers, group_stats
 from mfrs.similarity.types import FAST_METHODS, Alternative, BrainMode, ClusterFamily, Comparator, Metric, Pooling
 from mfrs.stage import ExecSettings, Plan, Settings, StageConfig
+
+if TYPE_CHECKING:
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "Config", "Exec", "inputs", "outputs", "plan", "run", "layout", "block_memory", "calibrate",
            "core_seconds", "block_reads", "read_seconds"]
@@ -236,17 +239,17 @@ def resolved_time_block(config: Config) -> int:
     return config.time_block
 
 
-def _input_stores(config: Config, catalog: Catalog) -> tuple[Any, Any]:
-    """``sources`` and ``model_rdms`` through the store layer: refused unless complete and intact."""
-    from mfrs.store import open_inputs
+def _input_stores(config: Config, catalog: Catalog, stores: Mapping[str, ZarrStore] | None) -> tuple[Any, Any]:
+    """``sources`` and ``model_rdms``: ``stores`` (from the runner, checked complete) or, to size a plan, as they are."""
+    from mfrs.store import open_as_they_are
 
-    stores = open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME,
-                         writers={"sources": "meg", "model_rdms": "model_rdms"})
+    stores = open_as_they_are(inputs(config, catalog), catalog=catalog) if stores is None else stores
     return stores["sources"], stores["model_rdms"]
 
 
-def _open(config: Config, catalog: Catalog) -> tuple[xr.Dataset, xr.Dataset]:
-    sources, models = _input_stores(config, catalog)
+def _open(config: Config, catalog: Catalog,
+          stores: Mapping[str, ZarrStore] | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+    sources, models = _input_stores(config, catalog, stores)
     return sources.dataset(warn_incomplete=False), models.dataset(warn_incomplete=False)
 
 
@@ -411,7 +414,8 @@ def core_seconds(*, categories: dict[str, int], n_feat: int, n_layer: int, metri
             "kernel": kernel, "permutations": perm}
 
 
-def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
+def plan(*, config: Config, catalog: Any, calibrated: bool = True,
+         stores: Mapping[str, ZarrStore] | None = None) -> Plan:
     """Memory, disk, FLOPs and CPU seconds of the stage; refuses (ConfigError) a task that cannot fit ``worker_memory``.
 
     Seconds are CPU seconds on one one-thread worker (:func:`core_seconds`: the kernel from
@@ -423,7 +427,7 @@ def plan(*, config: Config, catalog: Any, calibrated: bool = True) -> Plan:
     """
     from dask.utils import parse_bytes
 
-    sources, models = _open(config, catalog)
+    sources, models = _open(config, catalog, stores)
     config = resolve(config, sources)
     lay = layout(sources, config)
     act = sources["activity"].transpose("subject", "signal", "stimulus", "time", "vertex")
@@ -972,7 +976,8 @@ _ATTRS = {
 }
 
 
-def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Any, client: Any, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Create or resume ``rsa`` and compute every missing region x time block (one task each)."""
     from dask.utils import parse_bytes
 
@@ -985,8 +990,8 @@ def run(*, config: Config, catalog: Any, client: Any, overwrite: bool = False) -
 
     # refuse plans that cannot fit before anything is written
     limit = parse_bytes(config.exec.worker_memory) if config.exec.worker_memory else worker_memory_limit(client)
-    plan(config=config, catalog=catalog, calibrated=False).check_fits(limit)
-    input_stores = _input_stores(config, catalog)
+    plan(config=config, catalog=catalog, calibrated=False, stores=inputs).check_fits(limit)
+    input_stores = _input_stores(config, catalog, inputs)
     sources, models = (st.dataset(warn_incomplete=False) for st in input_stores)
     config = resolve(config, sources)
     check_stimuli(models, sources, stage=NAME, data_entry="sources", catalog=catalog)

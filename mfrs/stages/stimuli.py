@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -346,7 +347,8 @@ def prepare(*, config: Config, catalog: Catalog, client: Client | None = None,
     return store, work
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> None:
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> None:
     """Build the ``stimuli`` store (idempotent: complete chunks are skipped)."""
     store, work = prepare(config=config, catalog=catalog, client=client, overwrite=overwrite)
     if not work:

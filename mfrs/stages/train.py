@@ -24,7 +24,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,6 +42,8 @@ from mfrs.stage import ExecSettings, Plan, StageConfig
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from mfrs.store import ZarrStore
 
 __all__ = ["NAME", "Exec", "Config", "inputs", "outputs", "plan", "run", "train", "build_loss", "TrainTask"]
 
@@ -332,23 +334,26 @@ def _task(task: TrainTask) -> dict[str, Any]:
                  overwrite=task.overwrite, provenance=task.provenance)
 
 
-def run(*, config: Config, catalog: Catalog, client: Client, overwrite: bool = False) -> dict[str, Any]:
-    """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint."""
+def run(*, config: Config, catalog: Catalog, client: Client, inputs: Mapping[str, ZarrStore],
+        overwrite: bool = False) -> dict[str, Any]:
+    """Train as one task (on a GPU worker when there is one); resumes from the last checkpoint.
+
+    The images store comes checked complete in ``inputs``; the task reads it by path.
+    """
     from mfrs.cluster import gpu_workers
     from mfrs.nets.specs import parse_untrained
     from mfrs.stages.activations import weights_entry
-    from mfrs.store import open_inputs
 
-    open_inputs(inputs(config, catalog), catalog=catalog, stage=NAME, writers={config.images: "images"})
+    images_path = inputs[config.images].path
     params = location = None
     if parse_untrained(config.init) is None:
         params, location = weights_entry(config.init, catalog, stage=NAME)
     output_dir = catalog.path(config.output)
-    provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(catalog.path(config.images))},
+    provenance = make_provenance(stage=NAME, config=config, inputs={config.images: str(images_path)},
                                  seed=config.seed, client=client)
     resources = {"GPU": 1.0} if gpu_workers(client) else None
     log.info("train: one task on %s", "a GPU worker" if resources else "a CPU worker (the cluster has no GPU workers)")
-    task = TrainTask(config=config, images_path=catalog.path(config.images), images_entry=config.images,
+    task = TrainTask(config=config, images_path=images_path, images_entry=config.images,
                      output_dir=output_dir, init_params=params, init_location=location, overwrite=overwrite,
                      provenance=provenance)
     return run_units(client, _task, [task], key=lambda t: f"{t.config.network}->{t.config.output}",

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from mfrs.errors import ConfigError
+from mfrs.pipeline import run_stage
 from mfrs.stages import demo_data as stage
 
 TINY = {"n_subjects": 1, "n_runs": 1, "max_stimuli_per_category": 3, "grid": "ico4", "region_size": 12,
@@ -23,7 +24,7 @@ def with_stimuli(catalog, local_client, subjects_dir):
     # start from the session's template (surfaces and BEM solution built once); the stage
     # still rewrites the parcellation, built there with another seed
     shutil.copytree(subjects_dir, catalog.path("anatomy"))
-    stimuli.run(config=stimuli.Config(size=32, n_per_category=4, exec={"chunk_size": 12}), catalog=catalog,
+    run_stage(stimuli, config=stimuli.Config(size=32, n_per_category=4, exec={"chunk_size": 12}), catalog=catalog,
                 client=local_client)
     return catalog
 
@@ -52,7 +53,7 @@ def test_run_writes_both_entries_then_skips(with_stimuli, local_client, caplog) 
     assert p.n_tasks == 1 and p.writes["ds000117"] > 0 and p.reads["stimuli"] == 12 * 32 * 32
     assert "9 stimuli shown twice" in p.notes[0]
 
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     bids = catalog.path("ds000117")
     anatomy = catalog.path("anatomy")
     assert get_entity_vals(bids, "subject") == ["01"]
@@ -66,7 +67,7 @@ def test_run_writes_both_entries_then_skips(with_stimuli, local_client, caplog) 
     before = fif.stat().st_mtime_ns
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="mfrs"):
-        stage.run(config=cfg, catalog=catalog, client=local_client)
+        run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     assert fif.stat().st_mtime_ns == before
     assert any("complete" in r.getMessage() and "skipping" in r.getMessage() for r in caplog.records)
 
@@ -76,4 +77,4 @@ def test_anatomy_entry_for_real_data_refused(with_stimuli, local_client) -> None
     entry = catalog._entries["anatomy"]
     catalog._entries["anatomy"] = entry.model_copy(update={"params": {"subject": "sub-01"}})
     with pytest.raises(ConfigError, match=r"catalog entry 'anatomy' has params subject='sub-01'"):
-        stage.run(config=stage.Config(**TINY), catalog=catalog, client=local_client)
+        run_stage(stage, config=stage.Config(**TINY), catalog=catalog, client=local_client)

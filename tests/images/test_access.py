@@ -9,6 +9,7 @@ from image_trees import write_catalog, write_identity_tree
 from mfrs.catalog import load_catalog
 from mfrs.errors import InputDataError
 from mfrs.images.access import iter_batches, split_items, usable
+from mfrs.pipeline import run_stage
 from mfrs.stages import images as stage
 
 
@@ -23,7 +24,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory, local_client):
         "output": "images/ids", "source": "ids", "layout": "identity_folders",
         "split": {"train": None, "valid": 2, "test": 0}, "crop": {"mode": "none", "size": 25},
         "chunk_items": 4}]})
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     return catalog.open("images/ids"), written
 
 

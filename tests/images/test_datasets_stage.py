@@ -27,6 +27,7 @@ from PIL import Image
 
 from mfrs.catalog import load_catalog
 from mfrs.errors import ConfigError, StoreError
+from mfrs.pipeline import run_stage
 from mfrs.stages import images as stage
 from mfrs.store import MARKER_DIR, ZarrStore
 
@@ -57,7 +58,7 @@ def test_identity_folders_with_face_crops(tmp_path: Path, local_client) -> None:
     cfg = _config({"output": "images/vgg", "source": "vgg", "layout": "identity_folders",
                    "split": {"train": None, "valid": 1, "test": 2}, "crop": {"size": 40, "margin": 0.0},
                    "chunk_items": 4})
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     ds = catalog.open("images/vgg").compute()
     assert ds.image.dims == ("item", "y", "x") and ds.image.shape == (21, 40, 40)
     assert ds.image.dtype == np.uint8
@@ -98,7 +99,7 @@ def test_celeba_corrupt_files_are_recorded_and_the_rest_converts(tmp_path: Path,
     cfg = _config({"output": "images/celeba", "source": "celeba", "layout": "celeba",
                    "split": {"train": None, "valid": 1, "test": 1},
                    "crop": {"mode": "center", "size": 25}, "chunk_items": 5})
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     ds = catalog.open("images/celeba").compute()
     assert ds.sizes["item"] == 24
     failed = {row["source_file"]: row["reason"] for row in ds.attrs["failed"]}
@@ -134,7 +135,7 @@ def test_variants_differ_exactly_by_the_listed_identities(tmp_path: Path, local_
                    "add": [{"source": "meg_famous", "layout": "identity_folders"}]}, seed=4)
     assert stage.outputs(cfg, catalog) == ["images/celeba", "images/celeba_no_meg", "images/celeba_meg"]
     assert stage.inputs(cfg, catalog) == ["celeba", "meg_famous"]
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     full = catalog.open("images/celeba").compute()
     without = catalog.open("images/celeba_no_meg").compute()
     added = catalog.open("images/celeba_meg").compute()
@@ -163,7 +164,7 @@ def test_imagenet_given_split_rgb_and_class_subset(tmp_path: Path, local_client)
                   {"output": "images/objects", "source": "objects", "layout": "class_folders",
                    "split": {"mode": "disjoint_identities", "train": 1, "valid": 1, "test": 0},
                    "crop": {"mode": "none", "size": 25}})
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     ds = catalog.open("images/inet").compute()
     assert ds.image.dims == ("item", "y", "x", "channel") and ds.image.shape == (12, 24, 24, 3)
     assert list(ds.channel.values) == ["red", "green", "blue"]
@@ -184,21 +185,21 @@ def test_rerun_skips_complete_units_and_changed_settings_need_overwrite(tmp_path
     spec = {"output": "images/ids", "source": "ids", "layout": "identity_folders",
             "split": {"train": None, "valid": 1, "test": 0}, "crop": {"mode": "none", "size": 25},
             "chunk_items": 3}
-    stage.run(config=_config(spec), catalog=catalog, client=local_client)
+    run_stage(stage, config=_config(spec), catalog=catalog, client=local_client)
     path = catalog.path("images/ids")
     before = _markers(path)
     assert len(before) == 3
     caplog.clear()
-    stage.run(config=_config(spec), catalog=catalog, client=local_client)
+    run_stage(stage, config=_config(spec), catalog=catalog, client=local_client)
     assert _markers(path) == before
     assert sum("complete, skipping" in r.getMessage() for r in caplog.records) == 3
     assert stage.plan(config=_config(spec), catalog=catalog).n_tasks == 0
     changed = {**spec, "crop": {"mode": "none", "size": 20}}
     with pytest.raises(StoreError, match="exists with another layout .* Rerun with --overwrite"):
-        stage.run(config=_config(changed), catalog=catalog, client=local_client)
+        run_stage(stage, config=_config(changed), catalog=catalog, client=local_client)
     with pytest.raises(StoreError, match="was made with other parameters"):
-        stage.run(config=_config(spec, seed=1), catalog=catalog, client=local_client)
-    stage.run(config=_config(changed), catalog=catalog, client=local_client, overwrite=True)
+        run_stage(stage, config=_config(spec, seed=1), catalog=catalog, client=local_client)
+    run_stage(stage, config=_config(changed), catalog=catalog, client=local_client, overwrite=True)
     assert catalog.open("images/ids").image.shape == (9, 20, 20)
 
 
@@ -206,6 +207,7 @@ _CHILD = """
 import json, sys, time
 from distributed import Client, LocalCluster
 from mfrs.catalog import load_catalog
+from mfrs.pipeline import run_stage
 from mfrs.stages import images as stage
 
 convert = stage.convert_items
@@ -217,7 +219,7 @@ stage.convert_items = slow
 if __name__ == "__main__":
     cfg = stage.Config.model_validate(json.loads(sys.argv[2]))
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
-        stage.run(config=cfg, catalog=load_catalog(sys.argv[1]), client=client)
+        run_stage(stage, config=cfg, catalog=load_catalog(sys.argv[1]), client=client)
 """
 
 
@@ -242,7 +244,7 @@ def test_a_killed_conversion_resumes_without_duplicates(tmp_path: Path, local_cl
         proc.wait()
     first = _markers(path)
     assert 3 <= len(first) < 10
-    stage.run(config=stage.Config.model_validate(spec), catalog=catalog, client=local_client)
+    run_stage(stage, config=stage.Config.model_validate(spec), catalog=catalog, client=local_client)
     after = _markers(path)
     assert len(after) == 10
     assert all(after[k] == v for k, v in first.items())  # finished units were not redone
@@ -287,7 +289,7 @@ def test_pipeline_section_validates_and_provenance_holds_only_the_dataset(tmp_pa
     pipe_file.write_text(yaml.safe_dump({"seed": 7, "stages": ["images"], "config": {"images": section}}))
     cfg = stage_config(stage_module("images"), load_pipeline(pipe_file))
     assert cfg.seed == 7 and cfg.datasets[0].landmarks == "eye_model"
-    stage.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(stage, config=cfg, catalog=catalog, client=local_client)
     prov = ZarrStore.open(catalog.path("images/ids")).provenance
     assert set(prov["parameters"]) == {"seed", "dataset"}
     assert set(prov["parameters"]["dataset"]) == set(stage.DatasetSpec.model_fields)

@@ -69,11 +69,12 @@ def meg_inputs(tmp_path_factory: pytest.TempPathFactory, local_client, demo_conf
     from mfrs.catalog import load_catalog
     from mfrs.demo.anatomy import build_template_subjects_dir
     from mfrs.demo.simulate import generate_bids
+    from mfrs.pipeline import run_stage
     from mfrs.stages import stimuli
 
     root = tmp_path_factory.mktemp("meg-data")
     catalog = load_catalog(_write_catalog(root))
-    stimuli.run(config=stimuli.Config(size=32, n_per_category=10), catalog=catalog, client=local_client)
+    run_stage(stimuli, config=stimuli.Config(size=32, n_per_category=10), catalog=catalog, client=local_client)
     subjects_dir = build_template_subjects_dir(catalog.path("anatomy"), grid="ico4", region_size=20)
     generate_bids(catalog.path("ds000117"), subjects_dir=subjects_dir, stimuli=catalog.open("stimuli"),
                   config=demo_config, weights=driver_weights(demo_config))
@@ -93,6 +94,7 @@ def meg_run(meg_inputs, local_client):
     Returns the catalog, the config and the StageFailures the run raised.
     """
     from mfrs.errors import StageFailures
+    from mfrs.pipeline import run_stage
     from mfrs.stages import meg as stage
 
     catalog = meg_inputs
@@ -100,5 +102,5 @@ def meg_run(meg_inputs, local_client):
     truncate(broken)
     config = stage.Config.model_validate(MEG_TEST_CONFIG)
     with pytest.raises(StageFailures) as info:
-        stage.run(config=config, catalog=catalog, client=local_client)
+        run_stage(stage, config=config, catalog=catalog, client=local_client)
     return {"catalog": catalog, "config": config, "failure": info.value, "broken": broken}

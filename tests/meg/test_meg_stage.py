@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
+from mfrs.pipeline import run_stage
 from mfrs.store import ZarrStore
 
 
@@ -69,7 +70,7 @@ def test_rerun_skips_complete_subjects(meg_run, local_client, caplog):
     marks = {p.name: p.stat().st_mtime_ns for p in (store.path / ".mfrs-complete").iterdir()}
     caplog.set_level(logging.INFO, logger="mfrs")
     with pytest.raises(StageFailures, match="sub-03"):
-        stage.run(config=meg_run["config"], catalog=catalog, client=local_client)
+        run_stage(stage, config=meg_run["config"], catalog=catalog, client=local_client)
     assert {p.name: p.stat().st_mtime_ns for p in (store.path / ".mfrs-complete").iterdir()} == marks
     text = caplog.text
     assert "sub-01 skipped: units complete" in text and "sub-02 skipped: units complete" in text
@@ -86,7 +87,7 @@ def test_subject_whose_cleaning_is_redone_is_rewritten_with_the_same_values(meg_
     (_work(catalog, "02") / "prepared.json").unlink()  # as if the recordings had changed
     caplog.set_level(logging.INFO, logger="mfrs")
     with pytest.raises(StageFailures, match="sub-03"):
-        stage.run(config=meg_run["config"], catalog=catalog, client=local_client)
+        run_stage(stage, config=meg_run["config"], catalog=catalog, client=local_client)
     assert "sub-02 recomputing its complete units" in caplog.text
     after = {p.name: p.stat().st_mtime_ns for p in (store.path / ".mfrs-complete").iterdir()}
     assert after["subject=sub-01.json"] == marks["subject=sub-01.json"]
@@ -271,7 +272,7 @@ def test_slurm_profile_writes_the_same_values_as_local(meg_run, slurm_client, tm
     local = meg_run["catalog"]
     catalog = load_catalog(write_catalog(tmp_path / "slurm", inputs_from=local.root))
     config = meg_run["config"].model_copy(update={"subjects": ["01"]})
-    stage.run(config=config, catalog=catalog, client=slurm_client)  # from scratch: fresh work folder
+    run_stage(stage, config=config, catalog=catalog, client=slurm_client)  # from scratch: fresh work folder
     got = catalog.open("sources")["activity"].sel(subject="sub-01")
     assert set(got["stimulus"].values) >= set(local.open("sources")["stimulus"].values)
     ref = local.open("sources")["activity"].sel(subject="sub-01")

@@ -58,6 +58,7 @@ def study_run(tmp_path_factory, local_client):
     from mfrs.demo.config import DemoDataConfig
     from mfrs.demo.simulate import generate_bids
     from mfrs.demo.study_stimuli import write_study_stimuli
+    from mfrs.pipeline import run_stage
     from mfrs.stages import stimuli
 
     tmp = tmp_path_factory.mktemp("study")
@@ -68,7 +69,7 @@ def study_run(tmp_path_factory, local_client):
     spec["entries"]["stimulus_images"] = {"kind": "images", "location": str(tmp / "stimuli" / "meg")}
     (tmp / "presented.yaml").write_text(yaml.safe_dump(spec))
     presented = load_catalog(tmp / "presented.yaml")
-    stimuli.run(config=stimuli.Config(size=32), catalog=presented, client=local_client)
+    run_stage(stimuli, config=stimuli.Config(size=32), catalog=presented, client=local_client)
     anatomy = build_template_subjects_dir(tmp / "subjects", grid="ico4", region_size=20)
     sim = DemoDataConfig(n_subjects=2, n_runs=2, sfreq=1100.0, grid="ico4", region_size=20, seed=5)
     bids = generate_bids(tmp / "ds000117", subjects_dir=anatomy, stimuli=presented.open("stimuli"),

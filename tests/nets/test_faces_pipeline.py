@@ -19,6 +19,7 @@ import xarray as xr
 from tests_support import run_mfrs
 
 from mfrs.errors import StoreError
+from mfrs.pipeline import run_stage
 
 
 def verification_auc(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int) -> float:
@@ -96,7 +97,7 @@ def test_identity_folders_are_generated_once_and_never_mixed(nets_catalog) -> No
     nets_catalog.source.write_text(yaml.safe_dump(raw))
     catalog = load_catalog(nets_catalog.source)
     cfg = identities.Config(n_identities=3, images_per_identity=4, size=32, seed=5)
-    assert identities.run(config=cfg, catalog=catalog, client=None)["written"]
+    assert run_stage(identities, config=cfg, catalog=catalog, client=None)["written"]
     folder = catalog.path("face_identities")
     assert sorted(p.name for p in folder.iterdir()) == ["lfw000", "lfw001", "lfw002", "provenance.json"]
     from PIL import Image
@@ -117,11 +118,11 @@ def test_identity_folders_are_generated_once_and_never_mixed(nets_catalog) -> No
     assert max(corr(views[0], face), corr(views[0], np.fliplr(face))) > corr(other, face)
 
     stamp = (folder / "lfw000" / "0000.png").stat().st_mtime_ns
-    assert not identities.run(config=cfg, catalog=catalog, client=None)["written"]  # same settings: nothing to do
+    assert not run_stage(identities, config=cfg, catalog=catalog, client=None)["written"]  # same settings: nothing to do
     assert (folder / "lfw000" / "0000.png").stat().st_mtime_ns == stamp
     with pytest.raises(StoreError, match=r"holds another identity set; rerun with --overwrite"):
-        identities.run(config=cfg.model_copy(update={"seed": 6}), catalog=catalog, client=None)
-    assert identities.run(config=cfg.model_copy(update={"seed": 6}), catalog=catalog, client=None, overwrite=True)["written"]
+        run_stage(identities, config=cfg.model_copy(update={"seed": 6}), catalog=catalog, client=None)
+    assert run_stage(identities, config=cfg.model_copy(update={"seed": 6}), catalog=catalog, client=None, overwrite=True)["written"]
 
 
 def test_train_output_folder_as_weights_needs_a_finished_training(nets_catalog) -> None:

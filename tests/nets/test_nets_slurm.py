@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from nets_helpers import STIMULUS_SIZE, make_catalog, write_stimuli
 
+from mfrs.pipeline import run_stage
 from mfrs.stages import activations
 
 
@@ -19,7 +20,7 @@ def test_activation_task_runs_on_the_gpu_job(slurm_client, tmp_path) -> None:
                              batch_size=6)
     gpus = gpu_workers(slurm_client)
     assert len(gpus) == 1
-    result = activations.run(config=cfg, catalog=catalog, client=slurm_client)
+    result = run_stage(activations, config=cfg, catalog=catalog, client=slurm_client)
     record = result["activations/mobilenet_v2/untrained-seed1"]
     assert record["worker"] == gpus[0]
     assert record["written"] == ["stimulus=0:6"]

@@ -11,6 +11,7 @@ from nets_helpers import MOBILENET_LOCATION, MOBILENET_SHA256, STIMULUS_SIZE, wr
 from scipy.spatial.distance import pdist
 
 from mfrs.errors import ConfigError, StoreError
+from mfrs.pipeline import run_stage
 from mfrs.similarity import to_square
 from mfrs.stages import activations, model_rdms
 from mfrs.store import ZarrStore
@@ -29,10 +30,10 @@ def done(tmp_path_factory, local_client):
     catalog = make_catalog(tmp_path_factory.mktemp("nets-stage"))
     write_stimuli(catalog)
     cfg = activations.Config(networks=SPECS, batch_size=4, exec={"unit_chunk": 4096})
-    results = activations.run(config=cfg, catalog=catalog, client=local_client)
+    results = run_stage(activations, config=cfg, catalog=catalog, client=local_client)
     rdm_cfg = model_rdms.Config(networks=[{"network": s["network"], "weights": s["weights"]} for s in SPECS],
                                 exec={"unit_chunk": 1000})
-    model_rdms.run(config=rdm_cfg, catalog=catalog, client=local_client)
+    run_stage(model_rdms, config=rdm_cfg, catalog=catalog, client=local_client)
     return catalog, cfg, rdm_cfg, results
 
 
@@ -197,8 +198,8 @@ def test_layer_rdm_equals_scipy_on_stored_activations(done) -> None:
 def test_rerun_skips_complete_units(done, local_client, caplog) -> None:
     catalog, cfg, rdm_cfg, _ = done
     with caplog.at_level(logging.INFO, logger="mfrs"):
-        assert activations.run(config=cfg, catalog=catalog, client=local_client) == {}
-        model_rdms.run(config=rdm_cfg, catalog=catalog, client=local_client)
+        assert run_stage(activations, config=cfg, catalog=catalog, client=local_client) == {}
+        run_stage(model_rdms, config=rdm_cfg, catalog=catalog, client=local_client)
     assert "activations/mobilenet_v2/imagenet stimulus=0:4 complete, skipping" in caplog.text
     assert "activations/mobilenet_v2/imagenet complete (2 batches), nothing to do" in caplog.text
     assert "model_rdms: all 280 layers" in caplog.text
@@ -211,11 +212,11 @@ def test_killed_task_resumes_missing_batch(tmp_path, local_client) -> None:
     catalog = make_catalog(tmp_path)
     write_stimuli(catalog)
     cfg = activations.Config(networks=[SPECS[1]], batch_size=4, layer_kinds=["linear"])
-    activations.run(config=cfg, catalog=catalog, client=local_client)
+    run_stage(activations, config=cfg, catalog=catalog, client=local_client)
     store = ZarrStore.open(catalog.path("activations/mobilenet_v2/untrained-seed0"))
     first = store.dataset()["classifier.1"].values
     (store.path / ".mfrs-complete" / store.units()[1].marker_name).unlink()
-    result = activations.run(config=cfg, catalog=catalog, client=local_client)
+    result = run_stage(activations, config=cfg, catalog=catalog, client=local_client)
     assert result["activations/mobilenet_v2/untrained-seed0"]["written"] == ["stimulus=4:6"]
     np.testing.assert_array_equal(store.dataset()["classifier.1"].values, first)  # deterministic on CPU
 
@@ -224,7 +225,7 @@ def test_changed_settings_need_overwrite(done, local_client) -> None:
     catalog, cfg, _, _ = done
     changed = cfg.model_copy(update={"layer_kinds": ["conv"]})
     with pytest.raises(StoreError, match="exists with another layout.*--overwrite"):
-        activations.run(config=changed, catalog=catalog, client=local_client)
+        run_stage(activations, config=changed, catalog=catalog, client=local_client)
 
 
 def test_config_errors(nets_catalog) -> None:
@@ -238,7 +239,7 @@ def test_config_errors(nets_catalog) -> None:
     with pytest.raises(ConfigError, match="'stimuli'.*not 'weights'"):
         activations.weights_label(activations.NetworkSpec(network="resnet50", weights="stimuli"), nets_catalog)
     with pytest.raises(StoreError, match="unfinished|does not exist"):
-        model_rdms.run(config=model_rdms.Config(), catalog=nets_catalog, client=None)
+        run_stage(model_rdms, config=model_rdms.Config(), catalog=nets_catalog, client=None)
 
 
 def test_plan_sizes(done) -> None:

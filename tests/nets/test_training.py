@@ -14,6 +14,7 @@ from mfrs.errors import StoreError
 from mfrs.nets import training as steps
 from mfrs.nets.losses import FaceLoss, margin_logits
 from mfrs.nets.weights import load_network, sha256_file
+from mfrs.pipeline import run_stage
 from mfrs.stages import train as training
 
 BASE = dict(network="mobilenet_v2", images="faces", output="trained", input_size=32, optimizer="adam",
@@ -108,7 +109,7 @@ def test_stage_trains_with_arcface_on_the_gpu_worker(nets_catalog, local_client)
     write_faces(nets_catalog, n_per_class=4, n_valid=1)
     cfg = training.Config(**{**BASE, "network": "sphereface20", "loss": "arcface", "scale": 16.0,
                              "margin": 0.2, "epochs": 3, "lr": 1e-3, "batch_size": 4})
-    result = training.run(config=cfg, catalog=nets_catalog, client=local_client)
+    result = run_stage(training, config=cfg, catalog=nets_catalog, client=local_client)
     record = result["sphereface20->trained"]
     assert record["worker"] == gpu_workers(local_client)[0]
     out = nets_catalog.path("trained")
@@ -116,7 +117,7 @@ def test_stage_trains_with_arcface_on_the_gpu_worker(nets_catalog, local_client)
     assert len(metrics) == 3 and metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert json.loads((out / "provenance.json").read_text())["stage"] == "train"
     # a second run finds every epoch done and trains nothing
-    again = training.run(config=cfg, catalog=nets_catalog, client=local_client)
+    again = run_stage(training, config=cfg, catalog=nets_catalog, client=local_client)
     assert again["sphereface20->trained"]["epochs_run"] == 0
 
 
@@ -189,7 +190,7 @@ def test_trained_weights_feed_the_activations_stage(nets_catalog, tmp_path, loca
     write_stimuli(catalog)
     acts = activations.Config(networks=[{"network": "sphereface20", "weights": "weights_sphereface20_faces",
                                          "input_size": 32}], layer_kinds=["linear"], batch_size=6)
-    activations.run(config=acts, catalog=catalog, client=local_client)
+    run_stage(activations, config=acts, catalog=catalog, client=local_client)
     ds = catalog.open("activations/sphereface20/faces")
     assert ds["fc6"].shape == (6, 4)  # the trained 4-class head, not a 1000-class default
     model = load_network("sphereface20", "untrained-seed0", in_channels=1, num_classes=4).model

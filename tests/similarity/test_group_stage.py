@@ -14,6 +14,7 @@ import pytest
 import scipy.stats as ss
 import xarray as xr
 
+from mfrs.pipeline import run_stage
 from mfrs.stages import similarity as stage
 
 from .reference import REFERENCE
@@ -41,7 +42,7 @@ def group_run(request, tmp_path_factory, local_client):
                        contrast={"a": {"layer": "l1"}, "b": {"layer": "l2"}})
     plan = stage.plan(config=cfg, catalog=_Catalog(root), calibrated=False)
     assert plan.n_tasks == 2 * 3 + 1 and any("group statistics" in n and "peak_latency" in n for n in plan.notes)
-    stage.run(config=cfg, catalog=_Catalog(root), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(root), client=local_client)
     rsa = xr.open_zarr(root / "rsa.zarr").load().sel(signal="broadband", category="all")
     return sources, models, rsa, request.param
 
@@ -116,7 +117,7 @@ def test_group_numbers_do_not_depend_on_the_blocks(group_run, tmp_path, local_cl
     _write_inputs(tmp_path, n_sub=N_SUB6)
     cfg = stage.Config(categories=["all"], region_block=3, time_block=N_TIME, n_permutations=19,
                        fwe_dims=list(fwe_dims), n_bootstrap=N_BOOT, n_signflips=100, fdr=True)
-    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     whole = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
     for name in ("r_ci_low", "r_ci_high", "peak_latency", "peak_latency_ci_low", "peak_latency_ci_high",
                  "best_layer", "best_layer_ci_low", "best_layer_ci_high", "p_signflip", "p_signflip_fwe", "p_fdr",
@@ -174,5 +175,5 @@ def test_contrast_needs_sign_flips_and_paired_sets(tmp_path, local_client):
 
     cfg = stage.Config(categories=["all"], n_signflips=10, contrast={"a": {"network": "net"}, "b": {"layer": "l2"}})
     with pytest.raises(ConfigError, match="selects 3 layers and b=.* 1"):
-        stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+        run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     assert not (tmp_path / "rsa.zarr").exists()  # refused before anything was written

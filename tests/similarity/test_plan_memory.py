@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 from tests_support import peak_rss, write_complete_store
 
+from mfrs.pipeline import run_stage
 from mfrs.similarity.blocks import n_pairs
 from mfrs.stages import similarity as stage
 
@@ -45,7 +46,7 @@ def test_plan_memory_holds_for_the_worker_that_ran_the_blocks(tmp_path):
     cfg = stage.Config(mode="raw", categories=["all", "famous"], region_block=2, time_block=48)
     plan = stage.plan(config=cfg, catalog=_Catalog(tmp_path), calibrated=False)
     with get_client(LocalProfile(n_workers=1, gpu_workers=0, memory_limit="4GB")) as client:
-        stage.run(config=cfg, catalog=_Catalog(tmp_path), client=client)
+        run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=client)
         (measured,) = client.run(peak_rss).values()
     assert xr.open_zarr(tmp_path / "rsa.zarr")["r"].notnull().any()
     ratio = plan.memory_per_task / measured

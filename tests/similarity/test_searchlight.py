@@ -9,6 +9,7 @@ from scipy.spatial.distance import cdist, pdist
 from scipy.stats import spearmanr
 from tests_support import write_complete_store
 
+from mfrs.pipeline import run_stage
 from mfrs.similarity.blocks import n_pairs
 from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import searchlight as stage
@@ -67,7 +68,7 @@ def test_searchlight_patches_and_r_equal_brute_force(tmp_path, local_client):
     cat = _catalog(tmp_path)
     plan = stage.plan(config=cfg, catalog=cat)
     assert plan.n_units == 6 * 2 and plan.memory_per_task > 0 and plan.seconds > 0  # 84 centres, 6 times
-    stage.run(config=cfg, catalog=cat, client=local_client)
+    run_stage(stage, config=cfg, catalog=cat, client=local_client)
     out = xr.open_zarr(tmp_path / "searchlight.zarr").load()
     assert out.r.dims == ("subject", "signal", "category", "vertex", "time", "layer")
     # centres: the ico1 vertices (the first 42 of each hemisphere)
@@ -124,5 +125,5 @@ def test_searchlight_refuses_model_rdms_of_another_stimulus_order(tmp_path, loca
                          tmp_path / "model_rdms.zarr", "layer")
     with pytest.raises(InputDataError, match=r"searchlight: model_rdms \(.*\) pairs other stimuli than sources "
                        rf"\(.*\): the same stimuli in another order; .* position 0: 's{N_STIM - 1:02d}' in model_rdms"):
-        stage.run(config=stage.Config(radius=12.0, centres="ico1"), catalog=_catalog(tmp_path), client=local_client)
+        run_stage(stage, config=stage.Config(radius=12.0, centres="ico1"), catalog=_catalog(tmp_path), client=local_client)
     assert not (tmp_path / "searchlight.zarr").exists()

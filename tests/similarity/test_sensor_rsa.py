@@ -10,6 +10,7 @@ from scipy.stats import spearmanr
 from tests_support import write_complete_store
 
 from mfrs.errors import InputDataError
+from mfrs.pipeline import run_stage
 from mfrs.similarity.blocks import n_pairs
 from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import sensor_rsa as stage
@@ -68,7 +69,7 @@ def test_sensor_rsa_equals_scipy_on_random_cells(tmp_path, local_client, setting
     cfg = stage.Config(categories=["all", "famous"], time_step=2, n_permutations=19, **settings)
     plan = stage.plan(config=cfg, catalog=_catalog(tmp_path))
     assert plan.n_units == units and plan.memory_per_task > 0
-    stage.run(config=cfg, catalog=_catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_catalog(tmp_path), client=local_client)
     out = xr.open_zarr(tmp_path / "rsa_sensors.zarr").load()
     assert out.r.dims == ("subject", "signal", "category", "channel", "time", "layer")
     assert "MEG0141" not in out.channel.values.tolist()  # the channel sub-02 lost
@@ -136,5 +137,5 @@ def test_sensor_rsa_refuses_model_rdms_of_other_stimuli(tmp_path, local_client):
     with pytest.raises(InputDataError, match=r"sensor_rsa: model_rdms \(.*model_rdms.zarr\) pairs other stimuli "
                        r"than epochs \(.*epochs.zarr\): it has 1 stimuli that epochs lacks \(e.g. 'x99'\); .* "
                        r"position 4: 'x99' in model_rdms, 's04' in epochs\. rerun model_rdms"):
-        stage.run(config=stage.Config(categories=["all"]), catalog=_catalog(tmp_path), client=local_client)
+        run_stage(stage, config=stage.Config(categories=["all"]), catalog=_catalog(tmp_path), client=local_client)
     assert not (tmp_path / "rsa_sensors.zarr").exists()

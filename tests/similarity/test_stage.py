@@ -8,6 +8,7 @@ import xarray as xr
 from tests_support import write_complete_store
 
 from mfrs.errors import ConfigError, InputDataError
+from mfrs.pipeline import run_stage
 from mfrs.similarity.blocks import n_pairs
 from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import similarity as stage
@@ -60,7 +61,7 @@ def test_stage_finds_planted_effect_and_resumes(tmp_path, local_client, caplog):
     cfg = stage.Config(categories=["all", "famous"], region_block=2, time_block=4, n_permutations=19)
     plan = stage.plan(config=cfg, catalog=cat)
     assert plan.n_units == 2 * 3 and plan.memory_per_task > 0 and plan.flops > 0 and plan.seconds > 0
-    stage.run(config=cfg, catalog=cat, client=local_client)
+    run_stage(stage, config=cfg, catalog=cat, client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr").load()
     assert rsa.r.dims == ("subject", "signal", "category", "region", "time", "layer")
     group = rsa.r.sel(subject="group", signal="broadband", category="all")
@@ -77,7 +78,7 @@ def test_stage_finds_planted_effect_and_resumes(tmp_path, local_client, caplog):
     assert (rsa.noise_ceiling_upper >= rsa.noise_ceiling_lower - 1e-6).all()
     # rerun: every block is complete and skipped, with the reason logged
     caplog.set_level("INFO", logger="mfrs")
-    stage.run(config=cfg, catalog=cat, client=local_client)
+    run_stage(stage, config=cfg, catalog=cat, client=local_client)
     assert sum("complete" in m and "skipping" in m for m in caplog.messages) == 6
 
 
@@ -87,7 +88,7 @@ def test_stage_avg_mode_windows(tmp_path, local_client):
     lay = stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), cfg)
     assert lay.length == 3 and lay.starts.tolist() == [0, 2, 4, 6]
     np.testing.assert_allclose(lay.times, [0.01, 0.03, 0.05, 0.07])
-    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr").load()
     assert rsa.sizes["time"] == 4 and not np.isnan(rsa.r).any()
 
@@ -109,7 +110,7 @@ def test_stage_fwe_cluster_split_half_and_stored_rdms(tmp_path, local_client):
                        fwe_dims=["region", "time", "layer"], cluster=True, split_half=2, store_rdms="float16")
     plan = stage.plan(config=cfg, catalog=_Catalog(tmp_path))
     assert plan.seconds > 0 and any("calibration" in n for n in plan.notes)
-    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr").load()
     sel = dict(signal="broadband", category="all")
     # the planted effect survives the max over the whole block and forms one significant cluster over time
@@ -152,7 +153,7 @@ def test_stage_region_selection_by_name_and_pattern(tmp_path, local_client):
     _write_inputs(tmp_path)
     cfg = stage.Config(regions=["r1", "r2*"], categories=["all"], time_block=5)
     assert stage.layout(xr.open_zarr(tmp_path / "sources.zarr"), cfg).regions == ["r1", "r2"]
-    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr")
     assert list(rsa.region.values) == ["r1", "r2"]
     with pytest.raises(ConfigError, match=r"regions \['FFA-\*'\] match no region of sources"):
@@ -226,7 +227,7 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
     n_units = -(-3 // region_block) * -(-N_TIME // time_block)
     plan = stage.plan(config=cfg, catalog=cat, calibrated=False)
     assert plan.n_tasks == n_units + 1 and any("one final task merges them" in n for n in plan.notes)
-    stage.run(config=cfg, catalog=cat, client=local_client)
+    run_stage(stage, config=cfg, catalog=cat, client=local_client)
     rsa = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
     obs, p_fwe, mass, p_cluster = _brute_force_family_stats(sources, models, n_perm,
                                                             per_layer=cluster_family == "per_layer")
@@ -246,7 +247,7 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
     (store.path / ".mfrs-complete" / "_final.json").unlink()
     assert store.status()["missing"] == ["final:cluster_mass,p_cluster,p_fwe"]
     caplog.set_level("INFO", logger="mfrs")
-    stage.run(config=cfg, catalog=cat, client=local_client)
+    run_stage(stage, config=cfg, catalog=cat, client=local_client)
     assert sum("skipping" in m for m in caplog.messages) == n_units and any("merging" in m for m in caplog.messages)
     again = xr.open_zarr(tmp_path / "rsa.zarr").load().sel(signal="broadband", category="all")
     np.testing.assert_array_equal(again.p_fwe, rsa.p_fwe)
@@ -256,7 +257,7 @@ def test_families_spanning_blocks_match_brute_force(tmp_path, local_client, capl
 def test_run_reports_per_task_breakdown(tmp_path, local_client):
     _write_inputs(tmp_path)
     cfg = stage.Config(categories=["all", "famous"], region_block=2, time_block=5)
-    stage.run(config=cfg, catalog=_Catalog(tmp_path), client=local_client)
+    run_stage(stage, config=cfg, catalog=_Catalog(tmp_path), client=local_client)
     b = stage.last_breakdown()
     assert b["tasks"] == 2 * 2  # 2 region blocks x 2 time blocks, every one computed
     assert sum(b[p] for p in stage.TASK_PHASES) == pytest.approx(b["total"], rel=1e-6)
@@ -323,5 +324,5 @@ def test_stage_refuses_model_rdms_of_another_stimulus_order(tmp_path, local_clie
     with pytest.raises(InputDataError, match=rf"similarity: model_rdms \(.*model_rdms.zarr\) pairs other stimuli "
                        rf"than sources \(.*sources.zarr\): the same stimuli in another order; .* position {first}: "
                        rf"'s{order[first]:02d}' in model_rdms, 's{first:02d}' in sources\. rerun model_rdms"):
-        stage.run(config=stage.Config(categories=["all"]), catalog=_Catalog(tmp_path), client=local_client)
+        run_stage(stage, config=stage.Config(categories=["all"]), catalog=_Catalog(tmp_path), client=local_client)
     assert not (tmp_path / "rsa.zarr").exists()  # refused before anything was written
