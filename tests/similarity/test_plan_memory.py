@@ -14,6 +14,7 @@ from tests_support import peak_rss, write_complete_store
 
 from mfrs.pipeline import run_stage
 from mfrs.similarity.blocks import n_pairs
+from mfrs.similarity.xarray import STORED_PAIR_COORDS, pair_coords
 from mfrs.stages import similarity as stage
 
 from .test_stage import _Catalog
@@ -36,6 +37,7 @@ def _inputs(root, n_sub=4, n_stim=150, n_time=96, n_layer=70, n_vert=45):
     models = xr.Dataset({"rdm": (("layer", "pair"), rng.random((n_layer, n_pairs(n_stim))).astype(np.float32))},
                         coords={"layer": [f"l{i}" for i in range(n_layer)], "network": ("layer", ["net"] * n_layer),
                                 "depth": ("layer", np.linspace(0, 1, n_layer))})
+    models = models.assign_coords(pair_coords(sources["stimulus"], with_coords=STORED_PAIR_COORDS))
     write_complete_store(models, root / "model_rdms.zarr", "layer")
 
 
