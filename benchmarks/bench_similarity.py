@@ -31,7 +31,11 @@ from mfrs.similarity import _kernels as K  # noqa: E402
 from mfrs.similarity import compute_rdms  # noqa: E402
 from mfrs.similarity.blocks import _gram_upper, n_pairs, prepare_block, rdm_block, spearman_prepare  # noqa: E402
 from mfrs.similarity.fused import model_matrix, rsa_block  # noqa: E402
-from mfrs.similarity.nulls import draw_stimulus_permutations, null_block_labels  # noqa: E402
+from mfrs.similarity.nulls import (  # noqa: E402
+    draw_stimulus_permutations,
+    null_block_labels,
+    null_block_labels_torch,
+)
 from mfrs.stages.similarity import block_memory, calibrate  # noqa: E402
 from tests.similarity.reference import REFERENCE, numpy_gemm_rdms, rank_rows_f32  # noqa: E402
 
@@ -132,6 +136,32 @@ def ratios(rng: np.random.Generator, model: np.ndarray) -> list[str]:
     return out
 
 
+def gpu_null_line(rng: np.random.Generator, brain: np.ndarray, model: np.ndarray, n_perm: int = 1000) -> str:
+    """The permutation null on a CUDA device through torch against the numpy path, same arrays (issue 14 item 5).
+
+    Times ``n_perm`` relabellings of the group RDMs ``brain`` against every layer of ``model`` both ways,
+    checks the two nulls agree (float32; the GPU's matmul runs without TF32) and gives the GPU/CPU time ratio.
+    Without a CUDA device it says so: nothing is measured.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return "permutation null GPU/CPU: no CUDA device here; ratio not measured"
+    perms = draw_stimulus_permutations(rng, N_STIM, n_perm)
+    null_block_labels_torch(brain, model, perms[:8], "spearman", device="cuda")  # warm the device up
+    t0 = time.perf_counter()
+    gpu = null_block_labels_torch(brain, model, perms, "spearman", device="cuda")
+    torch.cuda.synchronize()
+    t_gpu = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cpu = null_block_labels(brain, model, perms, "spearman")
+    t_cpu = time.perf_counter() - t0
+    err = float(np.max(np.abs(gpu - cpu)))
+    return (f"permutation null GPU/CPU time ({brain.shape[0]} group RDMs x {model.shape[0]} layers x {n_perm} "
+            f"relabellings): {t_gpu / t_cpu:.3f} ({t_gpu * 1e3:.1f} ms vs {t_cpu * 1e3:.1f} ms on one CPU thread); "
+            f"largest difference {err:.1e} ({'within' if err <= 1e-5 else 'OVER'} the tolerance 1e-5)")
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     print(f"data: {N_STIM} stimuli x {N_FEAT} features, {P} pairs, {N_LAYER} layers; 1 thread")
@@ -226,6 +256,7 @@ def main() -> None:
     print("\nratio targets (issue 14 item 3; same run, one thread):")
     for line in ratios(rng, model):
         print(line)
+    print(gpu_null_line(rng, brain, model))
     print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 
