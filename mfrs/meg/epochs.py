@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
     from mfrs.meg.config import EpochsConfig
 
-__all__ = ["make_epochs", "reject_global", "band_epochs", "analytic_epochs", "hilbert_envelope"]
+__all__ = ["make_epochs", "reject_global", "band_epochs", "analytic_epochs", "hilbert_envelope", "stimulus_rows",
+           "StimulusMean", "stimulus_mean", "envelope_mean"]
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +119,89 @@ def hilbert_envelope(analytic: np.ndarray, axis: int | None = None) -> np.ndarra
     if axis is not None:
         power = power.sum(axis=axis)
     return np.sqrt(power)
+
+
+def stimulus_rows(ids: np.ndarray, stimuli: list[str]) -> np.ndarray:
+    """Row of each epoch's stimulus in ``stimuli`` (-1: a stimulus not listed), ``(epoch,)`` int.
+
+    >>> stimulus_rows(np.array(["b", "a", "c", "b"]), ["a", "b"]).tolist()
+    [1, 0, -1, 1]
+    """
+    index = {s: i for i, s in enumerate(stimuli)}
+    return np.array([index.get(str(s), -1) for s in ids], dtype=np.int64)
+
+
+class StimulusMean:
+    """Mean of the epochs of each stimulus, accumulated a batch of epochs at a time.
+
+    The one home of the averaging convention: a stimulus' value is the mean of its epochs, NaN
+    for a stimulus without any. Only ``(stimulus, ...)`` sums are held, never every epoch.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        ``(epoch,)`` row of each epoch in the output (:func:`stimulus_rows`); -1 leaves it out.
+    n_rows : int
+        Number of stimuli (output rows).
+    shape : tuple of int
+        Shape of one epoch's value.
+    dtype
+        Of the sums and the means.
+
+    Examples
+    --------
+    >>> acc = StimulusMean(np.array([0, 2, 0, -1]), 3, (2,))
+    >>> acc.add(0, np.array([[1.0, 2.0], [5.0, 5.0]]))
+    >>> acc.add(2, np.array([[3.0, 4.0], [9.0, 9.0]]))
+    >>> acc.mean().tolist()
+    [[2.0, 3.0], [nan, nan], [5.0, 5.0]]
+    """
+
+    def __init__(self, rows: np.ndarray, n_rows: int, shape: tuple[int, ...], dtype: type = np.float32):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.counts = np.bincount(self.rows[self.rows >= 0], minlength=n_rows)
+        self.sums: np.ndarray = np.zeros((n_rows, *shape), dtype)
+        self._added = 0
+
+    def add(self, start: int, data: np.ndarray) -> None:
+        """Add the values of epochs ``start:start + len(data)``."""
+        for row, value in zip(self.rows[start:start + len(data)], data):
+            if row >= 0:
+                self.sums[row] += value
+        self._added += len(data)
+
+    def mean(self) -> np.ndarray:
+        """The means, ``(stimulus, ...)``, computed in place of the sums (call it once)."""
+        if self._added != len(self.rows):
+            raise ValueError(f"StimulusMean: {self._added} epochs added, {len(self.rows)} expected")
+        divisor = np.where(self.counts > 0, self.counts, np.nan).astype(self.sums.dtype)
+        self.sums /= divisor.reshape((-1,) + (1,) * (self.sums.ndim - 1))
+        return self.sums
+
+
+def stimulus_mean(data: np.ndarray, ids: np.ndarray, stimuli: list[str], dtype: type = np.float32) -> np.ndarray:
+    """``(epoch, ...) -> (stimulus, ...)``: mean of each stimulus' epochs (NaN when none); :class:`StimulusMean`.
+
+    >>> stimulus_mean(np.array([1.0, 3.0, 7.0]), np.array(["a", "a", "b"]), ["b", "c", "a"]).tolist()
+    [7.0, nan, 2.0]
+    """
+    acc = StimulusMean(stimulus_rows(ids, stimuli), len(stimuli), data.shape[1:], dtype)
+    acc.add(0, data)
+    return acc.mean()
+
+
+def envelope_mean(analytic: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Mean envelope ``|z|`` of each stimulus' epochs, one epoch read at a time.
+
+    ``analytic`` ``(epoch, channel, time)`` complex (a memmap of the analytic epochs is read epoch
+    by epoch, never whole); ``rows`` as in :class:`StimulusMean`. Returns ``(stimulus, channel,
+    time)`` float32, NaN for a stimulus without epochs.
+
+    >>> z = np.array([[[3 + 4j]], [[1 + 0j]], [[0 + 2j]]], np.complex64)
+    >>> envelope_mean(z, np.array([1, 1, 0]), 2).ravel().tolist()
+    [2.0, 3.0]
+    """
+    acc = StimulusMean(rows, n_rows, analytic.shape[1:], np.float32)
+    for i in range(len(analytic)):
+        acc.add(i, hilbert_envelope(analytic[i])[None])
+    return acc.mean()

@@ -129,18 +129,32 @@ def apply_inverse_real(epochs: "mne.BaseEpochs", model: InverseModel, *,
     return out
 
 
-def apply_inverse_analytic(epochs: "mne.BaseEpochs", model: InverseModel, *,
-                           max_bytes: float = 2 ** 27) -> np.ndarray:
-    """Source envelopes on the grid from complex analytic epochs.
+def apply_inverse_analytic(epochs: "mne.BaseEpochs", model: InverseModel, *, max_bytes: float = 2 ** 27,
+                           rows: np.ndarray | None = None, n_rows: int | None = None) -> np.ndarray:
+    """Source envelopes on the grid from complex analytic epochs, averaged per stimulus as they go.
 
     The inverse is linear, so the source analytic signal is ``K @ real + i K @ imag``;
     the envelope is its modulus (``norm``: over the three orientations). ``(epoch,
-    channel, time) complex -> (epoch, time, grid_vertex)``.
+    channel, time) complex -> (stimulus, time, grid_vertex)``: each batch's envelopes are added
+    to their stimulus' sum (:class:`~mfrs.meg.epochs.StimulusMean`), so no array of every epoch's
+    sources is held.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray, optional
+        ``(epoch,)`` output row (stimulus) of each epoch, -1 to leave it out
+        (:func:`~mfrs.meg.epochs.stimulus_rows`); default: one row per epoch, its own envelope.
+    n_rows : int, optional
+        Number of output rows (stimuli; a stimulus without epochs is NaN); default ``rows.max() + 1``.
     """
+    from mfrs.meg.epochs import StimulusMean
+
     pick_ori = "vector" if model.orientation == "norm" else "normal"
     data, info = _picked(epochs, model)
     n_ep, _, n_t = data.shape
-    out = np.empty((n_ep, n_t, model.morph.shape[0]), np.float32)
+    rows = np.arange(n_ep) if rows is None else np.asarray(rows)
+    n_rows = int(rows.max()) + 1 if n_rows is None else n_rows
+    acc = StimulusMean(rows, n_rows, (n_t, model.morph.shape[0]), np.float32)
     n_src = model.inv["nsource"] * (3 if pick_ori == "vector" else 1)
     for sl in _batches(n_ep, n_t, 2 * n_src, max_bytes):
         power = _apply(data[sl].real, info, model, pick_ori) ** 2
@@ -148,5 +162,5 @@ def apply_inverse_analytic(epochs: "mne.BaseEpochs", model: InverseModel, *,
         if pick_ori == "vector":
             power = power.sum(axis=1)  # (source, ori, samples) -> (source, samples)
         grid = model.morph @ np.sqrt(power)
-        out[sl] = grid.reshape(grid.shape[0], -1, n_t).transpose(1, 2, 0)
-    return out
+        acc.add(sl.start, grid.reshape(grid.shape[0], -1, n_t).transpose(1, 2, 0))
+    return acc.mean()

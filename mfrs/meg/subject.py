@@ -380,16 +380,6 @@ def static_bads(raws: list["mne.io.BaseRaw"], runs: list[int], logs: dict[int, P
     return bads, sources
 
 
-def _average(data: np.ndarray, ids: np.ndarray, stimuli: list[str]) -> np.ndarray:
-    """``(epoch, ...) -> (stimulus, ...)``: mean of each stimulus' epochs (NaN when none)."""
-    out = np.full((len(stimuli),) + data.shape[1:], np.nan, np.float32)
-    for i, s in enumerate(stimuli):
-        sel = ids == s
-        if sel.any():
-            out[i] = data[sel].mean(axis=0)
-    return out
-
-
 def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
     """Forward (cached per head position), noise covariance, inverse and morph of one subject.
 
@@ -478,7 +468,7 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     import dask.array as da
     import mne
 
-    from mfrs.meg.epochs import hilbert_envelope
+    from mfrs.meg.epochs import envelope_mean, stimulus_mean, stimulus_rows
     from mfrs.meg.regions import vertex_table
     from mfrs.meg.sources import apply_inverse_analytic, apply_inverse_real
 
@@ -503,17 +493,18 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     ch_idx = [epochs.ch_names.index(c) if c in epochs.ch_names else -1 for c in channels]
     have = [i for i, j in enumerate(ch_idx) if j >= 0]
     kept_idx = np.flatnonzero(keep)
+    kept_rows = stimulus_rows(ids[keep], stimuli)  # the stimulus of each kept epoch
 
     # broadband: average sensors per stimulus (epochs of other stimuli are ignored), then one
     # inverse per stimulus; the epochs are held once and let go once averaged
-    avg = _average(epochs.get_data(copy=False), ids, stimuli).astype(np.float64)
+    avg = stimulus_mean(epochs.get_data(copy=False), ids, stimuli, np.float64)
     info, ep_times = epochs.info, epochs.times
     del epochs
     sensor[0][:, have] = avg[:, [ch_idx[i] for i in have]]
     for k, band in enumerate(cfg.envelopes, start=1):
         analytic = np.load(_band_path(job, band), mmap_mode="r")
-        sensor_env = np.stack([hilbert_envelope(analytic[i]) for i in kept_idx])
-        sensor[k][:, have] = _average(sensor_env, ids[keep], stimuli)[:, [ch_idx[i] for i in have]]
+        env = envelope_mean(analytic, stimulus_rows(ids, stimuli), len(stimuli))  # epoch by epoch
+        sensor[k][:, have] = env[:, [ch_idx[i] for i in have]]
 
     def block(k: int, t0: int, t1: int) -> np.ndarray:
         """Sources of signal ``k`` in samples ``t0:t1`` -> ``(1, 1, stimulus, time, vertex)``.
@@ -529,7 +520,8 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
             analytic = np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r")
             ep = mne.EpochsArray(np.stack([analytic[i, :, t0:t1] for i in kept_idx]), info,
                                  tmin=tmin, verbose="error")
-            out = _average(apply_inverse_analytic(ep, model), ids[keep], stimuli)
+            # averaged per stimulus batch by batch: the sources of every epoch are never held
+            out = apply_inverse_analytic(ep, model, rows=kept_rows, n_rows=len(stimuli))
         return out[None, None]
 
     # a lazy array, one block per (signal, time chunk), written block by block: a subject
