@@ -431,12 +431,14 @@ def inverse_model(job: SubjectJob, info: "mne.Info", epochs: "mne.Epochs"):
 
 @dataclass(frozen=True)
 class Localized:
-    """One subject's unit data: sensor averages (in memory) and sources (lazy, one block per time chunk).
+    """One subject's unit data: sensor averages (lazy, one block per signal) and sources (lazy, one block
+    per signal and time chunk).
 
     Attributes
     ----------
     epochs : xarray.Dataset
-        ``data (subject, signal, stimulus, channel, time)``.
+        ``data (subject, signal, stimulus, channel, time)``, dask-backed: computing it averages each
+        band's envelopes from its analytic file, one signal at a time (synchronous scheduler).
     sources : xarray.Dataset
         ``activity (subject, signal, stimulus, time, vertex)``, dask-backed: computing it runs the
         inverse and the morph block by block (compute it with the synchronous scheduler).
@@ -489,22 +491,33 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     # never computed then reordered (two copies of a block of 428 x 128 x 20,484 sources)
     model = dataclasses.replace(model, morph=model.morph[rows, :])
 
-    sensor = np.full((len(cfg.signals), len(stimuli), len(channels), len(times)), np.nan, np.float32)
     ch_idx = [epochs.ch_names.index(c) if c in epochs.ch_names else -1 for c in channels]
-    have = [i for i, j in enumerate(ch_idx) if j >= 0]
     kept_idx = np.flatnonzero(keep)
     kept_rows = stimulus_rows(ids[keep], stimuli)  # the stimulus of each kept epoch
 
     # broadband: average sensors per stimulus (epochs of other stimuli are ignored), then one
     # inverse per stimulus; the epochs are held once and let go once averaged
-    avg = stimulus_mean(epochs.get_data(copy=False), ids, stimuli, np.float64)
+    avg = stimulus_mean(epochs.get_data(copy=False), ids, stimuli, np.float32)
     info, ep_times = epochs.info, epochs.times
     del epochs
-    sensor[0][:, have] = avg[:, [ch_idx[i] for i in have]]
-    for k, band in enumerate(cfg.envelopes, start=1):
-        analytic = np.load(_band_path(job, band), mmap_mode="r")
-        env = envelope_mean(analytic, stimulus_rows(ids, stimuli), len(stimuli))  # epoch by epoch
-        sensor[k][:, have] = env[:, [ch_idx[i] for i in have]]
+
+    def sensor_block(k: int) -> np.ndarray:
+        """Sensor averages of signal ``k`` on the store's channels -> ``(1, 1, stimulus, channel, time)``.
+
+        A band's envelopes are averaged from its analytic file when the block is written: one
+        signal's averages are held at a time, never every signal's.
+        """
+        out = np.full((1, 1, len(stimuli), len(channels), len(times)), np.nan, np.float32)
+        src = avg if k == 0 else envelope_mean(np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r"),
+                                               stimulus_rows(ids, stimuli), len(stimuli))
+        for i, j in enumerate(ch_idx):  # channel by channel: no copy of the whole block
+            if j >= 0:
+                out[0, 0, :, i] = src[:, j]
+        return out
+
+    sensor = da.concatenate([da.from_delayed(dask.delayed(sensor_block)(k), dtype=np.float32,
+                                             shape=(1, 1, len(stimuli), len(channels), len(times)))
+                             for k in range(len(cfg.signals))], axis=1)
 
     def block(k: int, t0: int, t1: int) -> np.ndarray:
         """Sources of signal ``k`` in samples ``t0:t1`` -> ``(1, 1, stimulus, time, vertex)``.
@@ -514,7 +527,7 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
         """
         tmin = float(ep_times[t0])
         if k == 0:
-            ep = mne.EpochsArray(avg[:, :, t0:t1], info, tmin=tmin, verbose="error")
+            ep = mne.EpochsArray(avg[:, :, t0:t1].astype(np.float64), info, tmin=tmin, verbose="error")
             out = apply_inverse_real(ep, model)
         else:
             analytic = np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r")
@@ -537,7 +550,7 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
     subject = f"sub-{job.subject}"
     coords = {"subject": [subject], "signal": cfg.signals, "stimulus": stimuli, "time": times}
     return Localized(
-        epochs=xr.Dataset({"data": (("subject", "signal", "stimulus", "channel", "time"), sensor[None])},
+        epochs=xr.Dataset({"data": (("subject", "signal", "stimulus", "channel", "time"), sensor)},
                           coords={**coords, "channel": channels}),
         sources=xr.Dataset({"activity": (("subject", "signal", "stimulus", "time", "vertex"), lazy)},
                            coords={**coords, "vertex": vertices}),

@@ -498,7 +498,9 @@ def localize_unit(task: LocalizeTask) -> dict:
     out = localize(task.job, list(task.stimuli), channels=[str(c) for c in epochs["channel"].values],
                    times=epochs["time"].values, vertices=sources["vertex"].values,
                    time_chunks=tuple((sources["activity"].chunks or ((),) * 4)[3]))
-    task.epochs_store.write_unit(task.epochs_unit, out.epochs)
+    # both lazy, computed here, in this task, one block at a time (never through the cluster)
+    with timed(task.job.subject, "sensor averages and write"), dask.config.set(scheduler="synchronous"):
+        task.epochs_store.write_unit(task.epochs_unit, out.epochs)
     with timed(task.job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
         task.sources_store.write_unit(task.sources_unit, out.sources)
     return out.summary
