@@ -26,7 +26,8 @@ time, and reduces views of it; the layer RDMs are prepared once per worker proce
 returns its seconds by phase (:data:`TASK_PHASES`: read, copy, kernel, write, other) and logs
 them at DEBUG on ``mfrs.stages.similarity`` as :data:`BREAKDOWN_FORMAT` (parse a line back with
 :func:`parse_breakdown`); after :func:`run`, :func:`last_breakdown` gives their sum over the
-tasks it ran with ``kernel_fraction`` = kernel / task wall time. With permutations and a
+tasks it ran with ``kernel_fraction`` = kernel / task wall time (``cpu_kernel_fraction`` in the
+worker's CPU seconds, ``cpu_*`` keys). With permutations and a
 GPU worker that sees CUDA, tasks run there and the permutation null goes through torch.
 """
 
@@ -529,32 +530,40 @@ class _Job:
     gpu: bool = False  # runs on a GPU worker: the permutation null goes through torch on its CUDA device
 
 
-#: Phases of a task's per-task breakdown (seconds; ``other`` = wall time minus the rest).
+#: Phases of a task's per-task breakdown (seconds; ``other`` = the task's time minus the rest).
 TASK_PHASES: tuple[str, ...] = ("read", "copy", "kernel", "write", "other")
+#: Every key of a task's breakdown: wall seconds per phase and ``total``, then the worker process's CPU
+#: seconds (all its threads: zarr decodes chunks in a thread pool) per phase and ``cpu_total``.
+BREAKDOWN_KEYS: tuple[str, ...] = (*TASK_PHASES, "total", *(f"cpu_{p}" for p in TASK_PHASES), "cpu_total")
 #: The debug line each task logs (logger ``mfrs.stages.similarity``), parsed back by :func:`parse_breakdown`.
-BREAKDOWN_FORMAT = "similarity task %s: " + " ".join(f"{p}=%.4fs" for p in TASK_PHASES) + " total=%.4fs"
+BREAKDOWN_FORMAT = "similarity task %s: " + " ".join(f"{k}=%.4fs" for k in BREAKDOWN_KEYS)
 _LAST_BREAKDOWN: dict[str, float] = {}
 
 
 class TaskClock:
-    """Seconds spent per phase of one task (:data:`TASK_PHASES`); phases may nest (the inner one counts).
+    """Wall and CPU seconds spent per phase of one task (:data:`TASK_PHASES`); phases may nest (the inner one counts).
+
+    CPU seconds are the process's (``time.process_time``: every thread, since zarr decodes in a
+    thread pool), so they are the task's own on a one-thread worker and include the other
+    tasks' on a worker running several at once. Unlike wall time they do not grow when other
+    processes share the cores.
 
     Examples
     --------
     >>> clock = TaskClock()
     >>> with clock.phase("read"):
     ...     pass
-    >>> sorted(clock.finish()) == sorted((*TASK_PHASES, "total"))
+    >>> sorted(clock.finish()) == sorted(BREAKDOWN_KEYS)
     True
     """
 
     def __init__(self) -> None:
         import time
 
-        self._now = time.perf_counter
+        self._now = lambda: np.array([time.perf_counter(), time.process_time()])
         self._start = self._now()
-        self.seconds = dict.fromkeys(TASK_PHASES, 0.0)
-        self._stack: list[tuple[str, float]] = []
+        self.seconds = {p: np.zeros(2) for p in TASK_PHASES}  # phase -> (wall, cpu)
+        self._stack: list[tuple[str, np.ndarray]] = []
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -573,42 +582,45 @@ class TaskClock:
                 self._stack[-1] = (self._stack[-1][0], t)
 
     def finish(self) -> dict[str, float]:
-        """Phase seconds with ``other`` (the unaccounted rest) and ``total`` (wall time since creation)."""
+        """:data:`BREAKDOWN_KEYS`: phase seconds, ``other`` (the unaccounted rest) and ``total``, wall and CPU."""
         total = self._now() - self._start
-        out = dict(self.seconds)
-        out["other"] += max(0.0, total - sum(self.seconds.values()))
-        out["total"] = total
-        return out
+        phases = {p: v.copy() for p, v in self.seconds.items()}
+        phases["other"] += np.maximum(0.0, total - sum(self.seconds.values()))
+        out = {p: float(v[0]) for p, v in phases.items()} | {"total": float(total[0])}
+        return out | {f"cpu_{p}": float(v[1]) for p, v in phases.items()} | {"cpu_total": float(total[1])}
 
 
 def parse_breakdown(line: str) -> dict[str, float] | None:
-    """The phase seconds of one :data:`BREAKDOWN_FORMAT` log line (None if the line is not one).
+    """The :data:`BREAKDOWN_KEYS` seconds of one :data:`BREAKDOWN_FORMAT` log line (None if the line is not one).
 
     Examples
     --------
-    >>> parse_breakdown("similarity task region=0:4,time=0:64: read=0.5000s copy=0.0000s kernel=4.0000s "
-    ...                 "write=0.1000s other=0.4000s total=5.0000s")["kernel"]
-    4.0
+    >>> line = BREAKDOWN_FORMAT % ("region=0:4,time=0:64", 0.5, 0.0, 4.0, 0.1, 0.4, 5.0, 0.4, 0.0, 4.0, 0.1, 0.1, 4.6)
+    >>> b = parse_breakdown(line)
+    >>> b["kernel"], b["cpu_total"]
+    (4.0, 4.6)
     """
     import re
 
     found = dict(re.findall(r"(\w+)=([0-9.]+)s", line.split(": ", 1)[-1])) if line.startswith("similarity task") \
         else {}
-    if set(found) != {*TASK_PHASES, "total"}:
+    if set(found) != set(BREAKDOWN_KEYS):
         return None
     return {k: float(v) for k, v in found.items()}
 
 
 def sum_breakdowns(breakdowns: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Sum per-task breakdowns: every phase, ``total``, ``tasks`` and ``kernel_fraction`` (kernel / total).
+    """Sum per-task breakdowns: every key, ``tasks``, ``kernel_fraction`` (kernel / total, wall) and
+    ``cpu_kernel_fraction`` (the same in CPU seconds).
 
     Examples
     --------
-    >>> b = sum_breakdowns([{"read": 1.0, "copy": 0.0, "kernel": 8.0, "write": 0.5, "other": 0.5, "total": 10.0}] * 2)
-    >>> b["tasks"], b["kernel_fraction"]
-    (2.0, 0.8)
+    >>> one = dict(zip(BREAKDOWN_KEYS, (1.0, 0.0, 8.0, 0.5, 0.5, 10.0, 0.5, 0.0, 8.0, 0.5, 0.0, 9.0)))
+    >>> b = sum_breakdowns([one] * 2)
+    >>> b["tasks"], b["kernel_fraction"], round(b["cpu_kernel_fraction"], 3)
+    (2.0, 0.8, 0.889)
     """
-    out = dict.fromkeys((*TASK_PHASES, "total"), 0.0)
+    out = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     n = 0
     for b in breakdowns:
         n += 1
@@ -616,6 +628,7 @@ def sum_breakdowns(breakdowns: Iterable[dict[str, float]]) -> dict[str, float]:
             out[k] += float(b[k])
     out["tasks"] = float(n)
     out["kernel_fraction"] = out["kernel"] / out["total"] if out["total"] > 0 else float("nan")
+    out["cpu_kernel_fraction"] = out["cpu_kernel"] / out["cpu_total"] if out["cpu_total"] > 0 else float("nan")
     return out
 
 
@@ -897,7 +910,7 @@ def _compute(job: _Job) -> dict[str, float]:
             write_summaries(job.store, fam, unit, res["deferred"])
         job.store.write_unit(unit, _to_dataset(res, unit, cfg, fam))
     times = clock.finish()
-    log.debug(BREAKDOWN_FORMAT, unit.key, *(times[p] for p in TASK_PHASES), times["total"])
+    log.debug(BREAKDOWN_FORMAT, unit.key, *(times[k] for k in BREAKDOWN_KEYS))
     return times
 
 
@@ -1021,9 +1034,9 @@ def run(*, config: Config, catalog: Any, client: Any, inputs: Mapping[str, ZarrS
         _LAST_BREAKDOWN.clear()
         _LAST_BREAKDOWN.update(sum_breakdowns(times.values()))
         b = _LAST_BREAKDOWN
-        log.info("similarity: %d tasks, %.1f s of task time: read %.1f, copy %.1f, kernel %.1f (%.0f %%), write %.1f, "
-                 "other %.1f", b["tasks"], b["total"], b["read"], b["copy"], b["kernel"], 100 * b["kernel_fraction"],
-                 b["write"], b["other"])
+        log.info("similarity: %d tasks, %.1f s of task time: read %.1f, copy %.1f, kernel %.1f (%.0f %%; %.0f %% of "
+                 "their CPU seconds), write %.1f, other %.1f", b["tasks"], b["total"], b["read"], b["copy"],
+                 b["kernel"], 100 * b["kernel_fraction"], 100 * b["cpu_kernel_fraction"], b["write"], b["other"])
     if store.is_final_complete():
         if final_variables:
             log.info("similarity: final variables %s complete in %s, skipping", final_variables, store.path)

@@ -261,10 +261,12 @@ def test_run_reports_per_task_breakdown(tmp_path, local_client):
     b = stage.last_breakdown()
     assert b["tasks"] == 2 * 2  # 2 region blocks x 2 time blocks, every one computed
     assert sum(b[p] for p in stage.TASK_PHASES) == pytest.approx(b["total"], rel=1e-6)
-    assert 0 < b["kernel_fraction"] <= 1
-    line = stage.BREAKDOWN_FORMAT % ("region=0:2,time=0:5", 0.1, 0.0, 0.5, 0.05, 0.02, 0.67)
-    assert stage.parse_breakdown(line) == pytest.approx(
-        {"read": 0.1, "copy": 0.0, "kernel": 0.5, "write": 0.05, "other": 0.02, "total": 0.67})
+    assert sum(b[f"cpu_{p}"] for p in stage.TASK_PHASES) == pytest.approx(b["cpu_total"], rel=1e-6)
+    assert 0 < b["kernel_fraction"] <= 1 and 0 < b["cpu_kernel_fraction"] <= 1
+    values = (0.1, 0.0, 0.5, 0.05, 0.02, 0.67, 0.1, 0.0, 0.45, 0.04, 0.01, 0.6)
+    line = stage.BREAKDOWN_FORMAT % ("region=0:2,time=0:5", *values)
+    assert stage.parse_breakdown(line) == pytest.approx(dict(zip(stage.BREAKDOWN_KEYS, values)))
+    assert stage.parse_breakdown(line.replace(" cpu_total=0.6000s", "")) is None  # a key missing: not a breakdown
 
 
 def test_time_block_defaults_to_the_sources_time_chunk(tmp_path):
