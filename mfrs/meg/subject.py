@@ -508,7 +508,7 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
         signal's averages are held at a time, never every signal's.
         """
         out = np.full((1, 1, len(stimuli), len(channels), len(times)), np.nan, np.float32)
-        src = avg if k == 0 else envelope_mean(np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r"),
+        src = avg if k == 0 else envelope_mean(_band_path(job, cfg.envelopes[k - 1]),
                                                stimulus_rows(ids, stimuli), len(stimuli))
         for i, j in enumerate(ch_idx):  # channel by channel: no copy of the whole block
             if j >= 0:
@@ -531,8 +531,10 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
             out = apply_inverse_real(ep, model)
         else:
             analytic = np.load(_band_path(job, cfg.envelopes[k - 1]), mmap_mode="r")
-            ep = mne.EpochsArray(np.stack([analytic[i, :, t0:t1] for i in kept_idx]), info,
-                                 tmin=tmin, verbose="error")
+            data = np.stack([analytic[i, :, t0:t1] for i in kept_idx])
+            del analytic  # unmapped: the file's pages read leave the task's memory
+            ep = mne.EpochsArray(data, info, tmin=tmin, verbose="error")
+            del data
             # averaged per stimulus batch by batch: the sources of every epoch are never held
             out = apply_inverse_analytic(ep, model, rows=kept_rows, n_rows=len(stimuli))
         return out[None, None]

@@ -130,14 +130,15 @@ def test_store_alpha_is_the_mean_of_each_stimulus_epoch_envelopes(model_and_epoc
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
-def test_sensor_envelope_mean_is_numpy_mean_of_abs_per_stimulus():
-    """Epoch by epoch from a memmap == ``np.abs(analytic)`` averaged per stimulus with numpy:
+def test_sensor_envelope_mean_is_numpy_mean_of_abs_per_stimulus(tmp_path):
+    """Epoch by epoch from the file == ``np.abs(analytic)`` averaged per stimulus with numpy:
     stimuli of one epoch, of several (not adjacent), of none (NaN), and an epoch left out."""
     rng = np.random.default_rng(1)
     z = (rng.standard_normal((7, 4, 30)) + 1j * rng.standard_normal((7, 4, 30))).astype(np.complex64)
     ids = np.array(["b", "a", "b", "x", "c", "b", "a"])
     stimuli = ["a", "b", "c", "d"]
-    got = envelope_mean(z, stimulus_rows(ids, stimuli), len(stimuli))
+    np.save(tmp_path / "z.npy", z)
+    got = envelope_mean(tmp_path / "z.npy", stimulus_rows(ids, stimuli), len(stimuli))
     for i, s in enumerate(stimuli[:3]):
         np.testing.assert_allclose(got[i], np.abs(z[ids == s]).mean(axis=0), rtol=1e-6)
     assert np.isnan(got[3]).all() and got.dtype == np.float32
