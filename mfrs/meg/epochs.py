@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from mfrs.meg.config import EpochsConfig
 
 __all__ = ["make_epochs", "reject_global", "band_epochs", "analytic_epochs", "hilbert_envelope", "stimulus_rows",
-           "StimulusMean", "stimulus_mean", "npy_rows", "envelope_mean"]
+           "StimulusMean", "stimulus_mean", "envelope_mean"]
 
 log = logging.getLogger(__name__)
 
@@ -192,34 +191,11 @@ def stimulus_mean(data: np.ndarray, ids: np.ndarray, stimuli: list[str], dtype: 
     return acc.mean()
 
 
-def npy_rows(path: "str | os.PathLike[str]") -> Iterator[np.ndarray]:
-    """The rows (first axis) of a ``.npy`` file, read one at a time.
-
-    Unlike a memory map, rows read do not stay in the process's memory (a memory map keeps
-    every page it touched resident until it is closed: the whole file once it is all read).
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
-    >>> np.save(path, np.arange(6.0).reshape(3, 2))
-    >>> [r.tolist() for r in npy_rows(path)]
-    [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
-    """
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        if fortran:
-            raise ValueError(f"{path}: a Fortran-ordered array cannot be read row by row")
-        count = int(np.prod(shape[1:], dtype=np.int64))
-        for _ in range(shape[0]):
-            yield np.fromfile(f, dtype=dtype, count=count).reshape(shape[1:])
-
-
 def envelope_mean(analytic: "str | os.PathLike[str]", rows: np.ndarray, n_rows: int) -> np.ndarray:
     """Mean envelope ``|z|`` of each stimulus' epochs, one epoch read at a time.
 
     ``analytic``: a ``.npy`` file of ``(epoch, channel, time)`` complex analytic epochs, read epoch by
-    epoch (:func:`npy_rows`), never whole; ``rows`` as in :class:`StimulusMean`. Returns
+    epoch (:func:`mfrs.meg.npyfile.rows`), never whole; ``rows`` as in :class:`StimulusMean`. Returns
     ``(stimulus, channel, time)`` float32, NaN for a stimulus without epochs.
 
     >>> import tempfile, os
@@ -228,8 +204,10 @@ def envelope_mean(analytic: "str | os.PathLike[str]", rows: np.ndarray, n_rows: 
     >>> envelope_mean(path, np.array([1, 1, 0]), 2).ravel().tolist()
     [2.0, 3.0]
     """
+    from mfrs.meg import npyfile
+
     acc: StimulusMean | None = None
-    for i, epoch in enumerate(npy_rows(analytic)):
+    for i, epoch in enumerate(npyfile.rows(analytic)):
         if acc is None:
             acc = StimulusMean(rows, n_rows, epoch.shape, np.float32)
         acc.add(i, hilbert_envelope(epoch)[None])

@@ -133,6 +133,7 @@ def prepare(job: SubjectJob) -> Prepared:
     import mne
     import pandas as pd
 
+    from mfrs.meg import npyfile
     from mfrs.meg.bids import read_events_tsv
     from mfrs.meg.epochs import reject_global
     from mfrs.meg.events import find_trigger_events, match_events
@@ -225,14 +226,8 @@ def prepare(job: SubjectJob) -> Prepared:
             report["reject"] = reject_global(epochs, seed=cfg.seed)
     report["n_dropped"] = int(len(events) - len(epochs))
     epochs.save(epochs_path(job), overwrite=True, verbose="error")
-    for band, tmp in analytic.items():  # the epochs autoreject kept, in their order
-        src = np.load(tmp, mmap_mode="r")
-        out = np.lib.format.open_memmap(_band_path(job, band), mode="w+", dtype=np.complex64,
-                                        shape=(len(epochs),) + src.shape[1:])
-        for i, row in enumerate(epochs.selection):
-            out[i] = src[row]
-        out.flush()
-        del src, out
+    for band, tmp in analytic.items():  # the epochs autoreject kept, in their order, row by row
+        npyfile.copy_rows(tmp, _band_path(job, band), epochs.selection)
         tmp.unlink()
     kept = sorted(set(epochs.metadata["stimulus"]))
     report["rejected"] = sorted(set(events["stimulus"]) - set(kept))
@@ -293,7 +288,8 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
                 ica) -> tuple["mne.Epochs", dict[str, Path]]:
     """Pass 2: each run again cleaned, ICA applied, epoched; the epochs of all runs in one array.
 
-    Band analytic epochs go to a ``.npy`` per band on disk (row = epoch kept here), never all in memory.
+    Band analytic epochs go to a ``.npy`` per band on disk (row = epoch kept here), never all in memory
+    (written with file writes: a memory map would keep every page written resident).
 
     Returns
     -------
@@ -301,6 +297,7 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
     """
     import mne
 
+    from mfrs.meg import npyfile
     from mfrs.meg.epochs import analytic_epochs, make_epochs
     from mfrs.meg.preprocess import apply_ica
 
@@ -309,7 +306,6 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
     kept: list[np.ndarray] = []
     files: dict[str, Path] = {str(b): job.folder / f".sub-{job.subject}-{b}-analytic.all.npy"
                               for b in cfg.envelopes}
-    bands: dict[str, np.memmap] = {}
     info: Any = None
     tmin, pos = 0.0, 0
     for run in job.runs:
@@ -323,15 +319,15 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
         if data is None:
             info, tmin = ep.info, ep.tmin
             data = np.empty((len(events), len(ep.ch_names), len(ep.times)))
-            for name, path in files.items():
-                bands[name] = np.lib.format.open_memmap(path, mode="w+", dtype=np.complex64, shape=data.shape)
+            for path in files.values():
+                npyfile.create(path, data.shape, np.complex64)
         elif ep.ch_names != info["ch_names"]:
             raise InputDataError(f"sub-{job.subject} run {run.run}: epochs have channels {ep.ch_names}, the "
                                  f"first run {info['ch_names']}; the runs' MEG channels differ ({run.raw})")
         n = len(ep)
         data[pos:pos + n] = ep.get_data(copy=False)
-        for name, out in bands.items():
-            out[pos:pos + n] = analytic_epochs(raw, part, ep.selection, name, cfg.epochs).get_data()
+        for name, path in files.items():
+            npyfile.write_rows(path, pos, analytic_epochs(raw, part, ep.selection, name, cfg.epochs).get_data())
         kept.append(rows[ep.selection])
         pos += n
         del raw, ep
@@ -339,8 +335,6 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
     rows = np.concatenate(kept)
     meta = events.iloc[rows].reset_index(drop=True)
     ev = np.column_stack([meta["sample"].to_numpy(np.int64), np.zeros(len(rows), np.int64), rows + 1])
-    for out in bands.values():
-        out.flush()
     epochs = mne.EpochsArray(data[:pos], info, events=ev, tmin=tmin, baseline=tuple(cfg.epochs.baseline),
                              metadata=meta, verbose="error")
     return epochs, files
