@@ -254,6 +254,10 @@ _REJECT_COPIES = 2.5
 #: Inverse working set: source values per batch (``apply_inverse_real``'s ``max_bytes``, or the whole
 #: time block when smaller), held about 3 times.
 _INVERSE_BATCH = 2**27
+#: What the sources task holds besides the data (the inverse operator and morph, the modules MNE imports
+#: for them, the store writer's buffers), fitted to the sources task's peak that
+#: ``bench_study_scale.py --size medium`` sampled with 6 signals (1.9 GiB; 142 stimuli, ico4).
+_SOURCES_FIXED = 400 * 2**20
 
 
 def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
@@ -269,20 +273,24 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     one run without its EEG (ICA applied a block of samples at a time) and the run's own epochs twice;
     autoreject holds about :data:`_REJECT_COPIES` times the epochs. Band envelopes add a band-passed MEG copy of the run
     in complex and its complex epochs (the epochs of all runs go to disk). Sources
-    (:func:`mfrs.meg.subject.localize`) hold the epochs once until they are averaged, the stimulus
-    averages and sensor signals, and one time block of sources (the morph writes it in the store's
-    order) besides the inverse's batches: a subject never holds all its sources.
+    (:func:`mfrs.meg.subject.localize`) hold the broadband stimulus averages (float32) throughout and,
+    at their peak, the larger of: the epochs (float64) while they are averaged; one signal's sensor
+    averages being written (the averages and their sums: band envelopes are averaged epoch by epoch
+    from the band's file); one time block of sources (the morph writes it in the store's order; band
+    envelopes are added to their stimulus as the inverse's batches go, never held per epoch) with the
+    block's complex epochs (two copies in complex128) and the inverse's batches. A subject never holds
+    all its sources, nor every signal's sensor averages.
 
     Examples
     --------
     At the study's shape (6 runs of 540 s, 404 channels at 1100 Hz, 428 stimuli, ico5, 6 signals)
-    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 15.2 GiB with time blocks of 128
-    samples (8.8 GiB with blocks of 32; broadband alone 7.7 GiB with blocks of 128, 5.6 with 64):
+    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 6.4 GiB with time blocks of 128
+    samples (4.1 GiB with blocks of 64, 2.9 with 32; broadband alone 6.2 GiB with blocks of 128):
 
     >>> m = task_memories(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
     ...                   n_signals=6, time_chunk=128)
     >>> round(m["clean"] / 2**30, 1), round(m["sources"] / 2**30, 1)
-    (8.3, 15.2)
+    (8.3, 6.4)
     """
     run = 2.0 * raw_bytes / max(n_runs, 1)
     held = run * min(1.0, (n_channels + 4) / n_raw_channels)  # EEG dropped after the Maxwell filter
@@ -297,12 +305,13 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     reject = _REJECT_COPIES * epochs
     clean = _CLEAN_FIXED + max(first, ica, second, reject)
     tb = min(time_chunk, n_times)
+    signal = 4.0 * n_stim * n_channels * n_times  # one signal's sensor averages
     block = 4.0 * n_stim * tb * n_grid
-    band_block = bands * (4.0 * n_epochs * n_channels * n_times + 8.0 * n_epochs * n_channels * tb
-                          + 4.0 * n_epochs * tb * n_grid)
-    sources = (WORKER_BASE_BYTES + epochs + 8.0 * n_stim * n_channels * n_times
-               + 4.0 * n_signals * n_stim * n_channels * n_times + block + band_block
-               + 3 * min(_INVERSE_BATCH, block))
+    block_in = 32.0 * n_epochs * n_channels * tb if bands else 16.0 * n_stim * n_channels * tb
+    averaging = epochs
+    sensors = 2 * signal
+    inverse = block + block_in + 3 * min(_INVERSE_BATCH, block)
+    sources = WORKER_BASE_BYTES + _SOURCES_FIXED + signal + max(averaging, sensors, inverse)
     return {"clean": int(clean), "sources": int(sources)}
 
 
@@ -311,26 +320,34 @@ def task_memory(**sizes) -> int:
 
     >>> round(task_memory(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484, n_signals=1,
     ...                   time_chunk=64) / 2**30, 1)
-    5.6
+    5.0
     """
     return max(task_memories(**sizes).values())
 
 
-def task_seconds(*, raw_bytes: float, source_bytes: float) -> float:
+def task_seconds(*, raw_bytes: float, source_bytes: float, n_signals: int = 1) -> float:
     """CPU seconds of one subject's two tasks: cleaning scales with the recordings (read and
-    filtered twice, run by run), sources with the source values written (inverse, morph, compression).
+    filtered twice, run by run; each band filtered, Hilbert-transformed and epoched once more),
+    sources with the source values written (inverse, morph, compression; a band's values cost its
+    inverse on the real and imaginary parts of every epoch, a broadband one an inverse of the
+    stimulus averages).
 
     Rates fitted to the tasks' CPU time (user + system, every thread of the worker; not wall time,
     which a shared machine inflates) measured by ``benchmarks/bench_study_scale.py`` (1100 Hz,
-    ico4, oct5, one subject): cleaning 37.1 s and 93.6 s for 0.52 and 1.50 GB of FIF (142 and 428
-    stimuli, 6 runs), sources 17.4 s, 65.0 s and 128.1 s for 0.63, 3.2 and 9.7 GB of source values
-    (least squares).
+    ico4, oct5, one subject). Broadband: cleaning 37.1 s and 93.6 s for 0.52 and 1.50 GB of FIF
+    (142 and 428 stimuli, 6 runs), sources 17.4 s, 65.0 s and 128.1 s for 0.63, 3.2 and 9.7 GB of
+    source values (least squares). Each band: from the run with 6 signals (``--size medium``,
+    0.52 GB of FIF, 3.2 GB of source values per signal: cleaning 118.9 s, sources 381.6 s).
 
     >>> round(task_seconds(raw_bytes=516e6, source_bytes=3.2e9))
     92
+    >>> round(task_seconds(raw_bytes=516e6, source_bytes=6 * 3.2e9, n_signals=6))
+    500
     """
-    clean = 7.6 + raw_bytes / 17.5e6
-    sources = 17.0 + source_bytes / 85e6
+    bands = max(n_signals - 1, 0)
+    per_signal = source_bytes / max(n_signals, 1)
+    clean = 7.6 + raw_bytes / 17.5e6 + bands * raw_bytes / 31.6e6
+    sources = 17.0 + per_signal / 85e6 + bands * per_signal / 49e6
     return clean + sources
 
 
@@ -369,7 +386,7 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
                              time_chunk=config.exec.time_chunk, n_channels=n_meg, n_runs=n_runs,
                              n_raw_channels=n_chan, ica_fraction=ica_fraction, maxwell=maxwell)
     memory = max(memories.values())
-    seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1))
+    seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1), n_signals=n_sig)
     return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
                 n_tasks=2 * n_sub, n_units=n_sub, memory_per_task=memory, seconds=seconds,
                 notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "
