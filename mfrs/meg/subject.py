@@ -327,7 +327,8 @@ def _epoch_runs(job: SubjectJob, dest, events, union: list[str],
         n = len(ep)
         data[pos:pos + n] = ep.get_data(copy=False)
         for name, path in files.items():
-            npyfile.write_rows(path, pos, analytic_epochs(raw, part, ep.selection, name, cfg.epochs).get_data())
+            npyfile.write_rows(path, pos, analytic_epochs(raw, part, ep.selection, name,
+                                                          cfg.epochs).get_data(copy=False))
         kept.append(rows[ep.selection])
         pos += n
         del raw, ep
