@@ -108,7 +108,8 @@ def study_plan(shape: StudyShape | None = None, *, region_block: int = 4, time_b
                                     n_signals=s.n_signals, time_chunk=s.time_chunk, n_runs=s.n_runs,
                                     n_raw_channels=s.n_raw_channels),
         seconds_per_task=task_seconds(raw_bytes=s.raw_bytes_per_subject, source_bytes=src_per_subject,
-                                      n_signals=s.n_signals) / 2,
+                                      n_signals=s.n_signals,
+                                      epoch_samples=s.n_stimuli * s.n_presentations * s.n_samples) / 2,
         reads=s.raw_bytes_per_subject * s.n_subjects, writes=src_per_subject * s.n_subjects,
         notes=f"{s.n_subjects} subjects x 2 tasks (cleaning, then sources); runs of {s.run_seconds:.0f} s "
               f"assumed; cleaning holds one run at a time, ICA on every 11th sample", phases=2)

@@ -126,9 +126,11 @@ def apply_inverse_real(epochs: "mne.BaseEpochs", model: InverseModel, *,
     n_ep, _, n_t = data.shape
     out = np.empty((n_ep, n_t, model.morph.shape[0]), np.float32)
     n_src = model.inv["nsource"] * (3 if pick_ori is None else 1)
-    for sl in _batches(n_ep, n_t, n_src, max_bytes):
+    # a batch bounds the sources and their morph (the grid has more rows than the sources at ico5 and oct5)
+    for sl in _batches(n_ep, n_t, max(n_src, model.morph.shape[0]), max_bytes):
         grid = model.morph @ _apply(data[sl], info, model, pick_ori)  # (grid, epoch * time)
         out[sl] = grid.reshape(grid.shape[0], -1, n_t).transpose(1, 2, 0)
+        del grid  # not held while the next batch's is made
     return out
 
 
@@ -159,11 +161,13 @@ def apply_inverse_analytic(epochs: "mne.BaseEpochs", model: InverseModel, *, max
     n_rows = int(rows.max()) + 1 if n_rows is None else n_rows
     acc = StimulusMean(rows, n_rows, (n_t, model.morph.shape[0]), np.float32)
     n_src = model.inv["nsource"] * (3 if pick_ori == "vector" else 1)
-    for sl in _batches(n_ep, n_t, 2 * n_src, max_bytes):
+    for sl in _batches(n_ep, n_t, max(2 * n_src, model.morph.shape[0]), max_bytes):
         power = _apply(data[sl].real, info, model, pick_ori) ** 2
         power += _apply(data[sl].imag, info, model, pick_ori) ** 2
         if pick_ori == "vector":
             power = power.sum(axis=1)  # (source, ori, samples) -> (source, samples)
         grid = model.morph @ np.sqrt(power)
+        del power
         acc.add(sl.start, grid.reshape(grid.shape[0], -1, n_t).transpose(1, 2, 0))
+        del grid  # not held while the next batch's is made
     return acc.mean()

@@ -20,6 +20,7 @@ import xarray as xr
 
 from mfrs.errors import InputDataError, StageFailures
 from mfrs.meg.config import Config
+from mfrs.meg.epochs import BAND_CHANNELS
 from mfrs.stage import Plan, format_bytes
 
 if TYPE_CHECKING:
@@ -255,9 +256,12 @@ _REJECT_COPIES = 2.5
 #: time block when smaller), held about 3 times.
 _INVERSE_BATCH = 2**27
 #: What the sources task holds besides the data (the inverse operator and morph, the modules MNE imports
-#: for them, the store writer's buffers), fitted to the sources task's peak that
-#: ``bench_study_scale.py --size medium`` sampled with 6 signals (1.9 GiB; 142 stimuli, ico4).
-_SOURCES_FIXED = 400 * 2**20
+#: for them), and the time block of sources counted :data:`_SOURCE_BLOCKS` times (the block, and a copy
+#: of it on its way to the store in part), fitted to the two sources peaks ``bench_study_scale.py --size
+#: medium`` measured (142 stimuli): 1.9 GiB at ico4 with 6 signals and 3.6 GiB at ico5 with broadband and
+#: theta (time blocks of 128; a block of 0.35 and 1.39 GiB).
+_SOURCES_FIXED = 230 * 2**20
+_SOURCE_BLOCKS = 1.5
 
 
 def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
@@ -271,8 +275,9 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     of the first ``fit_duration`` seconds) grows run by run and is held :data:`_ICA_COPIES` times
     while ICA is fitted. The second pass holds the epochs of all runs (float64, preallocated),
     one run without its EEG (ICA applied a block of samples at a time) and the run's own epochs twice;
-    autoreject holds about :data:`_REJECT_COPIES` times the epochs. Band envelopes add a band-passed MEG copy of the run
-    in complex and its complex epochs (the epochs of all runs go to disk). Sources
+    autoreject holds about :data:`_REJECT_COPIES` times the epochs. Band envelopes add a band-passed copy of
+    :data:`~mfrs.meg.epochs.BAND_CHANNELS` MEG channels of the run in complex and the run's complex epochs
+    (the epochs of all runs go to disk). Sources
     (:func:`mfrs.meg.subject.localize`) hold the broadband stimulus averages (float32) throughout and,
     at their peak, the larger of: the epochs (float64) while they are averaged; one signal's sensor
     averages being written (the averages and their sums: band envelopes are averaged epoch by epoch
@@ -284,13 +289,14 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     Examples
     --------
     At the study's shape (6 runs of 540 s, 404 channels at 1100 Hz, 428 stimuli, ico5, 6 signals)
-    cleaning needs 8.3 GiB (5.0 GiB with broadband only), sources 6.4 GiB with time blocks of 128
-    samples (4.1 GiB with blocks of 64, 2.9 with 32; broadband alone 6.2 GiB with blocks of 128):
+    cleaning needs 5.1 GiB (5.0 GiB with broadband only), sources 8.3 GiB with time blocks of 128
+    samples, over an 8 GB worker (5.0 GiB with blocks of 64, 3.3 with 32; broadband alone 8.1 GiB with
+    blocks of 128):
 
     >>> m = task_memories(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
     ...                   n_signals=6, time_chunk=128)
     >>> round(m["clean"] / 2**30, 1), round(m["sources"] / 2**30, 1)
-    (8.3, 6.4)
+    (5.1, 8.3)
     """
     run = 2.0 * raw_bytes / max(n_runs, 1)
     held = run * min(1.0, (n_channels + 4) / n_raw_channels)  # EEG dropped after the Maxwell filter
@@ -301,7 +307,8 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     bands = n_signals > 1
     first = run * (1 + maxwell) + fit
     ica = _ICA_COPIES * fit
-    second = epochs + held + 2 * per_run + bands * (3 * meg + 4 * per_run)
+    band_copy = 3 * meg * min(1.0, BAND_CHANNELS / max(n_channels, 1))  # a group of channels, then complex
+    second = epochs + held + 2 * per_run + bands * (band_copy + 4 * per_run)
     reject = _REJECT_COPIES * epochs
     clean = _CLEAN_FIXED + max(first, ica, second, reject)
     tb = min(time_chunk, n_times)
@@ -310,7 +317,7 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     block_in = 32.0 * n_epochs * n_channels * tb if bands else 16.0 * n_stim * n_channels * tb
     averaging = epochs
     sensors = 2 * signal
-    inverse = block + block_in + 3 * min(_INVERSE_BATCH, block)
+    inverse = _SOURCE_BLOCKS * block + block_in + 3 * min(_INVERSE_BATCH, block)
     sources = WORKER_BASE_BYTES + _SOURCES_FIXED + signal + max(averaging, sensors, inverse)
     return {"clean": int(clean), "sources": int(sources)}
 
@@ -325,29 +332,29 @@ def task_memory(**sizes) -> int:
     return max(task_memories(**sizes).values())
 
 
-def task_seconds(*, raw_bytes: float, source_bytes: float, n_signals: int = 1) -> float:
+def task_seconds(*, raw_bytes: float, source_bytes: float, n_signals: int = 1, epoch_samples: float = 0.0) -> float:
     """CPU seconds of one subject's two tasks: cleaning scales with the recordings (read and
     filtered twice, run by run; each band filtered, Hilbert-transformed and epoched once more),
-    sources with the source values written (inverse, morph, compression; a band's values cost its
-    inverse on the real and imaginary parts of every epoch, a broadband one an inverse of the
-    stimulus averages).
+    sources with the source values written (inverse, morph, compression) and, for each band, with
+    the samples of its epochs (``epoch_samples``: epochs x samples; the inverse of the real and
+    imaginary parts of every epoch, on the source space, whatever the grid).
 
     Rates fitted to the tasks' CPU time (user + system, every thread of the worker; not wall time,
     which a shared machine inflates) measured by ``benchmarks/bench_study_scale.py`` (1100 Hz,
-    ico4, oct5, one subject). Broadband: cleaning 37.1 s and 93.6 s for 0.52 and 1.50 GB of FIF
+    oct5, one subject). Broadband (ico4): cleaning 37.1 s and 93.6 s for 0.52 and 1.50 GB of FIF
     (142 and 428 stimuli, 6 runs), sources 17.4 s, 65.0 s and 128.1 s for 0.63, 3.2 and 9.7 GB of
-    source values (least squares). Each band: from the run with 6 signals (``--size medium``,
-    0.52 GB of FIF, 3.2 GB of source values per signal: cleaning 118.9 s, sources 381.6 s).
+    source values (least squares). Each band: from the run with 6 signals (``--size medium``, ico4:
+    0.52 GB of FIF, 142 epochs of 1101 samples; cleaning 118.9 s, sources 381.6 s); checked on
+    ``--size medium --grid ico5`` with broadband and theta (399 s planned, 328 s measured).
 
     >>> round(task_seconds(raw_bytes=516e6, source_bytes=3.2e9))
     92
-    >>> round(task_seconds(raw_bytes=516e6, source_bytes=6 * 3.2e9, n_signals=6))
+    >>> round(task_seconds(raw_bytes=516e6, source_bytes=6 * 3.2e9, n_signals=6, epoch_samples=142 * 1101))
     500
     """
     bands = max(n_signals - 1, 0)
-    per_signal = source_bytes / max(n_signals, 1)
     clean = 7.6 + raw_bytes / 17.5e6 + bands * raw_bytes / 31.6e6
-    sources = 17.0 + per_signal / 85e6 + bands * per_signal / 49e6
+    sources = 17.0 + source_bytes / 85e6 + bands * epoch_samples * 1.77e-4
     return clean + sources
 
 
@@ -380,13 +387,15 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     n_t = int(round((config.epochs.tmax - config.epochs.tmin) * sfreq)) + 1
     n_v = 2 * GRID_VERTICES[config.source.grid]
     src_bytes = n_sub * n_sig * n_stim * n_t * n_v * 4
+    n_epochs = n_stim * len(config.events.presentations)
     ep_bytes = n_sub * n_sig * n_stim * n_meg * n_t * 4
-    memories = task_memories(raw_bytes=per_sub_raw, n_epochs=n_stim * len(config.events.presentations),
+    memories = task_memories(raw_bytes=per_sub_raw, n_epochs=n_epochs,
                              n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
                              time_chunk=config.exec.time_chunk, n_channels=n_meg, n_runs=n_runs,
                              n_raw_channels=n_chan, ica_fraction=ica_fraction, maxwell=maxwell)
     memory = max(memories.values())
-    seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1), n_signals=n_sig)
+    seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1), n_signals=n_sig,
+                                   epoch_samples=n_epochs * n_t)
     return Plan(stage=NAME, reads={"ds000117": raw_bytes}, writes={"epochs": ep_bytes, "sources": src_bytes},
                 n_tasks=2 * n_sub, n_units=n_sub, memory_per_task=memory, seconds=seconds,
                 notes=[f"{n_sub} subjects, {n_stim} stimuli, {n_t} samples, {n_v} grid vertices "

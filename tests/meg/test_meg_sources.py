@@ -72,9 +72,9 @@ def test_source_envelopes_averaged_per_stimulus_as_batches_go(model_and_epochs):
     model, epochs, *_ = model_and_epochs
     complex_epochs = _complex_epochs(epochs)
     rows = np.array([1, 0, 1, -1, 1])
-    per_epoch = len(epochs.times) * 2 * 3 * model.inv["nsource"] * 8  # bytes of one epoch's source values
-    assert [b.stop - b.start for b in _batches(len(rows), len(epochs.times), 2 * 3 * model.inv["nsource"],
-                                               2 * per_epoch)] == [2, 2, 1]
+    n_rows = max(2 * 3 * model.inv["nsource"], model.morph.shape[0])  # rows of a batch: sources or grid
+    per_epoch = len(epochs.times) * n_rows * 8  # bytes of one epoch's values
+    assert [b.stop - b.start for b in _batches(len(rows), len(epochs.times), n_rows, 2 * per_epoch)] == [2, 2, 1]
     got = apply_inverse_analytic(complex_epochs, model, max_bytes=2 * per_epoch, rows=rows, n_rows=3)
     ref = _mne_envelopes(complex_epochs, model)
     expected = np.stack([ref[[1]].mean(axis=0), ref[[0, 2, 4]].mean(axis=0)])
