@@ -256,17 +256,19 @@ _REJECT_COPIES = 2.5
 #: time block when smaller), held about 3 times.
 _INVERSE_BATCH = 2**27
 #: What the sources task holds besides the data (the inverse operator and morph, the modules MNE imports
-#: for them), and the time block of sources counted :data:`_SOURCE_BLOCKS` times (the block, and a copy
-#: of it on its way to the store in part), fitted to the two sources peaks ``bench_study_scale.py --size
-#: medium`` measured (142 stimuli): 1.9 GiB at ico4 with 6 signals and 3.6 GiB at ico5 with broadband and
-#: theta (time blocks of 128; a block of 0.35 and 1.39 GiB).
+#: for them), fitted to the sources peaks ``bench_study_scale.py --size medium`` measured (142 stimuli,
+#: time blocks of 128): ico4 with 6 signals and ico5 with broadband and theta.
 _SOURCES_FIXED = 230 * 2**20
-_SOURCE_BLOCKS = 1.5
+#: Chunks of sources zarr encodes at once while the sources task writes (``async.concurrency``); each
+#: holds a copy of the chunk and its compressed bytes (measured: 10 add 1.0 GiB to an ico5 block of
+#: 1.4 GiB in chunks of 64 MiB, 2 add 0.26 GiB).
+WRITE_CONCURRENCY = 2
 
 
 def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int, n_grid: int, n_signals: int,
                   time_chunk: int, n_channels: int = 306, n_runs: int = 6, n_raw_channels: int = 404,
-                  ica_fraction: float = 1 / 11, maxwell: bool = True) -> dict[str, int]:
+                  ica_fraction: float = 1 / 11, maxwell: bool = True,
+                  chunk_bytes: float = 64 * 2**20) -> dict[str, int]:
     """Peak RSS of each of a subject's two MEG tasks, ``{"clean": bytes, "sources": bytes}``.
 
     Cleaning (:func:`mfrs.meg.subject.prepare`) holds one run at a time: in float64 (twice its
@@ -283,20 +285,20 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     averages being written (the averages and their sums: band envelopes are averaged epoch by epoch
     from the band's file); one time block of sources (the morph writes it in the store's order; band
     envelopes are added to their stimulus as the inverse's batches go, never held per epoch) with the
-    block's complex epochs (two copies in complex128) and the inverse's batches. A subject never holds
+    block's complex epochs (two copies in complex128), the inverse's batches and the
+    :data:`WRITE_CONCURRENCY` store chunks (``chunk_bytes``) being encoded. A subject never holds
     all its sources, nor every signal's sensor averages.
 
     Examples
     --------
     At the study's shape (6 runs of 540 s, 404 channels at 1100 Hz, 428 stimuli, ico5, 6 signals)
-    cleaning needs 5.1 GiB (5.0 GiB with broadband only), sources 8.3 GiB with time blocks of 128
-    samples, over an 8 GB worker (5.0 GiB with blocks of 64, 3.3 with 32; broadband alone 8.1 GiB with
-    blocks of 128):
+    cleaning needs 5.1 GiB (5.0 GiB with broadband only), sources 6.5 GiB with time blocks of 128
+    samples (4.2 GiB with blocks of 64, 3.0 with 32; broadband alone 6.3 GiB with blocks of 128):
 
     >>> m = task_memories(raw_bytes=5.76e9, n_epochs=428, n_stim=428, n_times=1101, n_grid=20484,
     ...                   n_signals=6, time_chunk=128)
     >>> round(m["clean"] / 2**30, 1), round(m["sources"] / 2**30, 1)
-    (5.1, 8.3)
+    (5.1, 6.5)
     """
     run = 2.0 * raw_bytes / max(n_runs, 1)
     held = run * min(1.0, (n_channels + 4) / n_raw_channels)  # EEG dropped after the Maxwell filter
@@ -317,7 +319,8 @@ def task_memories(*, raw_bytes: float, n_epochs: int, n_stim: int, n_times: int,
     block_in = 32.0 * n_epochs * n_channels * tb if bands else 16.0 * n_stim * n_channels * tb
     averaging = epochs
     sensors = 2 * signal
-    inverse = _SOURCE_BLOCKS * block + block_in + 3 * min(_INVERSE_BATCH, block)
+    write = min(block, 2 * WRITE_CONCURRENCY * chunk_bytes)  # chunks being encoded: copies, compressed
+    inverse = block + write + block_in + 3 * min(_INVERSE_BATCH, block)
     sources = WORKER_BASE_BYTES + _SOURCES_FIXED + signal + max(averaging, sensors, inverse)
     return {"clean": int(clean), "sources": int(sources)}
 
@@ -392,7 +395,8 @@ def plan(*, config: Config, catalog: "Catalog") -> Plan:
     memories = task_memories(raw_bytes=per_sub_raw, n_epochs=n_epochs,
                              n_stim=n_stim, n_times=n_t, n_grid=n_v, n_signals=n_sig,
                              time_chunk=config.exec.time_chunk, n_channels=n_meg, n_runs=n_runs,
-                             n_raw_channels=n_chan, ica_fraction=ica_fraction, maxwell=maxwell)
+                             n_raw_channels=n_chan, ica_fraction=ica_fraction, maxwell=maxwell,
+                             chunk_bytes=config.exec.chunk_mb * 2**20)
     memory = max(memories.values())
     seconds = n_sub * task_seconds(raw_bytes=per_sub_raw, source_bytes=src_bytes / max(n_sub, 1), n_signals=n_sig,
                                    epoch_samples=n_epochs * n_t)
@@ -516,6 +520,7 @@ class LocalizeTask:
 def localize_unit(task: LocalizeTask) -> dict:
     """Compute one subject's sensor averages and sources and write them as its units (a dask task)."""
     import dask
+    import zarr
 
     from mfrs.meg.subject import localize, timed
 
@@ -527,6 +532,9 @@ def localize_unit(task: LocalizeTask) -> dict:
     # both lazy, computed here, in this task, one block at a time (never through the cluster)
     with timed(task.job.subject, "sensor averages and write"), dask.config.set(scheduler="synchronous"):
         task.epochs_store.write_unit(task.epochs_unit, out.epochs)
-    with timed(task.job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"):
+    # zarr encodes async.concurrency chunks at once (10 by default: ~1 GiB of chunk copies and compressed
+    # chunks beside an ico5 block); WRITE_CONCURRENCY keeps that to a few chunks
+    with (timed(task.job.subject, "inverse, morph and write"), dask.config.set(scheduler="synchronous"),
+          zarr.config.set({"async.concurrency": WRITE_CONCURRENCY})):
         task.sources_store.write_unit(task.sources_unit, out.sources)
     return out.summary
