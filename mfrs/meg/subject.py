@@ -488,7 +488,8 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
 
     ch_idx = [epochs.ch_names.index(c) if c in epochs.ch_names else -1 for c in channels]
     kept_idx = np.flatnonzero(keep)
-    kept_rows = stimulus_rows(ids[keep], stimuli)  # the stimulus of each kept epoch
+    epoch_rows = stimulus_rows(ids, stimuli)  # the stimulus of each epoch, -1 for those not kept
+    kept_rows = epoch_rows[keep]
 
     # broadband: average sensors per stimulus (epochs of other stimuli are ignored), then one
     # inverse per stimulus; the epochs are held once and let go once averaged
@@ -503,8 +504,7 @@ def localize(job: SubjectJob, stimuli: list[str], *, channels: list[str], times:
         signal's averages are held at a time, never every signal's.
         """
         out = np.full((1, 1, len(stimuli), len(channels), len(times)), np.nan, np.float32)
-        src = avg if k == 0 else envelope_mean(_band_path(job, cfg.envelopes[k - 1]),
-                                               stimulus_rows(ids, stimuli), len(stimuli))
+        src = avg if k == 0 else envelope_mean(_band_path(job, cfg.envelopes[k - 1]), epoch_rows, len(stimuli))
         for i, j in enumerate(ch_idx):  # channel by channel: no copy of the whole block
             if j >= 0:
                 out[0, 0, :, i] = src[:, j]
